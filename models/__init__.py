@@ -1,0 +1,1 @@
+"""basewatch detector networks, training data, training and evaluation."""

@@ -1,0 +1,108 @@
+"""The `basewatch` command line. Each command is a thin wrapper over one module; user mistakes exit 2
+with one clear message and no traceback."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from pipeline.config import list_aoi_names, load_aoi, load_config
+from pipeline.errors import BasewatchError
+
+app = typer.Typer(
+    name="basewatch",
+    help=(
+        "Sentinel imagery change detection for military bases: fetch scenes over AOIs, detect large aircraft "
+        "and vehicle columns, compare with the baseline and raise withdrawal alerts.\n\n"
+        "With no credentials everything runs on the built-in simulated Sentinel-2 source (clearly marked)."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+aoi_app = typer.Typer(help="List and inspect areas of interest (configs/aois/*.yaml).", no_args_is_help=True)
+app.add_typer(aoi_app, name="aoi")
+
+console = Console(stderr=True)
+
+ConfigOption = typer.Option(None, "--config", "-c", help="Config file (default: configs/default.yaml).")
+DataDirOption = typer.Option(None, "--data-dir", help="Data directory (default: data_dir in the config).")
+
+
+def user_errors(func):
+    """Turn BasewatchError into one red line and exit code 2 (no traceback for a user mistake)."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except BasewatchError as exc:
+            console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            console.print("[yellow]interrupted; re-run the same command to resume[/]")
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+@app.callback()
+def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug messages.")) -> None:
+    level = logging.DEBUG if verbose else getattr(logging, os.environ.get("BASEWATCH_LOG", "INFO").upper(), 20)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    for noisy in ("rasterio", "urllib3", "matplotlib", "PIL", "sentinelhub", "requests_oauthlib", "fiona"):
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+
+
+@aoi_app.command("list")
+@user_errors
+def aoi_list(config: Path | None = ConfigOption) -> None:
+    """List the AOIs defined next to the config."""
+    table = Table("name", "title", "zones", "roads", "UTM CRS", "grid (px)")
+    for name in list_aoi_names(config):
+        aoi = load_aoi(name, config)
+        g = aoi.grid()
+        table.add_row(name, aoi.title, str(len(aoi.zones)), str(len(aoi.roads)), aoi.crs.to_string(),
+                      f"{g.width} x {g.height}")
+    Console().print(table)
+
+
+@aoi_app.command("show")
+@user_errors
+def aoi_show(name: str = typer.Argument(..., help="AOI name or path to an AOI YAML file."),
+             config: Path | None = ConfigOption) -> None:
+    """Show one AOI: outline, zones, egress roads (validates the file)."""
+    aoi = load_aoi(name, config)
+    out = Console()
+    out.print(f"[bold]{aoi.title}[/] ({aoi.name}, {aoi.country}) — UTM {aoi.crs.to_string()}")
+    out.print(f"outline bounds (lon/lat): {tuple(round(v, 4) for v in aoi.outline.bounds)}")
+    table = Table("zone", "kind", "area (ha)")
+    for z in aoi.zones:
+        table.add_row(z.name, z.kind, f"{aoi.to_utm(z.polygon).area / 1e4:.1f}")
+    out.print(table)
+    for r in aoi.roads:
+        out.print(f"road {r.name}: {aoi.to_utm(r.line).length:.0f} m, starts at the base")
+
+
+@app.command("validate")
+@user_errors
+def validate(config: Path | None = ConfigOption) -> None:
+    """Validate the config, every AOI file and the scenario; print what is wrong, exit 2 if anything is."""
+    from pipeline.config import load_scenario
+
+    cfg = load_config(config)
+    for name in cfg.aois:
+        load_aoi(name, config)
+    load_scenario(cfg.scenario)
+    Console().print(f"ok: config {config or 'configs/default.yaml'} (hash {cfg.hash()}), "
+                    f"{len(cfg.aois)} AOIs, scenario {cfg.scenario}")
+
+
+# Commands from other modules register below (one line each, keep alphabetical).

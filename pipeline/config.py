@@ -1,0 +1,396 @@
+"""Pydantic models for every file a user edits, and loaders whose errors name file, line and field.
+
+The models are the documentation: every field has a description, unknown keys are refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from shapely.geometry import LineString, Polygon
+
+from pipeline.errors import ConfigError
+from pipeline.types import AOI, EgressRoad, Zone
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_CONFIG = PROJECT_ROOT / "configs" / "default.yaml"
+DEFAULT_SCENARIO = PROJECT_ROOT / "seeds" / "syria-drawdown-2024-12.yaml"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ---------------------------------------------------------------- AOI files
+
+LonLat = tuple[float, float]
+
+
+def _check_lonlat(points: list[LonLat]) -> list[LonLat]:
+    for lon, lat in points:
+        if not (-180.0 <= lon <= 180.0 and -90.0 <= lat <= 90.0):
+            raise ValueError(f"coordinate ({lon}, {lat}) is not lon/lat in degrees (lon -180..180, lat -90..90)")
+    return points
+
+
+def _polygon(points: list[LonLat]) -> Polygon:
+    poly = Polygon(points)
+    if not poly.is_valid or poly.area <= 0:
+        raise ValueError("polygon is not valid (self-intersecting or zero area); list corners in order")
+    return poly
+
+
+class ZoneFile(Strict):
+    name: str = Field(description="Zone name, unique in the AOI (e.g. 'west_apron').")
+    kind: Literal["runway", "apron", "vehicle_park", "pier", "water", "built", "vegetation", "other"] = Field(
+        description="What the zone is; decides land cover in the simulator and which counts the diff reads."
+    )
+    polygon: list[LonLat] = Field(min_length=3, description="Outline corners as [lon, lat] pairs.")
+
+    _lonlat = field_validator("polygon")(_check_lonlat)
+
+    @field_validator("polygon")
+    @classmethod
+    def _valid_polygon(cls, v: list[LonLat]) -> list[LonLat]:
+        _polygon(v)
+        return v
+
+
+class RoadFile(Strict):
+    name: str = Field(description="Road name.")
+    line: list[LonLat] = Field(
+        min_length=2, description="Vertices as [lon, lat]; the FIRST vertex is at the base (outbound = away from it)."
+    )
+
+    _lonlat = field_validator("line")(_check_lonlat)
+
+
+class AOIFile(Strict):
+    name: str = Field(description="Short identifier used on the command line (e.g. 'khmeimim').")
+    title: str = Field(description="Human-readable name shown in reports.")
+    country: str = Field(default="", description="Country, for reports.")
+    outline: list[LonLat] = Field(min_length=3, description="AOI outline corners as [lon, lat] pairs.")
+    zones: list[ZoneFile] = Field(default_factory=list, description="Named zones inside the outline.")
+    roads: list[RoadFile] = Field(default_factory=list, description="Egress roads, first vertex at the base.")
+
+    _lonlat = field_validator("outline")(_check_lonlat)
+
+    @field_validator("outline")
+    @classmethod
+    def _valid_outline(cls, v: list[LonLat]) -> list[LonLat]:
+        poly = _polygon(v)
+        minx, miny, maxx, maxy = poly.bounds
+        if maxx - minx > 1.0 or maxy - miny > 1.0:
+            raise ValueError("outline spans more than 1 degree; an AOI is a base, not a region")
+        return v
+
+    @model_validator(mode="after")
+    def _unique_zone_names(self) -> AOIFile:
+        names = [z.name for z in self.zones]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"zone names must be unique, repeated: {', '.join(dupes)}")
+        return self
+
+    def to_aoi(self) -> AOI:
+        return AOI(
+            name=self.name,
+            title=self.title,
+            country=self.country,
+            outline=_polygon(self.outline),
+            zones=tuple(Zone(z.name, z.kind, _polygon(z.polygon)) for z in self.zones),
+            roads=tuple(EgressRoad(r.name, LineString(r.line)) for r in self.roads),
+        )
+
+
+# ---------------------------------------------------------------- default.yaml
+
+
+class SourceConfig(Strict):
+    kind: Literal["auto", "simulated", "sentinelhub", "files"] = Field(
+        default="auto",
+        description="Where scenes come from. 'auto': Sentinel Hub when credentials exist, else the simulator.",
+    )
+    profile: Literal["sentinelhub", "cdse"] = Field(
+        default="cdse", description="Sentinel Hub endpoint profile: commercial Sentinel Hub or Copernicus CDSE."
+    )
+    sh_config_profile: str | None = Field(
+        default=None, description="Profile name in sentinelhub-py's config.toml (None: its default profile)."
+    )
+    max_cloud: float = Field(default=80.0, ge=0, le=100, description="Skip acquisitions cloudier than this (%).")
+    files_dir: str | None = Field(default=None, description="Folder of interchange GeoTIFFs for kind 'files'.")
+    max_concurrency: int = Field(default=2, ge=1, le=16, description="Parallel Process API requests.")
+    max_retries: int = Field(default=4, ge=0, le=20, description="Retries of a temporary download failure.")
+    retry_backoff_s: float = Field(default=2.0, ge=0, description="First retry delay; doubles each attempt.")
+    timeout_s: float = Field(default=120.0, gt=0, description="HTTP timeout of one request (seconds).")
+
+
+class DetectorConfig(Strict):
+    name: Literal["learned", "classical"] = Field(
+        default="learned", description="'learned' (committed PyTorch weights) or 'classical' (heuristic baseline)."
+    )
+    weights: str = Field(
+        default="models/weights/basewatch_centernet.pt",
+        description="Checkpoint of the learned detector, relative to the project root or absolute.",
+    )
+    score_threshold: float = Field(default=0.4, ge=0, le=1, description="Minimum detection score kept.")
+    window: int = Field(default=512, ge=64, le=4096, description="Inference window size (pixels).")
+    overlap: int = Field(default=32, ge=0, le=512, description="Overlap between windows (pixels).")
+    batch_size: int = Field(default=4, ge=1, le=64, description="Windows per forward pass.")
+    threads: int = Field(default=0, ge=0, le=64, description="Torch CPU threads; 0 = number of cores.")
+
+
+class ColumnsConfig(Strict):
+    max_gap_m: float = Field(default=120.0, gt=0, description="Largest gap between consecutive vehicles.")
+    heading_tolerance_deg: float = Field(default=35.0, gt=0, le=90, description="Heading spread within a column.")
+    min_vehicles: int = Field(default=3, ge=2, description="Fewest moving vehicles that make a column.")
+    road_buffer_m: float = Field(default=60.0, ge=0, description="Distance from an egress road counted as on it.")
+
+
+class DiffConfig(Strict):
+    baseline_window_days: int = Field(default=30, ge=1, description="History used for the baseline.")
+    min_history: int = Field(default=2, ge=1, description="Fewest valid observations for a baseline.")
+    min_zone_valid: float = Field(default=0.6, ge=0, le=1, description="Zone cloud-free fraction to count it.")
+    surge_factor: float = Field(default=2.0, gt=1, description="Large aircraft >= factor x baseline is a surge.")
+    surge_min_increase: int = Field(default=2, ge=1, description="... and at least this many more aircraft.")
+    drawdown_fraction: float = Field(default=0.6, gt=0, lt=1, description="Parked assets below this x baseline.")
+    outbound_min_vehicles: int = Field(default=5, ge=1, description="Outbound vehicles that raise an event.")
+    cooccurrence_days: int = Field(default=7, ge=1, description="Window in which events make a withdrawal.")
+
+
+class AlertsConfig(Strict):
+    close_after_days: int = Field(default=15, ge=1, description="Close an alert not seen again for this long.")
+    min_confidence: float = Field(default=0.2, ge=0, le=1, description="Events below this confidence stay silent.")
+
+
+class ReportConfig(Strict):
+    chip_size_px: int = Field(default=96, ge=16, le=1024, description="Side of an evidence chip (pixels).")
+    max_chips_per_alert: int = Field(default=6, ge=0, le=50, description="Evidence chips shown per alert.")
+
+
+class ScheduleEntry(Strict):
+    name: str = Field(description="Schedule name.")
+    cron: str = Field(description="Cron expression (minute hour day month weekday), UTC.")
+    aois: list[str] = Field(description="AOI names run on this schedule.")
+
+
+class NotifyConfig(Strict):
+    webhook_url: str | None = Field(
+        default=None, description="POST new alerts here (env BASEWATCH_WEBHOOK_URL overrides)."
+    )
+    smtp_host: str | None = Field(default=None, description="SMTP server for e-mail notifications.")
+    smtp_port: int = Field(default=587, ge=1, le=65535, description="SMTP port.")
+    smtp_starttls: bool = Field(default=True, description="Upgrade the SMTP connection with STARTTLS.")
+    mail_from: str | None = Field(default=None, description="Sender address.")
+    mail_to: list[str] = Field(default_factory=list, description="Recipients.")
+    max_attempts: int = Field(default=4, ge=1, le=20, description="Delivery attempts per tick.")
+
+
+class BasewatchConfig(Strict):
+    data_dir: str = Field(default="./basewatch-data", description="Folder for cache, store and reports.")
+    scenario: str = Field(
+        default="seeds/syria-drawdown-2024-12.yaml",
+        description="Scenario replayed by default: its sites, window and expectations.",
+    )
+    aois: list[str] = Field(
+        default_factory=lambda: ["khmeimim", "tartus", "al_khadim"], description="AOIs a plain run covers."
+    )
+    source: SourceConfig = Field(default_factory=SourceConfig, description="Imagery source.")
+    detector: DetectorConfig = Field(default_factory=DetectorConfig, description="Detector.")
+    columns: ColumnsConfig = Field(default_factory=ColumnsConfig, description="Vehicle column grouping.")
+    diff: DiffConfig = Field(default_factory=DiffConfig, description="Baselines and change rules.")
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig, description="Alert rules.")
+    report: ReportConfig = Field(default_factory=ReportConfig, description="Report options.")
+    schedules: list[ScheduleEntry] = Field(default_factory=list, description="Scheduled runs.")
+    notify: NotifyConfig = Field(default_factory=NotifyConfig, description="Notifications of new alerts.")
+
+    def hash(self) -> str:
+        """Stable short hash of the resolved config, stored with each run."""
+        text = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+# ---------------------------------------------------------------- seed scenarios
+
+
+class PhaseFile(Strict):
+    name: str = Field(description="Phase name (e.g. 'routine', 'drawdown').")
+    start: date = Field(description="First day of the phase; it lasts until the next phase starts.")
+    parked_aircraft: dict[str, int] = Field(
+        default_factory=dict, description="Aircraft type -> number parked on aprons (e.g. {'An-124': 2})."
+    )
+    parked_vehicles: int = Field(default=0, ge=0, description="Trucks parked in vehicle parks / on piers.")
+    outbound_columns: int = Field(default=0, ge=0, description="Columns leaving along egress roads per scene.")
+    inbound_columns: int = Field(default=0, ge=0, description="Columns arriving along egress roads per scene.")
+    vehicles_per_column: tuple[int, int] = Field(default=(6, 14), description="Min and max trucks in a column.")
+    local_traffic: int = Field(default=4, ge=0, description="Isolated moving vehicles on roads per scene.")
+
+
+class SiteFile(Strict):
+    aoi: str = Field(description="AOI name (configs/aois/<name>.yaml).")
+    first_pass: datetime = Field(description="A Sentinel-2 overpass time (UTC) over the site.")
+    revisit_days: float = Field(default=5.0, gt=0, description="Days between simulated overpasses.")
+    cloud_probability: float = Field(default=0.2, ge=0, le=1, description="Chance a scene has clouds.")
+    clear_dates: list[date] = Field(
+        default_factory=list, description="Dates rendered cloud-free (the passes public reports rest on)."
+    )
+    phases: list[PhaseFile] = Field(min_length=1, description="Activity phases in date order.")
+
+    @model_validator(mode="after")
+    def _phases_sorted(self) -> SiteFile:
+        starts = [p.start for p in self.phases]
+        if starts != sorted(starts):
+            raise ValueError("phases must be in date order")
+        return self
+
+
+class ExpectationFile(Strict):
+    id: str = Field(description="Short identifier.")
+    claim: str = Field(description="The reported claim, paraphrased.")
+    aoi: str = Field(description="AOI the claim is about.")
+    kind: str = Field(description="Alert kind that would confirm it (or 'no_abandonment').")
+    start: date = Field(description="Earliest date it may be seen.")
+    end: date = Field(description="Latest date it may be seen.")
+    expect: Literal["present", "absent"] = Field(default="present", description="Whether the alert should fire.")
+
+
+class SourceDocument(Strict):
+    title: str
+    publisher: str
+    date: date
+    path: str = Field(description="Where the document is kept (relative to the shared folder).")
+
+
+class ScenarioFile(Strict):
+    name: str = Field(description="Scenario identifier.")
+    title: str = Field(description="Human-readable title.")
+    source_document: SourceDocument | None = Field(default=None, description="The report it is distilled from.")
+    start: date = Field(description="First day of the window.")
+    end: date = Field(description="Last day of the window.")
+    seed: int = Field(default=0, description="Master seed: same seed, same pixels.")
+    sites: list[SiteFile] = Field(min_length=1, description="Sites replayed.")
+    expectations: list[ExpectationFile] = Field(default_factory=list, description="Checkable claims.")
+
+    @model_validator(mode="after")
+    def _window(self) -> ScenarioFile:
+        if self.end < self.start:
+            raise ValueError("end is before start")
+        return self
+
+
+# ---------------------------------------------------------------- loading with good errors
+
+
+def _read_yaml(path: Path) -> tuple[Any, yaml.Node | None]:
+    if not path.exists():
+        raise ConfigError(f"{path}: file not found")
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = yaml.safe_load(text)
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "somewhere"
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{path}: {where}: YAML syntax error: {problem}") from None
+    return data, node
+
+
+def _line_of(node: yaml.Node | None, loc: tuple) -> int | None:
+    """Follow a pydantic error location through the YAML node tree to a line number."""
+    line = node.start_mark.line + 1 if node is not None else None
+    for key in loc:
+        if isinstance(node, yaml.MappingNode):
+            nxt = None
+            for k, v in node.value:
+                if k.value == key:
+                    nxt = v
+                    line = k.start_mark.line + 1
+                    break
+            node = nxt
+        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
+            node = node.value[key]
+            line = node.start_mark.line + 1
+        else:
+            break
+        if node is None:
+            break
+    return line
+
+
+def _format_validation(path: Path, exc: ValidationError, node: yaml.Node | None) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        field = ".".join(str(p) for p in loc) or "(top level)"
+        line = _line_of(node, loc)
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (not allowed here; check the spelling)"
+        elif msg.startswith("Value error, "):
+            msg = msg[len("Value error, ") :]
+        where = f"line {line}: " if line else ""
+        lines.append(f"{path}: {where}{field}: {msg}")
+    return "\n".join(lines)
+
+
+def _load_model(path: Path, model: type[BaseModel]):
+    data, node = _read_yaml(path)
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: line 1: expected a mapping of keys to values, got {type(data).__name__}")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation(path, exc, node)) from None
+
+
+def load_config(path: str | Path | None = None) -> BasewatchConfig:
+    """Load default.yaml (or the given file)."""
+    return _load_model(Path(path) if path else DEFAULT_CONFIG, BasewatchConfig)
+
+
+def aoi_dir(config_path: str | Path | None = None) -> Path:
+    base = Path(config_path).resolve().parent if config_path else DEFAULT_CONFIG.parent
+    return base / "aois"
+
+
+def load_aoi_file(path: str | Path) -> AOI:
+    path = Path(path)
+    parsed: AOIFile = _load_model(path, AOIFile)
+    return parsed.to_aoi()
+
+
+def load_aoi(name: str, config_path: str | Path | None = None) -> AOI:
+    """Load configs/aois/<name>.yaml, or a path to an AOI file."""
+    candidate = Path(name)
+    if candidate.suffix in (".yaml", ".yml") and candidate.exists():
+        return load_aoi_file(candidate)
+    path = aoi_dir(config_path) / f"{name}.yaml"
+    if not path.exists():
+        known = ", ".join(list_aoi_names(config_path)) or "none"
+        raise ConfigError(f"AOI '{name}' not found: no file {path} (known AOIs: {known})")
+    return load_aoi_file(path)
+
+
+def list_aoi_names(config_path: str | Path | None = None) -> list[str]:
+    return sorted(p.stem for p in aoi_dir(config_path).glob("*.yaml"))
+
+
+def resolve_path(p: str | Path) -> Path:
+    """A path from a config: absolute, relative to cwd if it exists there, else to the project root."""
+    p = Path(p)
+    if p.is_absolute() or p.exists():
+        return p
+    return PROJECT_ROOT / p
+
+
+def load_scenario(path: str | Path | None = None) -> ScenarioFile:
+    return _load_model(resolve_path(path) if path else DEFAULT_SCENARIO, ScenarioFile)

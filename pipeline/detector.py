@@ -1,0 +1,17 @@
+"""The Detector interface every detector (classical baseline, learned network) satisfies."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from pipeline.types import Detection, Scene
+
+
+class Detector(Protocol):
+    """Finds objects in a Scene; returns georeferenced Detections (map x/y in scene CRS and lon/lat)."""
+
+    name: str
+    version: str
+
+    def detect(self, scene: Scene) -> list[Detection]:
+        ...

@@ -1,0 +1,153 @@
+"""Scene GeoTIFF interchange format (DESIGN.md): read any valid encoding, write one canonical encoding.
+
+Canonical write: float32 reflectance, bands B02,B03,B04,B08 (+ `valid` 0/1 band), NaN nodata, DEFLATE,
+tags ACQUISITION_DATETIME, SPACECRAFT, SIMULATED, SOURCE, ACQUISITION_ID. Writes are atomic.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from rasterio.crs import CRS
+from rasterio.errors import RasterioIOError
+
+from pipeline.errors import SceneError
+from pipeline.types import BAND_NAMES, Acquisition, Scene
+
+VALID_BAND = "valid"
+
+
+def atomic_path(path: Path) -> Path:
+    """A temp file next to ``path`` (same filesystem, so the final rename is atomic)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    os.close(fd)
+    return Path(tmp)
+
+
+def write_scene(scene: Scene, path: str | Path) -> Path:
+    """Write ``scene`` as a canonical interchange GeoTIFF (atomically)."""
+    path = Path(path)
+    tmp = atomic_path(path)
+    data = scene.bands.astype(np.float32, copy=True)
+    count = data.shape[0] + 1
+    profile = {
+        "driver": "GTiff",
+        "width": scene.width,
+        "height": scene.height,
+        "count": count,
+        "dtype": "float32",
+        "crs": CRS.from_user_input(scene.crs),
+        "transform": scene.transform,
+        "nodata": float("nan"),
+        "compress": "deflate",
+        "predictor": 3,
+        "tiled": True,
+        "blockxsize": 256,
+        "blockysize": 256,
+    }
+    acq = scene.acquisition
+    try:
+        with rasterio.open(tmp, "w", **profile) as dst:
+            dst.write(data, indexes=list(range(1, data.shape[0] + 1)))
+            dst.write(scene.valid.astype(np.float32), count)
+            for i, name in enumerate(scene.band_names, start=1):
+                dst.set_band_description(i, name)
+            dst.set_band_description(count, VALID_BAND)
+            dst.update_tags(
+                ACQUISITION_DATETIME=acq.datetime.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+                SPACECRAFT=acq.sensor,
+                SIMULATED="true" if scene.simulated else "false",
+                SOURCE=acq.source,
+                ACQUISITION_ID=acq.id,
+                CLOUD_COVER="" if acq.cloud_cover is None else f"{acq.cloud_cover:.2f}",
+            )
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def _parse_datetime(text: str | None, path: Path) -> datetime:
+    if not text:
+        raise SceneError(f"{path}: tag ACQUISITION_DATETIME is missing (ISO 8601 UTC, e.g. 2024-12-13T08:25:00Z)")
+    try:
+        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise SceneError(f"{path}: tag ACQUISITION_DATETIME={text!r} is not ISO 8601") from None
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+
+
+def read_scene(path: str | Path, bands: tuple[str, ...] = BAND_NAMES) -> Scene:
+    """Read an interchange GeoTIFF into a Scene; a clear SceneError says what is wrong with a bad file."""
+    path = Path(path)
+    if not path.exists():
+        raise SceneError(f"{path}: file not found")
+    try:
+        src = rasterio.open(path)
+    except RasterioIOError as exc:
+        raise SceneError(f"{path}: not a readable GeoTIFF ({exc}); re-download or re-export it") from None
+    with src:
+        if src.crs is None:
+            raise SceneError(f"{path}: no CRS; scenes must be in a projected CRS (UTM), 10 m pixels")
+        if not src.crs.is_projected:
+            raise SceneError(
+                f"{path}: CRS {src.crs.to_string()} is geographic; scenes must be in a projected CRS (UTM) "
+                "with metre pixels — reproject it (e.g. gdalwarp -t_srs EPSG:326xx -tr 10 10)"
+            )
+        descriptions = [d or "" for d in src.descriptions]
+        missing = [b for b in bands if b not in descriptions]
+        if missing:
+            raise SceneError(
+                f"{path}: band descriptions {descriptions} lack {missing}; "
+                f"set band descriptions to {list(bands)} (any order)"
+            )
+        tags = src.tags()
+        try:
+            raw = np.stack([src.read(descriptions.index(b) + 1) for b in bands]).astype(np.float32)
+            valid_band = src.read(descriptions.index(VALID_BAND) + 1) if VALID_BAND in descriptions else None
+        except RasterioIOError as exc:
+            raise SceneError(f"{path}: pixel data is corrupt or truncated ({exc}); re-download it") from None
+        nodata = src.nodata
+        is_int = np.issubdtype(np.dtype(src.dtypes[descriptions.index(bands[0])]), np.integer)
+        transform, crs = src.transform, src.crs.to_string()
+
+    if is_int:
+        if "SCALE" not in tags:
+            raise SceneError(f"{path}: integer bands need tags SCALE and OFFSET (reflectance = DN * SCALE + OFFSET)")
+        scale, offset = float(tags["SCALE"]), float(tags.get("OFFSET", 0.0))
+        nod = np.zeros(raw.shape[1:], bool) if nodata is None else np.any(raw == nodata, axis=0)
+        refl = raw * scale + offset
+        refl[:, nod] = np.nan
+    else:
+        refl = raw
+        if nodata is not None and not np.isnan(nodata):
+            refl[raw == nodata] = np.nan
+    valid = np.all(np.isfinite(refl), axis=0)
+    if valid_band is not None:
+        valid &= valid_band > 0.5
+    refl = np.nan_to_num(refl, nan=0.0)
+    simulated = tags.get("SIMULATED", "false").lower() == "true"
+    acq = Acquisition(
+        source=tags.get("SOURCE", "files"),
+        id=tags.get("ACQUISITION_ID", path.stem),
+        sensor=tags.get("SPACECRAFT", "Sentinel-2"),
+        datetime=_parse_datetime(tags.get("ACQUISITION_DATETIME"), path),
+        cloud_cover=float(tags["CLOUD_COVER"]) if tags.get("CLOUD_COVER") else None,
+        simulated=simulated,
+    )
+    return Scene(
+        bands=refl,
+        band_names=tuple(bands),
+        transform=transform,
+        crs=crs,
+        valid=valid,
+        acquisition=acq,
+        simulated=simulated,
+    )
