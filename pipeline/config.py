@@ -328,7 +328,7 @@ def _format_validation(path: Path, exc: ValidationError, node: yaml.Node | None)
     lines = []
     for err in exc.errors():
         loc = tuple(err["loc"])
-        field = ".".join(str(p) for p in loc) or "(top level)"
+        field = "".join(f"{'.' if i else ''}{p}" for i, p in enumerate(loc))
         line = _line_of(node, loc)
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
@@ -336,7 +336,7 @@ def _format_validation(path: Path, exc: ValidationError, node: yaml.Node | None)
         elif msg.startswith("Value error, "):
             msg = msg[len("Value error, ") :]
         where = f"line {line}: " if line else ""
-        lines.append(f"{path}: {where}{field}: {msg}")
+        lines.append(f"{path}: {where}{field + ': ' if field else ''}{msg}")
     return "\n".join(lines)
 
 

@@ -12,10 +12,10 @@ from functools import cached_property
 from typing import Literal
 
 import numpy as np
+import shapely
 from affine import Affine
 from pyproj import CRS, Transformer
 from shapely.geometry import LineString, Point, Polygon
-from shapely.ops import transform as shapely_transform
 
 ObjectClass = Literal["large_aircraft", "small_aircraft", "helicopter", "vehicle"]
 OBJECT_CLASSES: tuple[str, ...] = ("large_aircraft", "small_aircraft", "helicopter", "vehicle")
@@ -35,7 +35,12 @@ def utm_crs_for(lon: float, lat: float) -> CRS:
 def reproject_geometry(geom, src: CRS | str, dst: CRS | str):
     """Reproject a shapely geometry between CRSs (always_xy: lon/lat order)."""
     transformer = Transformer.from_crs(CRS.from_user_input(src), CRS.from_user_input(dst), always_xy=True)
-    return shapely_transform(transformer.transform, geom)
+
+    def project(coords: np.ndarray) -> np.ndarray:
+        x, y = transformer.transform(coords[:, 0], coords[:, 1])
+        return np.column_stack([x, y])
+
+    return shapely.transform(geom, project)
 
 
 @dataclass(frozen=True)

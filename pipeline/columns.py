@@ -1,0 +1,173 @@
+"""Group moving-vehicle detections into columns and judge their direction relative to the base.
+
+A column is a chain of moving vehicles with consistent heading, each within ``max_gap_m`` of the next and
+lined up along their direction of travel. Direction is judged along the AOI's egress roads (whose first
+vertex is at the base): travelling away from that vertex is outbound. Off-road, a column clearly moving
+radially away from (towards) the base's centre is outbound (inbound); anything else is unknown.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from shapely.geometry import LineString, Point
+from shapely.ops import unary_union
+
+from pipeline.config import ColumnsConfig
+from pipeline.georef import map_to_lonlat
+from pipeline.types import AOI, Column, Detection
+
+_ALIGN_COS = math.cos(math.radians(50))  # how far off the heading axis the next vehicle may sit
+_DIRECTION_COS = 0.5  # |cos| between column heading and road tangent needed to call a direction
+_OFFROAD_MIN_DISTANCE_M = 300.0
+
+
+def heading_vector(heading_deg: float) -> np.ndarray:
+    """Unit (east, north) vector of a compass heading (0 = north, clockwise)."""
+    h = math.radians(heading_deg)
+    return np.array([math.sin(h), math.cos(h)])
+
+
+def heading_of(vec: np.ndarray) -> float:
+    return math.degrees(math.atan2(vec[0], vec[1])) % 360.0
+
+
+def angle_diff(a: float, b: float) -> float:
+    """Smallest absolute difference between two compass headings (0-180)."""
+    d = abs(a - b) % 360.0
+    return min(d, 360.0 - d)
+
+
+@dataclass(frozen=True)
+class _Vehicle:
+    key: str
+    xy: np.ndarray
+    heading: float
+
+
+def _moving_vehicles(detections: list[Detection]) -> list[_Vehicle]:
+    out = []
+    for i, d in enumerate(detections):
+        if d.cls != "vehicle" or d.moving is False or d.heading_deg is None:
+            continue
+        out.append(_Vehicle(key=d.id or str(i), xy=np.array([d.x, d.y]), heading=float(d.heading_deg)))
+    return out
+
+
+def _linked(a: _Vehicle, b: _Vehicle, cfg: ColumnsConfig) -> bool:
+    delta = b.xy - a.xy
+    dist = float(np.hypot(*delta))
+    if dist == 0 or dist > cfg.max_gap_m:
+        return False
+    if angle_diff(a.heading, b.heading) > cfg.heading_tolerance_deg:
+        return False
+    axis = heading_vector(a.heading) + heading_vector(b.heading)
+    axis /= max(np.linalg.norm(axis), 1e-9)
+    return abs(float(delta @ axis)) / dist >= _ALIGN_COS
+
+
+def _components(vehicles: list[_Vehicle], cfg: ColumnsConfig) -> list[list[int]]:
+    parent = list(range(len(vehicles)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i in range(len(vehicles)):
+        for j in range(i + 1, len(vehicles)):
+            if _linked(vehicles[i], vehicles[j], cfg):
+                parent[find(i)] = find(j)
+    groups: dict[int, list[int]] = {}
+    for i in range(len(vehicles)):
+        groups.setdefault(find(i), []).append(i)
+    return sorted(groups.values(), key=lambda g: min(g))
+
+
+def _mean_heading(members: list[_Vehicle]) -> float:
+    return heading_of(np.sum([heading_vector(v.heading) for v in members], axis=0))
+
+
+def _road_direction(aoi: AOI, points: np.ndarray, heading: float, cfg: ColumnsConfig):
+    """(road name, direction) for the egress road most members lie on, or (None, None)."""
+    best = None
+    for road in aoi.roads:
+        line = aoi.to_utm(road.line)
+        dists = np.array([line.distance(Point(p)) for p in points])
+        on_road = dists <= cfg.road_buffer_m
+        if on_road.mean() >= 0.5:
+            score = float(np.median(dists))
+            if best is None or score < best[0]:
+                best = (score, road.name, line)
+    if best is None:
+        return None, None
+    _, name, line = best
+    centre = points.mean(axis=0)
+    s = line.project(Point(centre))
+    a = line.interpolate(max(s - 25.0, 0.0))
+    b = line.interpolate(min(s + 25.0, line.length))
+    tangent = np.array([b.x - a.x, b.y - a.y])
+    tangent /= max(np.linalg.norm(tangent), 1e-9)
+    cos = float(heading_vector(heading) @ tangent)
+    if cos >= _DIRECTION_COS:
+        return name, "outbound"
+    if cos <= -_DIRECTION_COS:
+        return name, "inbound"
+    return name, "unknown"
+
+
+def _base_centre(aoi: AOI) -> np.ndarray:
+    parts = [z.polygon for z in aoi.zones if z.kind not in ("water", "vegetation", "other")]
+    geom = aoi.to_utm(unary_union(parts) if parts else aoi.outline)
+    c = geom.centroid
+    return np.array([c.x, c.y])
+
+
+def _offroad_direction(aoi: AOI, points: np.ndarray, heading: float) -> str:
+    radial = points.mean(axis=0) - _base_centre(aoi)
+    dist = float(np.linalg.norm(radial))
+    if dist < _OFFROAD_MIN_DISTANCE_M:
+        return "unknown"
+    cos = float(heading_vector(heading) @ (radial / dist))
+    if cos >= 0.7:
+        return "outbound"
+    if cos <= -0.7:
+        return "inbound"
+    return "unknown"
+
+
+def group_columns(detections: list[Detection], aoi: AOI, cfg: ColumnsConfig) -> list[Column]:
+    """Columns from detections whose x/y are in the AOI's UTM CRS; members refer to detection ids."""
+    vehicles = _moving_vehicles(detections)
+    crs = aoi.crs.to_string()
+    columns: list[Column] = []
+    for group in _components(vehicles, cfg):
+        if len(group) < cfg.min_vehicles:
+            continue
+        members = [vehicles[i] for i in group]
+        heading = _mean_heading(members)
+        axis = heading_vector(heading)
+        members.sort(key=lambda v: float(v.xy @ axis))
+        points = np.array([v.xy for v in members])
+        road, direction = _road_direction(aoi, points, heading, cfg)
+        if direction is None:
+            direction = _offroad_direction(aoi, points, heading)
+        line_map = LineString(points)
+        line_ll = LineString([map_to_lonlat(crs, float(x), float(y)) for x, y in points])
+        keys = tuple(v.key for v in members)
+        columns.append(
+            Column(
+                id=f"col-{keys[0]}",
+                members=keys,
+                line=line_ll,
+                length_m=float(line_map.length),
+                heading_deg=round(heading, 1),
+                direction=direction,
+                vehicles=len(members),
+                road=road,
+            )
+        )
+    return columns

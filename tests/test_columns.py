@@ -1,0 +1,73 @@
+"""Column grouping and direction on synthetic detections placed along the AOI's real egress roads."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipeline.columns import angle_diff, group_columns, heading_of
+from pipeline.config import ColumnsConfig, load_aoi
+from pipeline.georef import map_to_lonlat
+from pipeline.types import MapObject
+
+
+def vehicles_along(aoi, road_name: str, start_m: float, n: int, spacing: float, outbound: bool,
+                   prefix: str) -> list[MapObject]:
+    line = aoi.to_utm(next(r.line for r in aoi.roads if r.name == road_name))
+    crs = aoi.crs.to_string()
+    out = []
+    for i in range(n):
+        s = start_m + i * spacing
+        a, b = line.interpolate(s), line.interpolate(s + 5)
+        vec = np.array([b.x - a.x, b.y - a.y])
+        heading = heading_of(vec if outbound else -vec)
+        lon, lat = map_to_lonlat(crs, a.x, a.y)
+        out.append(MapObject(cls="vehicle", x=a.x, y=a.y, lon=lon, lat=lat, heading_deg=heading, moving=True,
+                             score=0.9, id=f"{prefix}{i}"))
+    return out
+
+
+@pytest.fixture(scope="module")
+def tartus():
+    return load_aoi("tartus")
+
+
+def test_outbound_and_inbound_columns_on_roads(tartus):
+    out = vehicles_along(tartus, "east_to_m1_highway", 200, 8, 40, outbound=True, prefix="o")
+    inn = vehicles_along(tartus, "north_coast_road", 300, 5, 50, outbound=False, prefix="i")
+    cols = group_columns(out + inn, tartus, ColumnsConfig())
+    by_road = {c.road: c for c in cols}
+    assert len(cols) == 2
+    assert by_road["east_to_m1_highway"].direction == "outbound"
+    assert by_road["east_to_m1_highway"].vehicles == 8
+    assert by_road["north_coast_road"].direction == "inbound"
+    assert set(by_road["north_coast_road"].members) == {f"i{i}" for i in range(5)}
+    assert by_road["east_to_m1_highway"].length_m == pytest.approx(7 * 40, rel=0.1)
+
+
+def test_gap_splits_a_column_and_short_chains_are_dropped(tartus):
+    first = vehicles_along(tartus, "east_to_m1_highway", 100, 4, 40, outbound=True, prefix="a")
+    second = vehicles_along(tartus, "east_to_m1_highway", 900, 4, 40, outbound=True, prefix="b")
+    pair = vehicles_along(tartus, "north_coast_road", 300, 2, 40, outbound=True, prefix="p")
+    cols = group_columns(first + second + pair, tartus, ColumnsConfig(max_gap_m=120, min_vehicles=3))
+    assert sorted(c.vehicles for c in cols) == [4, 4]
+
+
+def test_opposite_headings_do_not_merge(tartus):
+    a = vehicles_along(tartus, "east_to_m1_highway", 200, 5, 40, outbound=True, prefix="a")
+    b = vehicles_along(tartus, "east_to_m1_highway", 220, 5, 40, outbound=False, prefix="b")
+    cols = group_columns(a + b, tartus, ColumnsConfig())
+    assert sorted(c.direction for c in cols) == ["inbound", "outbound"]
+
+
+def test_parked_and_non_vehicle_detections_are_ignored(tartus):
+    parked = [
+        MapObject(cls="vehicle", x=v.x, y=v.y, lon=v.lon, lat=v.lat, moving=False, id=v.id)
+        for v in vehicles_along(tartus, "east_to_m1_highway", 200, 6, 30, outbound=True, prefix="p")
+    ]
+    assert group_columns(parked, tartus, ColumnsConfig()) == []
+
+
+def test_angle_diff_wraps():
+    assert angle_diff(350, 10) == 20
+    assert angle_diff(90, 270) == 180
