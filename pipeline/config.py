@@ -190,6 +190,8 @@ class NotifyConfig(Strict):
     mail_from: str | None = Field(default=None, description="Sender address.")
     mail_to: list[str] = Field(default_factory=list, description="Recipients.")
     max_attempts: int = Field(default=4, ge=1, le=20, description="Delivery attempts per tick.")
+    retry_backoff_s: float = Field(default=2.0, ge=0, description="First delivery retry delay; doubles each attempt.")
+    timeout_s: float = Field(default=10.0, gt=0, description="Timeout of one webhook POST or SMTP session (seconds).")
 
 
 class BasewatchConfig(Strict):
