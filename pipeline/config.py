@@ -162,6 +162,12 @@ class DiffConfig(Strict):
     drawdown_fraction: float = Field(default=0.6, gt=0, lt=1, description="Parked assets below this x baseline.")
     outbound_min_vehicles: int = Field(default=5, ge=1, description="Outbound vehicles that raise an event.")
     cooccurrence_days: int = Field(default=7, ge=1, description="Window in which events make a withdrawal.")
+    min_parked_baseline: float = Field(
+        default=3.0, ge=0, description="Parked assets a baseline needs before a drawdown can be judged."
+    )
+    mass_outbound_columns: int = Field(
+        default=2, ge=1, description="Outbound columns in one scene that alone indicate withdrawal activity."
+    )
 
 
 class AlertsConfig(Strict):
@@ -242,6 +248,10 @@ class SiteFile(Strict):
     clear_dates: list[date] = Field(
         default_factory=list, description="Dates rendered cloud-free (the passes public reports rest on)."
     )
+    cloudy_dates: dict[date, float] = Field(
+        default_factory=dict,
+        description="Dates rendered with this cloud fraction (0-1), e.g. to hide a drawdown in a scenario test.",
+    )
     phases: list[PhaseFile] = Field(min_length=1, description="Activity phases in date order.")
 
     @model_validator(mode="after")
@@ -260,6 +270,9 @@ class ExpectationFile(Strict):
     start: date = Field(description="Earliest date it may be seen.")
     end: date = Field(description="Latest date it may be seen.")
     expect: Literal["present", "absent"] = Field(default="present", description="Whether the alert should fire.")
+    max_confidence: float | None = Field(
+        default=None, ge=0, le=1, description="If set, a present alert's confidence must not exceed this (clouds)."
+    )
 
 
 class SourceDocument(Strict):
