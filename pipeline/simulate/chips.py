@@ -1,0 +1,407 @@
+"""Randomised training chips for the detector, deliberately NOT tied to our AOIs (domain randomisation).
+
+``render_chip(seed, size)`` draws a random landscape (fields, desert, urban, airfield, port, ...), roads, aprons,
+clutter (buildings, bright roofs, hangars, tanks, boats, cars), aircraft of every catalogue type with random paint,
+parked trucks in lots and moving trucks (alone or in columns) with the band-offset rainbow, then runs the sensor
+model (haze, partial clouds + shadows, misregistration, PSF, noise).
+
+Truth convention: ``ChipObject.row/col`` are continuous pixel coordinates with the CENTRE of pixel (0, 0) at
+(0.5, 0.5) (pixel (i, j) covers [i, i+1) x [j, j+1)). A moving truck's centre is its position at the middle of its
+B02..B04 rainbow (physics.REFERENCE_TIME_S). ``heading_deg``: 0 = up (north), clockwise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from pipeline.simulate import landcover, painters, sensor
+from pipeline.simulate.aircraft import CATALOGUE, choose_paint, paint_reflectance
+from pipeline.simulate.canvas import Canvas
+from pipeline.simulate.clouds import cloud_layer
+from pipeline.simulate.physics import derive_seed, fractal_noise
+from pipeline.simulate.vehicles import pick_paint, pick_truck
+
+PAD = 10  # pixels rendered beyond each chip edge so objects and PSF run off the edge naturally
+PIXEL = 10.0
+STYLES = ("fields", "desert", "urban", "airfield", "airfield", "port", "mixed", "vegetation", "soil", "airfield")
+
+
+@dataclass(frozen=True)
+class ChipObject:
+    cls: str
+    row: float
+    col: float
+    type: str
+    length_m: float
+    width_m: float
+    heading_deg: float
+    moving: bool
+    speed_mps: float
+    occluded: bool = False  # centre under cloud / cloud shadow (valid=False there)
+
+
+@dataclass
+class Chip:
+    bands: np.ndarray  # (4, H, W) float32 reflectance B02, B03, B04, B08
+    valid: np.ndarray  # (H, W) bool
+    objects: list[ChipObject] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------- background
+
+
+def _parcels(shape, rng, size_px: tuple[float, float], classes: list[str]) -> np.ndarray:
+    """Rotated grid of agricultural parcels, each with its own cover."""
+    h, w = shape
+    ang = rng.uniform(0, np.pi)
+    rr, cc = np.mgrid[0:h, 0:w].astype(np.float32)
+    u = rr * np.cos(ang) + cc * np.sin(ang)
+    v = -rr * np.sin(ang) + cc * np.cos(ang)
+    a, b = size_px
+    iu = np.floor(u / a + rng.random()).astype(np.int64)
+    iv = np.floor(v / b + rng.random()).astype(np.int64)
+    cell = (iu * 7919 + iv * 104729) % 100003
+    ids = np.array([landcover.cover_id(c) for c in classes])
+    lut = ids[np.random.default_rng(int(rng.integers(1 << 31))).integers(0, len(ids), 100003)]
+    return lut[cell]
+
+
+def _labels(style: str, shape, rng) -> np.ndarray:
+    h, w = shape
+    cid = landcover.cover_id
+    noise = fractal_noise(shape, rng, beta=3.0)
+    if style == "desert":
+        lab = np.full(shape, cid("desert"))
+        lab[noise > 1.0] = cid(str(rng.choice(["gravel", "soil", "shrub"])))
+    elif style == "fields":
+        lab = _parcels(shape, rng, (rng.uniform(8, 30), rng.uniform(8, 40)),
+                       ["soil", "vegetation", "dry_grass", "red_soil", "vegetation", "shrub"])
+    elif style == "vegetation":
+        lab = np.full(shape, cid("vegetation"))
+        lab[noise > 0.6] = cid("shrub")
+        lab[noise < -1.2] = cid("soil")
+    elif style == "soil":
+        lab = np.full(shape, cid(str(rng.choice(["soil", "red_soil", "dry_grass"]))))
+        lab[noise > 0.9] = cid("shrub")
+    elif style == "urban":
+        lab = np.full(shape, cid("urban"))
+        lab[noise > 1.1] = cid("vegetation")
+        lab[noise < -1.3] = cid("concrete")
+    elif style == "port":
+        lab = np.full(shape, cid(str(rng.choice(["urban", "concrete", "gravel"]))))
+    elif style == "airfield":
+        base = str(rng.choice(["dry_grass", "soil", "desert", "shrub", "vegetation", "red_soil"]))
+        lab = np.full(shape, cid(base))
+        lab[noise > 0.8] = cid(str(rng.choice(["soil", "shrub", "gravel"])))
+    else:  # mixed
+        lab = _parcels(shape, rng, (rng.uniform(10, 40), rng.uniform(10, 40)),
+                       ["soil", "vegetation", "urban", "dry_grass", "desert", "shrub"])
+    if style in ("port", "mixed") or rng.random() < 0.12:
+        # a coast: half-plane (or a lake) of water with a wavy edge
+        rr, cc = np.mgrid[0:h, 0:w]
+        ang = rng.uniform(0, 2 * np.pi)
+        d = (rr - h / 2) * np.cos(ang) + (cc - w / 2) * np.sin(ang) + rng.uniform(-0.3, 0.3) * h
+        lab[d + 4 * noise > 0] = cid("water")
+    return lab
+
+
+# ---------------------------------------------------------------- layout helpers
+
+
+@dataclass
+class _Layout:
+    canvas: Canvas
+    rng: np.random.Generator
+    labels: np.ndarray
+    shadow_dir: float
+    sun_elev: float
+    roads: list[tuple[np.ndarray, float]] = field(default_factory=list)  # (pts_px, width_m)
+    aprons: list[tuple[float, float, float, float, float]] = field(default_factory=list)  # row, col, L, W, heading
+    objects: list[ChipObject] = field(default_factory=list)
+    occupied: list[tuple[float, float, float]] = field(default_factory=list)  # row, col, radius_px
+
+    @property
+    def full(self) -> int:
+        return self.canvas.shape[0]
+
+    def free(self, row: float, col: float, radius_px: float) -> bool:
+        return all(np.hypot(row - r, col - c) > radius_px + rad for r, c, rad in self.occupied)
+
+
+def _random_road(lay: _Layout) -> np.ndarray:
+    n = lay.full
+    rng = lay.rng
+    ang = rng.uniform(0, np.pi)
+    centre = rng.uniform(0.15 * n, 0.85 * n, 2)
+    d = np.array([-np.cos(ang), np.sin(ang)])
+    ts = np.linspace(-n, n, 9)
+    curve = rng.uniform(-0.004, 0.004)
+    perp = np.array([d[1], -d[0]])
+    return np.array([centre + d * t + perp * curve * t * t for t in ts])
+
+
+def _add_roads(lay: _Layout, style: str) -> None:
+    rng = lay.rng
+    n_roads = int(rng.choice([0, 1, 1, 2, 2, 3, 4], p=[0.08, 0.25, 0.2, 0.2, 0.12, 0.1, 0.05]))
+    pal = landcover.palette()
+    for _ in range(n_roads):
+        pts = _random_road(lay)
+        width = float(rng.choice([7.0, 9.0, 12.0, 16.0, 22.0, 26.0]))
+        surface = str(rng.choice(["asphalt", "asphalt", "asphalt", "concrete", "gravel"]))
+        refl = pal[landcover.cover_id(surface)] * rng.uniform(0.8, 1.25)
+        painters.paint_polyline(lay.canvas, pts, width, refl)
+        if width >= 16 and rng.random() < 0.5:  # dual carriageway: a darker or greener median
+            painters.paint_polyline(lay.canvas, pts, width * 0.12, pal[landcover.cover_id("shrub")], alpha=0.7)
+        lay.roads.append((pts, width))
+
+
+def _add_aprons(lay: _Layout, style: str) -> None:
+    rng = lay.rng
+    n = lay.full
+    pal = landcover.palette()
+    k = int(rng.integers(1, 4)) if style == "airfield" else int(rng.random() < 0.25)
+    heading = rng.uniform(0, 180)
+    for i in range(k):
+        L, W = rng.uniform(200, 1200), rng.uniform(100, 450)
+        if i == 0 and style == "airfield" and rng.random() < 0.5:
+            L, W = 3000.0, rng.uniform(45, 60)  # a runway strip
+        row, col = rng.uniform(0, n, 2)
+        surface = "concrete" if rng.random() < 0.7 else "asphalt"
+        refl = pal[landcover.cover_id(surface)] * rng.uniform(0.75, 1.3)
+        painters.paint_box(lay.canvas, row, col, L, W, heading + rng.choice([0, 90]) * (i > 0), refl)
+        lay.aprons.append((row, col, L, W, heading))
+        # concrete slab seams / stains: low-contrast patches
+        for _ in range(int(rng.integers(0, 6))):
+            painters.paint_box(lay.canvas, row + rng.normal(0, W / 40), col + rng.normal(0, L / 40),
+                               rng.uniform(20, 80), rng.uniform(20, 80), heading, refl * rng.uniform(0.85, 1.15),
+                               ss=2)
+
+
+def _add_clutter(lay: _Layout, style: str) -> None:
+    rng = lay.rng
+    n = lay.full
+    c = lay.canvas
+    n_build = {"urban": 70, "port": 40, "airfield": 12, "mixed": 20}.get(style, 5)
+    n_build = int(rng.integers(0, n_build + 1))
+    for _ in range(n_build):
+        row, col = rng.uniform(0, n, 2)
+        kind = rng.random()
+        if kind < 0.35:
+            roof = np.array([0.30, 0.33, 0.35, 0.38]) * rng.uniform(0.8, 1.5)  # bright metal / white roof
+        elif kind < 0.6:
+            roof = np.array([0.08, 0.09, 0.17, 0.24]) * rng.uniform(0.8, 1.2)  # tiles
+        else:
+            roof = np.array([0.12, 0.13, 0.14, 0.17]) * rng.uniform(0.6, 1.6)  # concrete / dark
+        L, W = rng.uniform(8, 60), rng.uniform(8, 30)
+        painters.paint_box(c, row, col, L, W, rng.uniform(0, 180), roof, height_m=rng.uniform(3, 20),
+                           shadow_dir_deg=lay.shadow_dir, sun_elev_deg=lay.sun_elev)
+    if style in ("airfield", "port") and rng.random() < 0.6:  # hangars: aircraft-sized bright rectangles
+        for _ in range(int(rng.integers(1, 4))):
+            row, col = rng.uniform(0, n, 2)
+            roof = np.array([0.25, 0.27, 0.28, 0.30]) * rng.uniform(0.6, 1.7)
+            painters.paint_box(c, row, col, rng.uniform(30, 90), rng.uniform(25, 70), rng.uniform(0, 180), roof,
+                               height_m=rng.uniform(8, 20), shadow_dir_deg=lay.shadow_dir, sun_elev_deg=lay.sun_elev)
+            lay.occupied.append((row, col, 5.0))
+    if rng.random() < 0.25:  # storage tanks: bright discs
+        row, col = rng.uniform(0, n, 2)
+        for _ in range(int(rng.integers(1, 6))):
+            painters.paint_tank(c, row + rng.normal(0, 4), col + rng.normal(0, 4), rng.uniform(6, 20),
+                                np.array([0.38, 0.40, 0.41, 0.43]) * rng.uniform(0.7, 1.2), lay.shadow_dir,
+                                lay.sun_elev)
+    water = lay.labels == landcover.cover_id("water")
+    if water.any():
+        wr, wc = np.nonzero(water)
+        for _ in range(int(rng.integers(0, 8))):
+            i = int(rng.integers(len(wr)))
+            refl = np.array([0.25, 0.26, 0.26, 0.27]) * rng.uniform(0.5, 1.6)
+            painters.paint_boat(c, wr[i] + rng.random(), wc[i] + rng.random(), rng.uniform(6, 45),
+                                rng.uniform(0, 360), refl, wake=rng.random() < 0.3)
+    for _ in range(int(rng.integers(0, 25))):  # cars: too small to matter, but they are there
+        row, col = _on_road(lay) if lay.roads and rng.random() < 0.8 else tuple(rng.uniform(0, n, 2))
+        refl = np.array([0.3, 0.3, 0.3, 0.32]) * rng.uniform(0.2, 1.5)
+        painters.paint_car(c, row, col, rng.uniform(0, 360), refl, speed_mps=float(rng.uniform(0, 30)))
+
+
+def _on_road(lay: _Layout) -> tuple[float, float]:
+    pts, _ = lay.roads[int(lay.rng.integers(len(lay.roads)))]
+    i = int(lay.rng.integers(len(pts) - 1))
+    t = lay.rng.random()
+    p = pts[i] + (pts[i + 1] - pts[i]) * t
+    return float(p[0]), float(p[1])
+
+
+# ---------------------------------------------------------------- truth objects
+
+
+def _add_aircraft(lay: _Layout, style: str) -> None:
+    rng = lay.rng
+    n = lay.full
+    types = list(CATALOGUE.values())
+    weights = np.array([{"large_aircraft": 2.0, "helicopter": 1.6}.get(t.cls, 1.0) for t in types])
+    weights /= weights.sum()
+    count = int(rng.integers(1, 15)) if style == "airfield" else int(rng.choice([0, 0, 1, 1, 2, 3]))
+    rows_mode = rng.random() < 0.5 and lay.aprons
+    base_heading = rng.uniform(0, 360)
+    anchor = None
+    for i in range(count):
+        t = types[int(rng.choice(len(types), p=weights))]
+        scale = float(rng.uniform(0.95, 1.05))
+        radius = 0.5 * t.length_m * scale / PIXEL
+        if rows_mode:
+            if anchor is None:
+                ar, ac, L, W, hd = lay.aprons[int(rng.integers(len(lay.aprons)))]
+                anchor = (ar + rng.normal(0, 5), ac + rng.normal(0, 5), hd)
+            ar, ac, hd = anchor
+            step = max(t.span_m, t.length_m) * rng.uniform(1.05, 1.4) / PIXEL
+            d = np.deg2rad(hd)
+            row, col = ar - np.cos(d) * step * (i - count / 2), ac + np.sin(d) * step * (i - count / 2)
+            heading = (hd + 90 + rng.choice([0, 180]) + rng.normal(0, 3)) % 360
+        else:
+            if lay.aprons and rng.random() < 0.7:
+                ar, ac, L, W, hd = lay.aprons[int(rng.integers(len(lay.aprons)))]
+                row, col = ar + rng.uniform(-W, W) / 2 / PIXEL, ac + rng.uniform(-L, L) / 2 / PIXEL
+            else:
+                row, col = rng.uniform(-3, n + 3, 2)
+            heading = rng.uniform(0, 360) if rng.random() < 0.6 else base_heading + rng.normal(0, 5)
+        if not lay.free(row, col, radius * 0.9):
+            continue
+        lay.occupied.append((row, col, radius))
+        paint = choose_paint(t, rng, wide=True)
+        refl = paint_reflectance(paint, rng)
+        shadow_len = float(rng.uniform(2.0, 9.0)) if rng.random() < 0.8 else 0.0
+        painters.paint_aircraft(lay.canvas, t, row, col, heading, refl, scale=scale, shadow_dir_deg=lay.shadow_dir,
+                                shadow_len_m=shadow_len, shadow_factor=float(rng.uniform(0.35, 0.65)),
+                                rotor_phase_deg=float(rng.uniform(0, 360)), swept_back=rng.random() < 0.4)
+        lay.objects.append(ChipObject(t.cls, float(row), float(col), t.name, t.length_m * scale, t.span_m * scale,
+                                      float(heading % 360), False, 0.0))
+
+
+def _road_point(pts: np.ndarray, s_px: float) -> tuple[np.ndarray, float] | None:
+    """Point and heading at arc length ``s_px`` along a polyline (None beyond its end)."""
+    seg = np.diff(pts, axis=0)
+    lens = np.hypot(seg[:, 0], seg[:, 1])
+    if s_px < 0:
+        return None
+    acc = 0.0
+    for k, L in enumerate(lens):
+        if s_px <= acc + L and L > 0:
+            t = (s_px - acc) / L
+            p = pts[k] + seg[k] * t
+            return p, painters.heading_between(pts[k][0], pts[k][1], pts[k + 1][0], pts[k + 1][1])
+        acc += L
+    return None
+
+
+def _add_trucks(lay: _Layout) -> None:
+    rng = lay.rng
+    n = lay.full
+    # moving trucks on roads: columns or singles
+    for pts, width in lay.roads:
+        total = float(np.sum(np.hypot(*np.diff(pts, axis=0).T)))
+        for _ in range(int(rng.choice([0, 1, 1, 2, 3]))):
+            reverse = rng.random() < 0.5
+            line = pts[::-1] if reverse else pts
+            in_column = rng.random() < 0.5
+            k = int(rng.integers(3, 16)) if in_column else 1
+            speed0 = float(rng.uniform(1.0, 30.0)) if rng.random() < 0.9 else 0.0
+            gap_m = rng.uniform(20, 90)
+            s = rng.uniform(0.2, 0.8) * total
+            military = rng.random() < 0.4
+            lane = (width / 4 if width < 14 else width * 0.3) * rng.uniform(0.6, 1.2)
+            for _j in range(k):
+                got = _road_point(line, s)
+                if got is None:
+                    break
+                p, heading = got
+                t = pick_truck(rng, military)
+                h = np.deg2rad(heading)
+                right = np.array([np.sin(h), np.cos(h)])  # (drow, dcol) to the right of travel
+                row, col = p + right * lane / PIXEL
+                speed = max(0.0, speed0 + rng.normal(0, 0.8)) if speed0 > 0 else 0.0
+                s -= (t.length_m + gap_m * rng.uniform(0.7, 1.3)) / PIXEL
+                if not lay.free(row, col, 0.4):
+                    continue
+                painters.paint_truck(lay.canvas, row, col, heading, t.length_m, t.width_m, pick_paint(rng, military),
+                                     speed_mps=speed, time_scale=float(rng.uniform(0.98, 1.02)),
+                                     shadow_dir_deg=lay.shadow_dir, shadow_len_m=float(rng.uniform(0, 4)))
+                lay.objects.append(ChipObject("vehicle", float(row), float(col), t.name, t.length_m, t.width_m,
+                                              float(heading), speed > 0, float(speed)))
+    # parked trucks in lots: rows side by side, or scattered
+    for _ in range(int(rng.choice([0, 0, 1, 1, 2, 3]))):
+        if lay.aprons and rng.random() < 0.5:
+            ar, ac, L, W, hd = lay.aprons[int(rng.integers(len(lay.aprons)))]
+            r0, c0 = ar + rng.normal(0, 4), ac + rng.normal(0, 4)
+        else:
+            r0, c0 = rng.uniform(0, n, 2)
+            lot = landcover.palette()[landcover.cover_id(str(rng.choice(["gravel", "concrete", "asphalt"])))]
+            painters.paint_box(lay.canvas, r0, c0, rng.uniform(60, 200), rng.uniform(40, 150), rng.uniform(0, 180),
+                               lot * rng.uniform(0.8, 1.2))
+        hd = rng.uniform(0, 360)
+        military = rng.random() < 0.7
+        per_row, n_rows = int(rng.integers(1, 12)), int(rng.integers(1, 5))
+        pitch_side = rng.uniform(3.2, 8.0)
+        pitch_row = rng.uniform(14, 30)
+        scattered = rng.random() < 0.25
+        h = np.deg2rad(hd)
+        fwd = np.array([-np.cos(h), np.sin(h)])
+        right = np.array([np.sin(h), np.cos(h)])
+        paint = pick_paint(rng, military)
+        for i in range(n_rows):
+            for j in range(per_row):
+                if rng.random() < 0.15:
+                    continue
+                pos = np.array([r0, c0]) + (right * j * pitch_side + fwd * i * pitch_row) / PIXEL
+                heading = hd
+                if scattered:
+                    pos = pos + rng.normal(0, 3, 2)
+                    heading = rng.uniform(0, 360)
+                t = pick_truck(rng, military)
+                if not lay.free(pos[0], pos[1], 0.3):
+                    continue
+                refl = paint * rng.uniform(0.9, 1.1) if rng.random() < 0.8 else pick_paint(rng, military)
+                painters.paint_truck(lay.canvas, pos[0], pos[1], heading, t.length_m, t.width_m, refl,
+                                     shadow_dir_deg=lay.shadow_dir, shadow_len_m=float(rng.uniform(0, 4)))
+                lay.objects.append(ChipObject("vehicle", float(pos[0]), float(pos[1]), t.name, t.length_m,
+                                              t.width_m, float(heading % 360), False, 0.0))
+
+
+# ---------------------------------------------------------------- entry point
+
+
+def render_chip(seed: int, size: int = 128) -> Chip:
+    """One random chip: (4, size, size) reflectance, valid mask and truth objects. Deterministic per seed."""
+    rng = np.random.default_rng(derive_seed("chip", seed))
+    full = size + 2 * PAD
+    style = str(rng.choice(STYLES))
+    labels = _labels(style, (full, full), rng)
+    pal = landcover.palette(rng, jitter=0.18)
+    surface = landcover.render_cover(labels, rng, pal=pal, texture_scale=float(rng.uniform(0.5, 1.8)))
+    lay = _Layout(Canvas(surface), rng, labels, shadow_dir=float(rng.uniform(0, 360)),
+                  sun_elev=float(rng.uniform(25, 70)))
+    _add_aprons(lay, style)
+    _add_roads(lay, style)
+    _add_clutter(lay, style)
+    _add_aircraft(lay, style)
+    _add_trucks(lay)
+
+    params = sensor.draw_sensor(rng, wide=True)
+    clouds = None
+    if rng.random() < 0.3:
+        frac = float(rng.uniform(0.05, 0.7))
+        length = rng.uniform(5, 40)
+        ang = np.deg2rad(rng.uniform(0, 360))
+        clouds = cloud_layer((full, full), frac, rng, shadow_shift_px=(np.cos(ang) * length, np.sin(ang) * length),
+                             edge_softness=float(rng.uniform(0.4, 1.6)))
+    bands, valid = sensor.observe(lay.canvas.bands, params, rng, clouds)
+    bands = np.ascontiguousarray(bands[:, PAD:PAD + size, PAD:PAD + size])
+    valid = np.ascontiguousarray(valid[PAD:PAD + size, PAD:PAD + size])
+    objects = []
+    for o in lay.objects:
+        row, col = o.row - PAD, o.col - PAD
+        if 0 <= row < size and 0 <= col < size:
+            occluded = not bool(valid[int(row), int(col)])
+            objects.append(ChipObject(o.cls, row, col, o.type, o.length_m, o.width_m, o.heading_deg, o.moving,
+                                      o.speed_mps, occluded))
+    return Chip(bands=bands, valid=valid, objects=objects)

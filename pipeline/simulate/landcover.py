@@ -1,0 +1,78 @@
+"""Land-cover classes, their surface reflectance, and spatially correlated texture.
+
+Mean reflectances (B02, B03, B04, B08) are L2A values checked against real scenes in realdata/sen2ships
+(CALIBRATION.md). Texture is 1/f^beta noise: brightness variation shared by all bands plus a greenness term that
+mixes the class towards vegetation or soil, so texture is spectrally plausible rather than grey.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipeline.simulate.physics import fractal_noise
+
+
+@dataclass(frozen=True)
+class Cover:
+    name: str
+    reflectance: tuple[float, float, float, float]
+    texture: float  # relative std of brightness texture
+    greenness: float  # std of the soil<->vegetation mixing term
+
+
+COVERS: tuple[Cover, ...] = (
+    Cover("soil", (0.085, 0.12, 0.165, 0.235), 0.10, 0.10),
+    Cover("red_soil", (0.065, 0.095, 0.15, 0.23), 0.10, 0.08),
+    Cover("desert", (0.16, 0.23, 0.31, 0.38), 0.07, 0.01),
+    Cover("vegetation", (0.035, 0.065, 0.045, 0.31), 0.15, 0.15),
+    Cover("shrub", (0.055, 0.085, 0.095, 0.22), 0.14, 0.12),
+    Cover("urban", (0.10, 0.115, 0.13, 0.175), 0.28, 0.04),
+    Cover("concrete", (0.19, 0.21, 0.225, 0.255), 0.05, 0.0),
+    Cover("asphalt", (0.065, 0.075, 0.085, 0.105), 0.06, 0.0),
+    Cover("water", (0.045, 0.042, 0.022, 0.012), 0.08, 0.0),
+    Cover("dry_grass", (0.065, 0.095, 0.115, 0.225), 0.08, 0.08),
+    Cover("gravel", (0.13, 0.15, 0.17, 0.20), 0.08, 0.0),
+)
+COVER_INDEX: dict[str, int] = {c.name: i for i, c in enumerate(COVERS)}
+VEGETATION = np.array(COVERS[COVER_INDEX["vegetation"]].reflectance, dtype=np.float32)
+SOIL = np.array(COVERS[COVER_INDEX["soil"]].reflectance, dtype=np.float32)
+
+
+def cover_id(name: str) -> int:
+    return COVER_INDEX[name]
+
+
+def palette(rng: np.random.Generator | None = None, jitter: float = 0.0) -> np.ndarray:
+    """(n_classes, 4) mean reflectances, optionally jittered per scene/chip (domain randomisation)."""
+    pal = np.array([c.reflectance for c in COVERS], dtype=np.float32)
+    if rng is not None and jitter > 0:
+        pal = pal * rng.uniform(1 - jitter, 1 + jitter, (len(COVERS), 1)).astype(np.float32)
+        pal = pal * rng.uniform(1 - jitter / 3, 1 + jitter / 3, pal.shape).astype(np.float32)
+    return pal
+
+
+def render_cover(labels: np.ndarray, rng: np.random.Generator, *, pal: np.ndarray | None = None,
+                 texture_scale: float = 1.0, fine: np.ndarray | None = None,
+                 coarse: np.ndarray | None = None, green: np.ndarray | None = None) -> np.ndarray:
+    """(4, H, W) float32 reflectance of a land-cover label image with correlated texture.
+
+    Texture fields may be passed in (to keep a site's texture fixed across dates); otherwise they are drawn.
+    """
+    h, w = labels.shape
+    pal = palette() if pal is None else pal
+    if fine is None:
+        fine = fractal_noise((h, w), rng, beta=2.0)
+    if coarse is None:
+        coarse = fractal_noise((h, w), rng, beta=3.2)
+    if green is None:
+        green = fractal_noise((h, w), rng, beta=2.6)
+    tex_amp = np.array([c.texture for c in COVERS], dtype=np.float32)[labels] * texture_scale
+    green_amp = np.array([c.greenness for c in COVERS], dtype=np.float32)[labels]
+    bright = 1.0 + tex_amp * (0.6 * fine + 0.5 * coarse)
+    base = pal[labels].transpose(2, 0, 1)  # (4, H, W)
+    g = np.clip(green_amp * green, -0.6, 0.6)
+    towards = np.where(g[None] > 0, VEGETATION[:, None, None], SOIL[:, None, None])
+    out = base * bright[None] + np.abs(g)[None] * (towards - base)
+    return np.clip(out, 0.003, 1.0).astype(np.float32)
