@@ -173,6 +173,11 @@ class DiffConfig(Strict):
 class AlertsConfig(Strict):
     close_after_days: int = Field(default=15, ge=1, description="Close an alert not seen again for this long.")
     min_confidence: float = Field(default=0.2, ge=0, le=1, description="Events below this confidence stay silent.")
+    severity: dict[str, Literal["low", "medium", "high"]] = Field(
+        default_factory=lambda: {"withdrawal_activity": "high", "asset_drawdown": "medium",
+                                 "airlift_surge": "medium", "outbound_columns": "low"},
+        description="Event kinds that raise alerts, with their severity (one step lower under confidence 0.5).",
+    )
 
 
 class ReportConfig(Strict):

@@ -301,13 +301,7 @@ class Store:
                     (c.id, aoi, acq.id, model, n, _json(list(c.members)), c.line.wkt, c.length_m, c.heading_deg,
                      c.direction, c.vehicles, c.road),
                 )
-            for n, e in enumerate(events):
-                db.execute(
-                    'INSERT INTO events (aoi, acquisition_id, model, n, kind, zone, "when", score, confidence, '
-                    "baseline, current, evidence) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (aoi, acq.id, model, n, e.kind, e.zone, _iso(e.when), e.score, e.confidence, _json(e.baseline),
-                     _json(e.current), _json(list(e.evidence))),
-                )
+            self._insert_events(db, aoi, acq.id, model, events)
             db.execute(
                 "INSERT OR REPLACE INTO observations (aoi, acquisition_id, model, run_id, datetime, counts, "
                 "zone_counts, zone_valid, valid_fraction, detection_ids, column_ids) "
@@ -318,6 +312,17 @@ class Store:
             )
             for alert in alerts or ():
                 self.upsert_alert(run_id, alert, model=model)
+
+    @staticmethod
+    def _insert_events(db: sqlite3.Connection, aoi: str, acquisition_id: str, model: str,
+                       events: list[ChangeEvent]) -> None:
+        for n, e in enumerate(events):
+            db.execute(
+                'INSERT INTO events (aoi, acquisition_id, model, n, kind, zone, "when", score, confidence, '
+                "baseline, current, evidence) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (aoi, acquisition_id, model, n, e.kind, e.zone, _iso(e.when), e.score, e.confidence,
+                 _json(e.baseline), _json(e.current), _json(list(e.evidence))),
+            )
 
     def acquisitions(self, aoi: str) -> list[AcquisitionRecord]:
         rows = self._conn.execute(
@@ -417,6 +422,38 @@ class Store:
             )
             db.execute("INSERT OR REPLACE INTO run_alerts (run_id, alert_id, status) VALUES (?, ?, ?)",
                        (run_id, alert.id, alert.status))
+
+    def replace_events(self, aoi: str, acquisition_id: str, model: str, events: list[ChangeEvent]) -> None:
+        """Re-diffed events of one stored acquisition (after its history changed)."""
+        with self.transaction() as db:
+            db.execute("DELETE FROM events WHERE aoi = ? AND acquisition_id = ? AND model = ?",
+                       (aoi, acquisition_id, model))
+            self._insert_events(db, aoi, acquisition_id, model, events)
+
+    def replace_alerts(self, run_id: str, aoi: str, model: str, alerts: list[Alert]) -> dict[str, str]:
+        """Set the alert state of (aoi, model) to ``alerts``; returns and records what changed for ``run_id``.
+
+        An alert first recorded as 'new' by this run stays 'new' for it however often the run updates it.
+        """
+        from pipeline.alerts import changes
+
+        with self.transaction() as db:
+            before = self.alerts(aoi, model=model)
+            changed = changes(before, alerts)
+            keep = {a.id for a in alerts}
+            for a in before:
+                if a.id not in keep:
+                    db.execute("DELETE FROM alerts WHERE id = ?", (a.id,))
+                    db.execute("DELETE FROM run_alerts WHERE alert_id = ?", (a.id,))
+            earlier = self.run_alert_changes(run_id)
+            for a in alerts:
+                if a.id in changed:
+                    self.upsert_alert(run_id, a, model=model)
+                    if earlier.get(a.id) == "new":
+                        db.execute("UPDATE run_alerts SET status = 'new' WHERE run_id = ? AND alert_id = ?",
+                                   (run_id, a.id))
+                        changed[a.id] = "new"
+        return changed
 
     def alerts(self, aoi: str | None = None, status: str | None = None, model: str | None = None) -> list[Alert]:
         """Current alert states, ordered by first sighting."""

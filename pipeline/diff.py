@@ -1,0 +1,285 @@
+"""Diff stage: robust per-zone baselines from earlier observations, change scores, and ChangeEvents.
+
+Baselines are medians over the earlier *observed* values of each zone inside ``baseline_window_days`` (gaps and
+clouded zones simply drop out). Counts are density-corrected by each zone's cloud-free fraction, and a zone below
+``min_zone_valid`` is not observed, so clouds lower confidence but never read as a drawdown.
+
+Events (``compare``):
+- ``airlift_surge``: large aircraft on aprons/runways >= surge_factor x baseline and >= baseline + surge_min_increase;
+- ``outbound_columns``: vehicles in outbound columns >= outbound_min_vehicles (and above their own baseline);
+- ``asset_drawdown``: parked aircraft or vehicles below drawdown_fraction x baseline on two consecutive observations
+  (a single low observation is a provisional *drop*: no event of its own, but a withdrawal signal);
+- ``withdrawal_activity``: within cooccurrence_days at least two different signals of which one is a departure
+  (outbound columns, drawdown or drop), or ``mass_outbound_columns`` outbound columns at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+import numpy as np
+
+from pipeline.config import DiffConfig
+from pipeline.observe import PARKED_VEHICLE
+from pipeline.types import AOI, ChangeEvent, Detection, Observation
+
+
+@dataclass(frozen=True)
+class ZoneMetric:
+    """A count read from zones of some kinds, e.g. large aircraft on aprons and runways."""
+
+    name: str
+    classes: tuple[str, ...]
+    zone_kinds: tuple[str, ...]
+
+
+LARGE_AIRCRAFT = ZoneMetric("large_aircraft", ("large_aircraft",), ("apron", "runway"))
+PARKED_AIRCRAFT = ZoneMetric("parked_aircraft", ("small_aircraft", "helicopter"), ("apron",))
+PARKED_VEHICLES = ZoneMetric("parked_vehicles", (PARKED_VEHICLE,), ("vehicle_park", "pier"))
+DRAWDOWN_METRICS = (PARKED_AIRCRAFT, PARKED_VEHICLES)
+DEPARTURE_KINDS = ("outbound_columns", "asset_drawdown", "asset_drop")
+
+
+@dataclass(frozen=True)
+class Measure:
+    """A metric now against its baseline, over the zones observed now that have a baseline."""
+
+    baseline: float  # sum of zone medians (density-corrected counts)
+    expected: float  # baseline scaled by each zone's cloud-free fraction now
+    current: int
+    spread: float
+    coverage: float  # share of the baseline's assets that lay in zones observed now (0-1)
+    n_history: int
+    zones: tuple[str, ...]
+
+    @property
+    def ratio(self) -> float:
+        return self.current / self.expected if self.expected > 0 else float("inf")
+
+
+@dataclass(frozen=True)
+class Signal:
+    kind: str
+    score: float
+    confidence: float
+    baseline: dict
+    current: dict
+    zones: tuple[str, ...] = ()
+    classes: tuple[str, ...] = ()
+    columns: tuple[str, ...] = ()  # column ids
+    acquisitions: tuple[str, ...] = field(default=())
+
+
+def _zones(aoi: AOI, kinds: tuple[str, ...]) -> list[str]:
+    return [z.name for z in aoi.zones if z.kind in kinds]
+
+
+def _zone_value(obs: Observation, zone: str, classes: tuple[str, ...]) -> int:
+    counts = obs.zone_counts.get(zone, {})
+    return int(sum(counts.get(c, 0) for c in classes))
+
+
+def window(history: Sequence[Observation], obs: Observation, days: int) -> list[Observation]:
+    """Earlier observations within ``days`` before ``obs`` (time-ordered input assumed)."""
+    t = obs.acquisition.datetime
+    lo = t - timedelta(days=days)
+    return [h for h in history if lo <= h.acquisition.datetime < t and h.acquisition.id != obs.acquisition.id]
+
+
+def measure(metric: ZoneMetric, aoi: AOI, history: Sequence[Observation], obs: Observation,
+            cfg: DiffConfig) -> Measure | None:
+    """``metric`` in ``obs`` against its baseline, or None when no zone with a baseline is observed now."""
+    hist = window(history, obs, cfg.baseline_window_days)
+    total = expected = spread2 = 0.0
+    current = 0
+    n_hist: list[int] = []
+    zones: list[str] = []
+    for z in _zones(aoi, metric.zone_kinds):
+        values = [_zone_value(h, z, metric.classes) / h.zone_valid[z] for h in hist
+                  if h.zone_valid.get(z, 0.0) >= cfg.min_zone_valid and h.zone_valid[z] > 0]
+        if len(values) < cfg.min_history:
+            continue
+        med = float(np.median(values))
+        mad = float(np.median(np.abs(np.asarray(values) - med))) * 1.4826
+        total += med
+        valid_now = obs.zone_valid.get(z, 0.0)
+        if valid_now < cfg.min_zone_valid:
+            continue
+        expected += med * valid_now
+        current += _zone_value(obs, z, metric.classes)
+        spread2 += (mad * valid_now) ** 2
+        n_hist.append(len(values))
+        zones.append(z)
+    if not zones:
+        return None
+    coverage = expected / total if total > 0 else 1.0
+    return Measure(baseline=round(total, 2), expected=round(expected, 2), current=current,
+                   spread=round(float(np.sqrt(spread2)), 2), coverage=round(min(coverage, 1.0), 3),
+                   n_history=min(n_hist), zones=tuple(zones))
+
+
+def history_factor(n: int) -> float:
+    """Confidence multiplier for a baseline built from ``n`` observations: short history, lower confidence."""
+    return n / (n + 1.0)
+
+
+def _figures(m: Measure) -> tuple[dict, dict]:
+    baseline = {"median": m.baseline, "expected_now": m.expected, "spread": m.spread, "observations": m.n_history}
+    current = {"count": m.current, "coverage": m.coverage, "zones": list(m.zones)}
+    return baseline, current
+
+
+def _surge(aoi: AOI, history: Sequence[Observation], obs: Observation, cfg: DiffConfig) -> Signal | None:
+    m = measure(LARGE_AIRCRAFT, aoi, history, obs, cfg)
+    if m is None:
+        return None
+    threshold = max(cfg.surge_factor * m.expected, m.expected + cfg.surge_min_increase)
+    if m.current < threshold:
+        return None
+    strength = min(1.0, 0.7 + 0.1 * (m.current - threshold))
+    baseline, current = _figures(m)
+    return Signal("airlift_surge", score=round((m.current - m.expected) / max(m.spread, 1.0), 2),
+                  confidence=round(strength * m.coverage * history_factor(m.n_history), 3),
+                  baseline={"large_aircraft": baseline}, current={"large_aircraft": current},
+                  zones=m.zones, classes=LARGE_AIRCRAFT.classes)
+
+
+def _outbound(history: Sequence[Observation], obs: Observation, cfg: DiffConfig) -> Signal | None:
+    out_cols = [c for c in obs.columns if c.direction == "outbound"]
+    vehicles = sum(c.vehicles for c in out_cols)
+    hist = window(history, obs, cfg.baseline_window_days)
+    base = float(np.median([h.counts.get("vehicles_outbound", 0) for h in hist])) if hist else 0.0
+    if vehicles < max(cfg.outbound_min_vehicles, base + cfg.outbound_min_vehicles):
+        return None
+    inbound = sum(c.vehicles for c in obs.columns if c.direction == "inbound")
+    strength = min(1.0, 0.45 + 0.05 * vehicles)
+    confidence = strength * (0.5 + 0.5 * obs.valid_fraction) * (1.0 if hist else 0.8)
+    return Signal("outbound_columns", score=round(vehicles / cfg.outbound_min_vehicles, 2),
+                  confidence=round(confidence, 3),
+                  baseline={"outbound_vehicles_median": base, "observations": len(hist)},
+                  current={"outbound_columns": len(out_cols), "outbound_vehicles": vehicles,
+                           "inbound_vehicles": inbound, "roads": sorted({c.road for c in out_cols if c.road})},
+                  columns=tuple(c.id for c in out_cols))
+
+
+def _low(m: Measure | None, cfg: DiffConfig) -> bool:
+    return m is not None and m.expected >= cfg.min_parked_baseline and m.current < cfg.drawdown_fraction * m.expected
+
+
+def _drawdown(metric: ZoneMetric, aoi: AOI, history: Sequence[Observation], obs: Observation,
+              cfg: DiffConfig) -> Signal | None:
+    """Confirmed drawdown (this and the previous observed value both low against the baseline formed before
+    them), or a provisional drop (low now only)."""
+    m = measure(metric, aoi, history, obs, cfg)
+    if m is None or not _low(m, cfg):
+        return None
+    confirmed = False
+    acquisitions: tuple[str, ...] = (obs.acquisition.id,)
+    hist = window(history, obs, cfg.baseline_window_days)
+    for i in range(len(hist) - 1, -1, -1):
+        prev = hist[i]
+        m_prev = measure(metric, aoi, history, prev, cfg)
+        if m_prev is None:
+            continue  # not observed then: look further back
+        without_prev = [h for h in history if h.acquisition.id != prev.acquisition.id]
+        m_now = measure(metric, aoi, without_prev, obs, cfg)
+        confirmed = _low(m_prev, cfg) and _low(m_now, cfg)
+        if confirmed:
+            m = m_now
+            acquisitions = (prev.acquisition.id, obs.acquisition.id)
+        break
+    drop = 1.0 - m.current / m.expected
+    strength = min(1.0, 0.5 + drop)
+    confidence = strength * m.coverage * history_factor(m.n_history) * (1.0 if confirmed else 0.7)
+    baseline, current = _figures(m)
+    current["confirmed"] = confirmed
+    return Signal("asset_drawdown" if confirmed else "asset_drop", score=round(drop, 3),
+                  confidence=round(confidence, 3), baseline={metric.name: baseline}, current={metric.name: current},
+                  zones=m.zones, classes=metric.classes,
+                  acquisitions=acquisitions)
+
+
+def signals(aoi: AOI, history: Sequence[Observation], obs: Observation, cfg: DiffConfig) -> list[Signal]:
+    """Every departure from the baseline ``obs`` shows (withdrawal excluded: it combines these)."""
+    found = [_surge(aoi, history, obs, cfg), _outbound(history, obs, cfg)]
+    found += [_drawdown(metric, aoi, history, obs, cfg) for metric in DRAWDOWN_METRICS]
+    return [s for s in found if s is not None]
+
+
+def _withdrawal(aoi: AOI, history: Sequence[Observation], obs: Observation, now: list[Signal],
+                cfg: DiffConfig) -> Signal | None:
+    if not now:
+        return None
+    recent = window(history, obs, cfg.cooccurrence_days)
+    seen: list[tuple[Observation, Signal]] = [(obs, s) for s in now]
+    for h in recent:
+        earlier = [x for x in history if x.acquisition.datetime < h.acquisition.datetime]
+        seen += [(h, s) for s in signals(aoi, earlier, h, cfg)]
+    best: dict[str, float] = {}
+    for _, s in seen:
+        k = "asset_drawdown" if s.kind == "asset_drop" else s.kind
+        best[k] = max(best.get(k, 0.0), s.confidence)
+    departure = any(k in best for k in ("outbound_columns", "asset_drawdown"))
+    out_now = next((s for s in now if s.kind == "outbound_columns"), None)
+    mass = out_now is not None and (
+        out_now.current["outbound_columns"] >= cfg.mass_outbound_columns
+        and out_now.current["outbound_vehicles"] - out_now.current["inbound_vehicles"] >= 2 * cfg.outbound_min_vehicles
+    )
+    if not ((departure and len(best) >= 2) or mass):
+        return None
+    if len(best) >= 2:
+        confidence = float(np.mean(list(best.values()))) * min(1.0, 0.75 + 0.125 * (len(best) - 1))
+    else:
+        confidence = best["outbound_columns"] * 0.8
+    baseline: dict = {}
+    current: dict = {"signals": []}
+    for h, s in seen:
+        current["signals"].append({"kind": s.kind, "acquisition_id": h.acquisition.id,
+                                   "when": h.acquisition.datetime.isoformat(), "confidence": s.confidence})
+        if h is obs:
+            baseline.update(s.baseline)
+            current.update(s.current)
+    return Signal("withdrawal_activity", score=round(sum(s.score for s in now), 2), confidence=round(confidence, 3),
+                  baseline=baseline, current=current,
+                  zones=tuple(z for s in now for z in s.zones), classes=tuple(c for s in now for c in s.classes),
+                  columns=tuple(c for s in now for c in s.columns),
+                  acquisitions=tuple(dict.fromkeys(h.acquisition.id for h, _ in seen)))
+
+
+def _evidence(sig: Signal, detections: Sequence[Detection], obs: Observation) -> tuple[str, ...]:
+    ids: list[str] = []
+    zones, classes = set(sig.zones), set(sig.classes)
+    for d in detections:
+        key = PARKED_VEHICLE if d.cls == "vehicle" and not d.moving else d.cls
+        if d.id and d.zone in zones and (key in classes or d.cls in classes):
+            ids.append(d.id)
+    members = {c.id: c.members for c in obs.columns}
+    for cid in sig.columns:
+        ids.extend(members.get(cid, ()))
+    return tuple(dict.fromkeys(ids))
+
+
+def compare(aoi: AOI, history: Sequence[Observation], obs: Observation, detections: Sequence[Detection],
+            cfg: DiffConfig) -> list[ChangeEvent]:
+    """ChangeEvents of ``obs`` against the earlier observations in ``history`` (same AOI and model).
+
+    ``detections`` are the observation's own (ids and zones set); they become the events' evidence.
+    """
+    earlier = [h for h in history if h.acquisition.datetime < obs.acquisition.datetime]
+    now = signals(aoi, earlier, obs, cfg)
+    withdrawal = _withdrawal(aoi, earlier, obs, now, cfg)
+    events = []
+    for sig in [*now, withdrawal]:
+        if sig is None or sig.kind == "asset_drop":
+            continue
+        current = dict(sig.current)
+        if sig.acquisitions:
+            current.setdefault("acquisitions", list(sig.acquisitions))
+        events.append(ChangeEvent(
+            aoi=aoi.name, kind=sig.kind, acquisition_id=obs.acquisition.id, when=obs.acquisition.datetime,
+            score=sig.score, confidence=sig.confidence, baseline=sig.baseline, current=current,
+            evidence=_evidence(sig, detections, obs), zone=sig.zones[0] if len(sig.zones) == 1 else None,
+        ))
+    return events

@@ -1,0 +1,87 @@
+"""Detections + columns + valid mask of one scene -> an Observation: counts per class and per zone, and how
+much of each zone was cloud-free. The diff stage reads only Observations, so clouds are judged here once:
+a zone's valid fraction travels with its counts, and a mostly clouded zone is "not observed", never "empty".
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+from rasterio.features import geometry_mask
+from shapely.geometry import Point
+
+from pipeline.store import detection_id
+from pipeline.types import AOI, Column, Detection, Observation, Scene, reproject_geometry
+
+PARKED_VEHICLE = "parked_vehicle"
+MOVING_VEHICLE = "moving_vehicle"
+
+
+def prepare_detections(detections: list[Detection], aoi: AOI, crs: str, acquisition_id: str,
+                       model: str) -> list[Detection]:
+    """Give each detection its stable id and the AOI zone it lies in (x/y in ``crs``)."""
+    zones = [(z.name, reproject_geometry(z.polygon, "EPSG:4326", crs)) for z in aoi.zones]
+    out = []
+    for n, d in enumerate(detections):
+        p = Point(d.x, d.y)
+        zone = next((name for name, poly in zones if poly.covers(p)), None)
+        out.append(replace(d, id=detection_id(acquisition_id, model, n), zone=zone))
+    return out
+
+
+def zone_valid_fractions(aoi: AOI, scene: Scene) -> dict[str, float]:
+    """Cloud-free fraction of each zone's pixels (0 for a zone outside the scene)."""
+    out: dict[str, float] = {}
+    for z in aoi.zones:
+        poly = reproject_geometry(z.polygon, "EPSG:4326", scene.crs)
+        inside = ~geometry_mask([poly], out_shape=(scene.height, scene.width), transform=scene.transform,
+                                all_touched=False)
+        if not inside.any():  # a zone thinner than a pixel: use the pixels it touches
+            inside = ~geometry_mask([poly], out_shape=(scene.height, scene.width), transform=scene.transform,
+                                    all_touched=True)
+        out[z.name] = round(float(scene.valid[inside].mean()), 4) if inside.any() else 0.0
+    return out
+
+
+def _vehicle_key(d: Detection) -> str:
+    return MOVING_VEHICLE if d.moving else PARKED_VEHICLE
+
+
+def observe(aoi: AOI, scene: Scene, detections: list[Detection], columns: list[Column], model: str) -> Observation:
+    """Summarise one scene at one AOI. ``detections`` come from :func:`prepare_detections` (ids and zones set).
+
+    counts: every class, plus parked/moving vehicles and per-direction column and vehicle totals.
+    zone_counts: zone -> class -> count, with vehicles split into ``parked_vehicle`` / ``moving_vehicle``.
+    """
+    counts: dict[str, int] = {}
+    zone_counts: dict[str, dict[str, int]] = {z.name: {} for z in aoi.zones}
+    for d in detections:
+        counts[d.cls] = counts.get(d.cls, 0) + 1
+        key = _vehicle_key(d) if d.cls == "vehicle" else d.cls
+        if d.cls == "vehicle":
+            counts[key] = counts.get(key, 0) + 1
+        if d.zone is not None and d.zone in zone_counts:
+            zone_counts[d.zone][key] = zone_counts[d.zone].get(key, 0) + 1
+    for direction in ("outbound", "inbound", "unknown"):
+        chosen = [c for c in columns if c.direction == direction]
+        counts[f"columns_{direction}"] = len(chosen)
+        counts[f"vehicles_{direction}"] = int(sum(c.vehicles for c in chosen))
+    return Observation(
+        aoi=aoi.name,
+        acquisition=scene.acquisition,
+        counts=counts,
+        zone_counts=zone_counts,
+        zone_valid=zone_valid_fractions(aoi, scene),
+        columns=tuple(columns),
+        valid_fraction=round(float(np.mean(scene.valid)) if scene.valid.size else 0.0, 4),
+        model=model,
+        detection_ids=tuple(d.id for d in detections if d.id),
+    )
+
+
+def not_observed(aoi: AOI, scene: Scene, model: str) -> Observation:
+    """The observation of a scene nothing could be seen in (all cloud): every zone unobserved."""
+    return Observation(aoi=aoi.name, acquisition=scene.acquisition, counts={},
+                       zone_counts={z.name: {} for z in aoi.zones}, zone_valid={z.name: 0.0 for z in aoi.zones},
+                       columns=(), valid_fraction=0.0, model=model)
