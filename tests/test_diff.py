@@ -1,0 +1,164 @@
+"""Each event rule on hand-built observation histories, with gaps and clouds."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from shapely.geometry import LineString, box
+
+from pipeline.config import DiffConfig
+from pipeline.diff import PARKED_AIRCRAFT, compare, measure, signals
+from pipeline.types import AOI, Acquisition, Column, EgressRoad, Observation, Zone
+
+AOI_ = AOI(
+    name="base", title="Test base",
+    outline=box(35.90, 35.37, 35.98, 35.44),
+    zones=(Zone("apron", "apron", box(35.93, 35.39, 35.94, 35.40)),
+           Zone("runway", "runway", box(35.945, 35.38, 35.947, 35.41)),
+           Zone("park", "vehicle_park", box(35.95, 35.41, 35.96, 35.42))),
+    roads=(EgressRoad("gate_road", LineString([(35.96, 35.42), (35.96, 35.43)])),),
+)
+CFG = DiffConfig()
+T0 = datetime(2024, 11, 28, 8, 25, tzinfo=UTC)
+
+
+def obs(day: int, *, large: int = 1, small: int = 12, parked: int = 40, valid: dict | None = None,
+        outbound: tuple[int, ...] = (), inbound: tuple[int, ...] = ()) -> Observation:
+    """Observation ``day`` days after T0; ``outbound``/``inbound`` list the vehicles of each column."""
+    acq = Acquisition(source="simulated", id=f"acq{day:02d}", sensor="Sentinel-2A",
+                      datetime=T0 + timedelta(days=day), simulated=True)
+    valid = {"apron": 1.0, "runway": 1.0, "park": 1.0, **(valid or {})}
+    cols = []
+    for direction, sizes in (("outbound", outbound), ("inbound", inbound)):
+        for i, n in enumerate(sizes):
+            cols.append(Column(id=f"acq{day:02d}:{direction}{i}", members=tuple(f"acq{day:02d}:v{direction}{i}-{k}"
+                                                                             for k in range(n)),
+                               line=LineString([(35.96, 35.42), (35.96, 35.425)]), length_m=500.0,
+                               heading_deg=0.0 if direction == "outbound" else 180.0, direction=direction,
+                               vehicles=n, road="gate_road"))
+    counts = {"large_aircraft": large, "small_aircraft": small, "parked_vehicle": parked,
+              "vehicles_outbound": sum(outbound), "vehicles_inbound": sum(inbound),
+              "columns_outbound": len(outbound), "columns_inbound": len(inbound)}
+    zone_counts = {"apron": {"large_aircraft": large, "small_aircraft": small}, "runway": {},
+                   "park": {"parked_vehicle": parked}}
+    vf = sum(valid.values()) / 3
+    return Observation(aoi="base", acquisition=acq, counts=counts, zone_counts=zone_counts, zone_valid=valid,
+                       columns=tuple(cols), valid_fraction=vf, model="m")
+
+
+def kinds(history: list[Observation], new: Observation, cfg: DiffConfig = CFG) -> set[str]:
+    return {e.kind for e in compare(AOI_, history, new, [], cfg)}
+
+
+ROUTINE = [obs(0), obs(5), obs(10)]
+
+
+def test_routine_history_raises_nothing():
+    assert kinds(ROUTINE, obs(15)) == set()
+    assert kinds(ROUTINE, obs(15, large=2, small=10, parked=36, outbound=(3,))) == set()
+
+
+def test_airlift_surge_needs_factor_and_increase():
+    assert kinds(ROUTINE, obs(15, large=3)) == {"airlift_surge"}  # 3 >= 2 x 1 and >= 1 + 2
+    assert kinds(ROUTINE, obs(15, large=2)) == set()  # doubled but only one more
+    [ev] = compare(AOI_, ROUTINE, obs(15, large=5), [], CFG)
+    assert ev.baseline["large_aircraft"]["median"] == 1 and ev.current["large_aircraft"]["count"] == 5
+    assert 0 < ev.confidence <= 1
+
+
+def test_no_baseline_without_min_history():
+    assert kinds([obs(0)], obs(5, large=6)) == set()  # one earlier observation < min_history 2
+    assert kinds([obs(0)], obs(5, large=6), DiffConfig(min_history=1)) == {"airlift_surge"}
+
+
+def test_outbound_columns_threshold_and_own_baseline():
+    assert kinds(ROUTINE, obs(15, outbound=(4,))) == set()
+    [ev] = compare(AOI_, ROUTINE, obs(15, outbound=(8,)), [], CFG)
+    assert ev.kind == "outbound_columns" and ev.current["outbound_vehicles"] == 8
+    assert len(ev.evidence) == 8 and all(e.startswith("acq15:voutbound0") for e in ev.evidence)
+    busy = [obs(0, outbound=(8,)), obs(5, outbound=(8,)), obs(10, outbound=(9,))]
+    assert kinds(busy, obs(15, outbound=(9,))) == set()  # routine traffic for this base
+    assert kinds(ROUTINE, obs(15, inbound=(12,))) == set()  # arrivals are not departures
+
+
+def test_drawdown_needs_confirmation_on_second_observation():
+    first_low = obs(15, parked=15)
+    assert kinds(ROUTINE, first_low) == set()  # a drop seen once is only provisional
+    assert {s.kind for s in signals(AOI_, ROUTINE, first_low, CFG)} == {"asset_drop"}
+    [ev] = compare(AOI_, [*ROUTINE, first_low], obs(20, parked=14), [], CFG)
+    assert ev.kind == "asset_drawdown" and ev.current["parked_vehicles"]["confirmed"]
+    assert ev.current["acquisitions"] == ["acq15", "acq20"]
+    # recovered on the second look: not confirmed
+    assert kinds([*ROUTINE, first_low], obs(20, parked=38)) == set()
+
+
+def test_drawdown_confirmation_skips_a_clouded_observation():
+    first_low = obs(15, small=4)
+    clouded = obs(20, small=0, valid={"apron": 0.1})
+    assert kinds([*ROUTINE, first_low, clouded], obs(25, small=3)) == {"asset_drawdown"}
+
+
+def test_clouded_zone_is_not_observed_never_empty():
+    all_cloud = obs(15, large=0, small=0, parked=0, valid={"apron": 0.2, "runway": 0.1, "park": 0.3})
+    assert measure(PARKED_AIRCRAFT, AOI_, ROUTINE, all_cloud, CFG) is None
+    assert signals(AOI_, ROUTINE, all_cloud, CFG) == []
+    # two clouded looks in a row never confirm a drawdown either
+    assert kinds([*ROUTINE, all_cloud], obs(20, large=0, small=0, parked=0, valid={"apron": 0.0, "park": 0.0})) \
+        == set()
+
+
+def test_partly_clouded_zone_is_scaled_not_read_as_drop():
+    # 70 % of the park visible, 70 % of its trucks counted: that is the baseline, not a drawdown
+    half = obs(15, parked=28, small=8, valid={"park": 0.7, "apron": 0.7})
+    assert signals(AOI_, ROUTINE, half, CFG) == []
+    [m] = [measure(PARKED_AIRCRAFT, AOI_, ROUTINE, half, CFG)]
+    assert m.expected == pytest.approx(8.4) and m.coverage == pytest.approx(0.7)
+
+
+def test_clouds_lower_confidence():
+    clear = compare(AOI_, ROUTINE, obs(15, large=6), [], CFG)[0]
+    cloudy = compare(AOI_, ROUTINE, obs(15, large=6, valid={"apron": 0.65, "park": 0.0}), [], CFG)[0]
+    assert cloudy.kind == clear.kind == "airlift_surge" and cloudy.confidence < clear.confidence
+
+
+def test_short_history_lowers_confidence():
+    long_history = [obs(-15), obs(-10), obs(-5), *ROUTINE]
+    short = compare(AOI_, ROUTINE[1:], obs(15, large=6), [], CFG)[0]
+    long = compare(AOI_, long_history, obs(15, large=6), [], CFG)[0]
+    assert short.confidence < long.confidence
+
+
+def test_gap_in_history_outside_window_means_no_baseline():
+    assert kinds(ROUTINE, obs(60, large=6)) == set()  # all history older than 30 days
+
+
+def test_withdrawal_when_surge_and_outbound_cooccur():
+    evs = {e.kind: e for e in compare(AOI_, ROUTINE, obs(15, large=5, outbound=(9,)), [], CFG)}
+    assert set(evs) == {"airlift_surge", "outbound_columns", "withdrawal_activity"}
+    w = evs["withdrawal_activity"]
+    assert {s["kind"] for s in w.current["signals"]} == {"airlift_surge", "outbound_columns"}
+    assert set(evs["airlift_surge"].evidence) == set() and set(evs["outbound_columns"].evidence) <= set(w.evidence)
+
+
+def test_withdrawal_from_signals_days_apart_within_window():
+    surge_day = obs(15, large=5)
+    assert kinds(ROUTINE, surge_day) == {"airlift_surge"}
+    assert kinds([*ROUTINE, surge_day], obs(20, outbound=(9,))) == {"outbound_columns", "withdrawal_activity"}
+    # the same two signals 10 days apart (cooccurrence 7 days) do not combine
+    assert kinds([*ROUTINE, surge_day], obs(25, outbound=(9,))) == {"outbound_columns"}
+
+
+def test_withdrawal_from_outbound_and_provisional_drop():
+    assert kinds(ROUTINE, obs(15, parked=10, outbound=(7,))) == {"outbound_columns", "withdrawal_activity"}
+
+
+def test_reinforcement_is_not_withdrawal():
+    # arrivals: transports surge, inbound columns, more parked trucks
+    assert kinds(ROUTINE, obs(15, large=6, parked=60, inbound=(10, 8))) == {"airlift_surge"}
+
+
+def test_mass_outbound_alone_is_withdrawal():
+    assert kinds(ROUTINE, obs(15, outbound=(9, 8))) == {"outbound_columns", "withdrawal_activity"}
+    # two columns out but as many coming in: traffic, not a departure
+    assert kinds(ROUTINE, obs(15, outbound=(9, 8), inbound=(9, 8))) == {"outbound_columns"}
