@@ -7,6 +7,7 @@ import functools
 import logging
 import os
 import sys
+from datetime import datetime
 from pathlib import Path
 
 import typer
@@ -106,3 +107,40 @@ def validate(config: Path | None = ConfigOption) -> None:
 
 
 # Commands from other modules register below (one line each, keep alphabetical).
+
+
+@app.command("evaluate-scenarios")
+@user_errors
+def evaluate_scenarios_cmd(
+    scenarios: list[Path] | None = typer.Argument(None, help="Scenario files (default: seed + seeds/scenarios/)."),
+    config: Path | None = ConfigOption,
+    data_dir: Path | None = typer.Option(None, "--data-dir", help="Where each scenario's store goes (default: temp)."),
+    detector: str | None = typer.Option(None, "--detector", help="learned or classical (default: the config's)."),
+) -> None:
+    """Replay each simulated scenario and check the alerts that fire against its expectations; exit 1 on a mismatch."""
+    from pipeline.scenarios import evaluate_command
+
+    if not evaluate_command(scenarios=scenarios or None, config_path=config, data_dir=data_dir, detector=detector):
+        raise typer.Exit(1)
+
+
+@app.command("run")
+@user_errors
+def run_cmd(
+    config: Path | None = ConfigOption,
+    data_dir: Path | None = DataDirOption,
+    source: str | None = typer.Option(None, "--source", help="simulated | sentinelhub | files (default: config)."),
+    aoi: list[str] | None = typer.Option(None, "--aoi", help="AOI to run (repeatable; default: scenario/config)."),
+    start: datetime | None = typer.Option(None, "--start", formats=["%Y-%m-%d"], help="First day (YYYY-MM-DD)."),
+    end: datetime | None = typer.Option(None, "--end", formats=["%Y-%m-%d"], help="Last day (YYYY-MM-DD)."),
+    detector: str | None = typer.Option(None, "--detector", help="learned | classical (default: config)."),
+    no_report: bool = typer.Option(False, "--no-report", help="Skip writing the report folder."),
+    scenario: Path | None = typer.Option(None, "--scenario", help="Scenario replayed on the simulated source."),
+) -> None:
+    """Fetch new acquisitions, detect, diff against the baseline, raise alerts and write a report (incremental).
+
+    With no arguments and no credentials it replays the seed scenario on the SIMULATED source."""
+    from pipeline.run import run_command
+
+    run_command(config_path=config, data_dir=data_dir, source=source, aois=aoi, start=start.date() if start else None,
+                end=end.date() if end else None, detector=detector, no_report=no_report, scenario=scenario)
