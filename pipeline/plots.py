@@ -148,7 +148,7 @@ def overview_figure(scene: Scene, aoi: AOI, detections: list[Detection], columns
     rgb = true_colour(scene)
     minx, miny, maxx, maxy = scene.grid.bounds
     aspect = scene.height / max(scene.width, 1)
-    fig = Figure(figsize=(8, max(3.0, min(10.0, 8 * aspect + 0.8))), layout="constrained")
+    fig = Figure(figsize=(7, max(3.0, min(10.0, 7 * aspect + 0.6))), layout="constrained")
     ax = fig.add_subplot()
     ax.imshow(rgb, extent=(minx, maxx, miny, maxy), interpolation="nearest")
     for zone in aoi.zones:
@@ -194,7 +194,7 @@ def overview_figure(scene: Scene, aoi: AOI, detections: list[Detection], columns
     ax.annotate("N", xy=(0.96, 0.95), xytext=(0.96, 0.84), xycoords="axes fraction", ha="center", color="white",
                 fontsize=10, arrowprops={"arrowstyle": "-|>", "color": "white"})
     acq = scene.acquisition
-    ax.set_title(f"{title} — {acq.datetime:%Y-%m-%d %H:%M} UTC, {acq.sensor}, {scene.valid_fraction:.0%} cloud-free"
+    ax.set_title(f"{title}\n{acq.datetime:%Y-%m-%d %H:%M} UTC, {acq.sensor}, {scene.valid_fraction:.0%} cloud-free"
                  + ("  [SIMULATED]" if scene.simulated else ""), fontsize=9,
                  color="crimson" if scene.simulated else "black")
     if detections or columns:
