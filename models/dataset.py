@@ -1,0 +1,233 @@
+"""Training samples: simulated chips rendered on the fly, and crops of a user's own labelled scenes.
+
+Every sample is a pure function of its integer index (chip seed = ``seed_base + index``; augmentation RNG seeded by
+the same index), so training is deterministic whatever the number of loader workers, and resuming at step k just
+starts the index stream at k x batch size. Chips come from ``pipeline.simulate.chips.render_chip``, whose wide
+domain randomisation (land cover, paint, PSF, noise, haze, clouds, misregistration, speeds, layouts not tied to
+our AOIs) is the main guard against overfitting the simulator; here we add the 8 dihedral transforms and a mild
+radiometric jitter on top.
+
+Target policy (what the network is asked to find):
+- ``large_aircraft``: every large aircraft whose centre pixel is valid.
+- ``vehicle``: moving trucks only. Parked trucks are background (the task is moving vehicles). Trucks moving slower
+  than ``MIN_VISIBLE_SPEED`` shift < 0.3 px between B02 and B04, so they look parked: their neighbourhood is left
+  out of the loss (neither positive nor negative) instead of teaching the network to guess.
+- Objects under cloud (invalid centre) and small aircraft / helicopters are background.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from models.centernet import CLASSES
+from models.targets import TargetObject, Targets, encode
+from pipeline.errors import SceneError
+
+log = logging.getLogger(__name__)
+
+MIN_VISIBLE_SPEED = 3.0  # m/s: 3 m in 1 s = 0.3 px between B02 and B04
+EDGE_IGNORE_PX = 4  # aircraft centred just outside a chip still show inside it; do not penalise peaks there
+
+
+@dataclass(frozen=True)
+class LabelledObject:
+    """A truth object in chip pixel coordinates (continuous; pixel (0, 0) centre at (0.5, 0.5))."""
+
+    cls: str
+    row: float
+    col: float
+    length_m: float | None
+    width_m: float | None
+    heading_deg: float | None
+    moving: bool | None
+    speed_mps: float | None
+    occluded: bool = False
+
+
+@dataclass
+class Sample:
+    bands: np.ndarray  # (4, H, W) float32 reflectance
+    valid: np.ndarray  # (H, W) bool
+    objects: list[LabelledObject]
+
+
+def to_targets(objects: list[LabelledObject], height: int, width: int, classes: tuple[str, ...] = CLASSES,
+               stride: int = 2) -> tuple[Targets, np.ndarray]:
+    """Dense targets plus a (K, h, w) loss weight (0 where the answer is unknowable: slow trucks, chip edges)."""
+    keep: list[TargetObject] = []
+    ignore: list[tuple[int, float, float]] = []
+    for o in objects:
+        if o.cls not in classes or o.occluded:
+            continue
+        k = classes.index(o.cls)
+        if o.cls == "vehicle":
+            if o.moving is False:
+                continue
+            speed = o.speed_mps
+            if speed is not None and speed < MIN_VISIBLE_SPEED:
+                ignore.append((k, o.row, o.col))
+                continue
+            keep.append(TargetObject(k, o.row, o.col, o.length_m, o.width_m, o.heading_deg, speed))
+        else:
+            keep.append(TargetObject(k, o.row, o.col, o.length_m, o.width_m, o.heading_deg, None))
+    tg = encode(keep, height, width, len(classes), stride,
+                heading_weight={classes.index(c): 0.3 for c in classes if c != "vehicle"})
+    h, w = height // stride, width // stride
+    weight = np.ones((len(classes), h, w), np.float32)
+    e = max(1, EDGE_IGNORE_PX // stride)
+    weight[:, :e, :] = weight[:, -e:, :] = weight[:, :, :e] = weight[:, :, -e:] = 0.0
+    for k, r, c in ignore:
+        i, j = int(r // stride), int(c // stride)
+        weight[k, max(0, i - 1) : i + 2, max(0, j - 1) : j + 2] = 0.0
+    weight[tg.heatmap == 1.0] = 1.0  # never ignore a true centre
+    return tg, weight
+
+
+# ------------------------------------------------------------------ augmentation
+
+
+def dihedral(sample: Sample, k: int) -> Sample:
+    """One of the 8 symmetries of the square (k in 0..7): rot90 k%4 times, then transpose if k >= 4.
+
+    Headings follow the pixels: rot90 (counter-clockwise) turns heading h into h - 90; a transpose (swap rows and
+    cols) turns h into 270 - h. The band-offset "rainbow" moves with the pixels, so it stays consistent.
+    """
+    bands, valid, objs = sample.bands, sample.valid, sample.objects
+    h, w = valid.shape
+    for _ in range(k % 4):
+        bands = np.rot90(bands, 1, axes=(1, 2))
+        valid = np.rot90(valid, 1)
+        objs = [_moved(o, w - o.col, o.row, None if o.heading_deg is None else (o.heading_deg - 90.0) % 360)
+                for o in objs]
+        h, w = w, h
+    if k >= 4:
+        bands = np.swapaxes(bands, 1, 2)
+        valid = valid.T
+        objs = [_moved(o, o.col, o.row, None if o.heading_deg is None else (270.0 - o.heading_deg) % 360)
+                for o in objs]
+    return Sample(np.ascontiguousarray(bands), np.ascontiguousarray(valid), objs)
+
+
+def _moved(o: LabelledObject, row: float, col: float, heading: float | None) -> LabelledObject:
+    return LabelledObject(o.cls, row, col, o.length_m, o.width_m, heading, o.moving, o.speed_mps, o.occluded)
+
+
+def radiometric_jitter(bands: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Common gain, per-band gain and a small per-band offset (atmospheric-correction residuals between sources)."""
+    gain = rng.uniform(0.7, 1.4) * rng.uniform(0.93, 1.07, size=(bands.shape[0], 1, 1))
+    offset = rng.normal(0.0, 0.012, size=(bands.shape[0], 1, 1))
+    return (bands * gain + offset).astype(np.float32)
+
+
+# ------------------------------------------------------------------ datasets
+
+
+def chip_sample(seed: int, size: int) -> Sample:
+    from pipeline.simulate.chips import render_chip
+
+    chip = render_chip(seed, size)
+    objs = [LabelledObject(o.cls, o.row, o.col, o.length_m, o.width_m, o.heading_deg, o.moving, o.speed_mps,
+                           o.occluded) for o in chip.objects]
+    return Sample(chip.bands.astype(np.float32), chip.valid.astype(bool), objs)
+
+
+def sample_to_tensors(sample: Sample, classes: tuple[str, ...], stride: int) -> dict[str, torch.Tensor]:
+    h, w = sample.valid.shape
+    tg, weight = to_targets(sample.objects, h, w, classes, stride)
+    heat, reg, mask = tg.as_tensors()
+    return {"bands": torch.from_numpy(sample.bands), "valid": torch.from_numpy(sample.valid), "heat": heat,
+            "reg": reg, "mask": mask, "weight": torch.from_numpy(weight)}
+
+
+class TrainingStream(Dataset):
+    """Index -> augmented sample. Index i renders simulated chip ``seed_base + i`` unless it is routed to a labelled
+    scene crop (every ``labels_every``-th index when labelled scenes are given)."""
+
+    def __init__(self, seed_base: int, chip_size: int = 128, classes: tuple[str, ...] = CLASSES, stride: int = 2,
+                 labelled: LabelledScenes | None = None, labels_every: int = 4, length: int = 10**9,
+                 augment: bool = True):
+        self.seed_base = seed_base
+        self.chip_size = chip_size
+        self.classes = classes
+        self.stride = stride
+        self.labelled = labelled if labelled is not None and len(labelled) else None
+        self.labels_every = max(1, labels_every)
+        self.length = length
+        self.augment = augment
+
+    def __len__(self) -> int:
+        return self.length
+
+    def sample(self, index: int) -> Sample:
+        rng = np.random.default_rng([self.seed_base, index, 7])
+        if self.labelled is not None and index % self.labels_every == 0:
+            s = self.labelled.crop(rng, self.chip_size)
+        else:
+            s = chip_sample(self.seed_base + index, self.chip_size)
+        if self.augment:
+            s = dihedral(s, int(rng.integers(8)))
+            s = Sample(radiometric_jitter(s.bands, rng), s.valid, s.objects)
+        return s
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return sample_to_tensors(self.sample(index), self.classes, self.stride)
+
+
+class LabelledScenes:
+    """A user's labelled data: ``DIR/<name>.tif`` scene GeoTIFFs, each with ``<name>.labels.geojson``,
+    ``<name>.truth.geojson`` or ``<name>.geojson`` (Objects format). Crops are drawn around labels or anywhere."""
+
+    SUFFIXES = (".labels.geojson", ".truth.geojson", ".geojson")
+
+    def __init__(self, directory: str | Path):
+        from pipeline.geotiff import read_scene
+        from pipeline.objects import read_objects
+
+        self.directory = Path(directory)
+        if not self.directory.is_dir():
+            raise SceneError(f"--labels {self.directory}: not a folder of <scene>.tif + <scene>.labels.geojson pairs")
+        self.items: list[Sample] = []
+        for tif in sorted(self.directory.glob("*.tif")):
+            label = next((tif.with_name(tif.stem + s) for s in self.SUFFIXES if tif.with_name(tif.stem + s).exists()),
+                         None)
+            if label is None:
+                log.warning("labels: %s has no %s next to it; skipped", tif.name, " / ".join(self.SUFFIXES))
+                continue
+            scene = read_scene(tif)
+            objs = []
+            inv = ~scene.transform
+            for o in read_objects(label, crs=scene.crs):
+                col, row = inv * (o.x, o.y)
+                objs.append(LabelledObject(o.cls, float(row), float(col), o.length_m, o.width_m, o.heading_deg,
+                                           o.moving, o.speed_mps))
+            self.items.append(Sample(scene.bands[[scene.band_names.index(b) for b in ("B02", "B03", "B04", "B08")]],
+                                     scene.valid, objs))
+        if not self.items:
+            raise SceneError(f"--labels {self.directory}: no <scene>.tif with a matching labels GeoJSON found")
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def crop(self, rng: np.random.Generator, size: int) -> Sample:
+        item = self.items[int(rng.integers(len(self.items)))]
+        h, w = item.valid.shape
+        if item.objects and rng.random() < 0.7:
+            o = item.objects[int(rng.integers(len(item.objects)))]
+            r0 = int(np.clip(o.row - rng.uniform(8, size - 8), 0, max(0, h - size)))
+            c0 = int(np.clip(o.col - rng.uniform(8, size - 8), 0, max(0, w - size)))
+        else:
+            r0, c0 = int(rng.integers(0, max(1, h - size + 1))), int(rng.integers(0, max(1, w - size + 1)))
+        bands = np.zeros((4, size, size), np.float32)
+        valid = np.zeros((size, size), bool)
+        sub = item.bands[:, r0 : r0 + size, c0 : c0 + size]
+        bands[:, : sub.shape[1], : sub.shape[2]] = sub
+        valid[: sub.shape[1], : sub.shape[2]] = item.valid[r0 : r0 + size, c0 : c0 + size]
+        objs = [_moved(o, o.row - r0, o.col - c0, o.heading_deg) for o in item.objects
+                if 0 <= o.row - r0 < size and 0 <= o.col - c0 < size]
+        return Sample(bands, valid, objs)

@@ -1,0 +1,228 @@
+"""Training loop of the CenterNet detector: deterministic given the seed, checkpointed, resumable.
+
+The sample stream is indexed (see models/dataset.py), so the state of a run is just (model, EMA, optimizer,
+scheduler, step): a killed run restarted with the same config continues at the last checkpoint and ends with the
+same weights as an uninterrupted one (up to float non-associativity of multi-threaded CPU kernels).
+The committed weights are the exponential moving average (EMA) of the parameters, which is smoother than the
+last iterate on a small CPU budget.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+import platform
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import torch
+from pydantic import Field, field_validator
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.utils.data import DataLoader, Sampler
+
+from models.centernet import CenterNet, ModelSpec
+from models.checkpoint import read_checkpoint, save_checkpoint
+from models.dataset import LabelledScenes, TrainingStream
+from models.targets import total_loss
+from pipeline.config import Strict, _load_model, resolve_path
+from pipeline.errors import ConfigError, ModelError
+
+log = logging.getLogger(__name__)
+
+TRAIN_SEED_BASE = 1_000_000
+"""Simulated training chips use render_chip seeds TRAIN_SEED_BASE + i; evaluation uses EVAL_SEED_BASE + i."""
+EVAL_SEED_BASE = 900_000_000
+
+
+class TrainConfig(Strict):
+    seed: int = Field(default=0, description="Master seed: initial weights and augmentation.")
+    steps: int = Field(default=3000, ge=1, description="Optimizer steps.")
+    batch_size: int = Field(default=16, ge=1, le=256, description="Chips per step.")
+    chip_size: int = Field(default=128, ge=32, le=1024, description="Chip side in pixels (multiple of 8).")
+    lr: float = Field(default=3e-3, gt=0, description="Peak learning rate (AdamW, one-cycle schedule).")
+    weight_decay: float = Field(default=1e-4, ge=0, description="AdamW weight decay.")
+    ema_decay: float = Field(default=0.998, ge=0, lt=1, description="EMA decay of the committed weights.")
+    widths: tuple[int, int, int] = Field(default=(32, 48, 64), description="Channels of the three levels.")
+    workers: int = Field(default=1, ge=0, le=16, description="Chip-rendering loader processes (0 = in-process).")
+    threads: int = Field(default=0, ge=0, le=64, description="Torch threads for the training step; 0 = all cores.")
+    labels_every: int = Field(default=4, ge=1, description="With --labels, every n-th sample is a labelled crop.")
+    checkpoint_dir: str = Field(default="basewatch-data/train", description="Resumable training state lives here.")
+    checkpoint_every: int = Field(default=100, ge=1, description="Steps between resumable checkpoints.")
+    out: str = Field(default="models/weights/basewatch_centernet.pt", description="Final (EMA) weights written here.")
+
+    @field_validator("chip_size")
+    @classmethod
+    def _multiple_of_8(cls, v: int) -> int:
+        if v % 8:
+            raise ValueError("chip_size must be a multiple of 8 (the network downsamples by 8)")
+        return v
+
+    def fingerprint(self) -> str:
+        """Hash of everything that changes the result (not where files go or how many threads run)."""
+        d = self.model_dump(mode="json")
+        for k in ("workers", "threads", "checkpoint_dir", "checkpoint_every", "out"):
+            d.pop(k)
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def load_train_config(path: str | Path | None) -> TrainConfig:
+    if path is None:
+        return TrainConfig()
+    return _load_model(Path(path), TrainConfig)
+
+
+class _FromIndex(Sampler[int]):
+    """Sequential indices start, start+1, ...: the sample stream resumes exactly where it stopped."""
+
+    def __init__(self, start: int, stop: int):
+        self.start, self.stop = start, stop
+
+    def __iter__(self):
+        return iter(range(self.start, self.stop))
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+
+def _seed_all(seed: int) -> None:
+    torch.manual_seed(seed)
+    import random
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+
+
+def weights_id(model: torch.nn.Module) -> str:
+    buf = io.BytesIO()
+    for k, v in sorted(model.state_dict().items()):
+        buf.write(k.encode())
+        buf.write(v.detach().cpu().numpy().tobytes())
+    return hashlib.sha256(buf.getvalue()).hexdigest()[:10]
+
+
+def train(cfg: TrainConfig, labels: str | Path | None = None, progress: bool = True,
+          stop_after: int | None = None) -> Path:
+    """Train (or resume) and write the EMA weights to ``cfg.out``; returns that path.
+
+    ``stop_after`` stops after that many steps of *this call* leaving a resumable checkpoint (tests, time boxes).
+    """
+    threads = cfg.threads or (os.cpu_count() or 1)
+    torch.set_num_threads(threads)
+    _seed_all(cfg.seed)
+    spec = ModelSpec(widths=tuple(cfg.widths))
+    model = CenterNet(spec)
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=0.1,
+                                                div_factor=10.0, final_div_factor=100.0)
+    ckpt_dir = resolve_path(cfg.checkpoint_dir)
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    state_path = ckpt_dir / "last.pt"
+    labels_fp = str(Path(labels).resolve()) if labels else ""
+    fingerprint = cfg.fingerprint() + (":" + hashlib.sha256(labels_fp.encode()).hexdigest()[:6] if labels else "")
+    step, elapsed = 0, 0.0
+    if state_path.exists():
+        blob = read_checkpoint(state_path)
+        ts = blob.get("train_state") or {}
+        if ts.get("fingerprint") != fingerprint:
+            raise ModelError(f"{state_path} belongs to a different training config (fingerprint "
+                             f"{ts.get('fingerprint')} vs {fingerprint}); delete it or set checkpoint_dir elsewhere")
+        model.load_state_dict(blob["state_dict"])
+        ema.module.load_state_dict(ts["ema"])
+        ema.n_averaged.fill_(int(ts["ema_n"]))
+        opt.load_state_dict(ts["optimizer"])
+        sched.load_state_dict(ts["scheduler"])
+        step, elapsed = int(ts["step"]), float(ts.get("elapsed_s", 0.0))
+        torch.set_rng_state(ts["torch_rng"])
+        log.info("resuming from %s at step %d", state_path, step)
+
+    labelled = LabelledScenes(labels) if labels else None
+    stream = TrainingStream(TRAIN_SEED_BASE + cfg.seed * 10_000_000, cfg.chip_size, spec.classes, spec.stride,
+                            labelled=labelled, labels_every=cfg.labels_every)
+    end = cfg.steps if stop_after is None else min(cfg.steps, step + stop_after)
+    loader = DataLoader(stream, batch_size=cfg.batch_size, sampler=_FromIndex(step * cfg.batch_size,
+                                                                                end * cfg.batch_size),
+                        num_workers=cfg.workers, persistent_workers=False, prefetch_factor=4 if cfg.workers else None)
+    log_path = ckpt_dir / "log.jsonl"
+
+    def checkpoint(at: int) -> None:
+        ts = {"fingerprint": fingerprint, "step": at, "elapsed_s": elapsed, "ema": ema.module.state_dict(),
+              "ema_n": int(ema.n_averaged), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+              "torch_rng": torch.get_rng_state()}
+        save_checkpoint(state_path, model, {"config": cfg.model_dump(mode="json")}, train_state=ts)
+
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = [TextColumn("train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+               TimeElapsedColumn(), TimeRemainingColumn()]
+    model.train()
+    running: dict[str, float] = {}
+    with Progress(*columns, disable=not progress, transient=False) as bar:
+        task = bar.add_task("train", total=cfg.steps, completed=step, info="")
+        t_last = time.perf_counter()
+        for batch in loader:
+            out = model(batch["bands"].contiguous(memory_format=torch.channels_last), batch["valid"])
+            loss, parts = total_loss(out, batch["heat"], batch["reg"], batch["mask"], len(spec.classes),
+                                     batch["weight"])
+            if not torch.isfinite(loss):
+                raise ModelError(f"training diverged at step {step} (loss {float(loss)}); lower lr in the config")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            opt.step()
+            sched.step()
+            ema.update_parameters(model)
+            step += 1
+            now = time.perf_counter()
+            elapsed += now - t_last
+            t_last = now
+            for k, v in {"loss": loss.item(), **parts}.items():
+                running[k] = v if k not in running else 0.95 * running[k] + 0.05 * v
+            bar.update(task, completed=step, info=f"loss {running['loss']:.3f} heat {running['heatmap']:.3f}")
+            if step % 20 == 0 or step == end:
+                with open(log_path, "a", encoding="utf-8") as f:
+                    f.write(json.dumps({"step": step, "elapsed_s": round(elapsed, 1),
+                                        "lr": sched.get_last_lr()[0], **{k: round(v, 5) for k, v in
+                                                                         running.items()}}) + "\n")
+            if step % cfg.checkpoint_every == 0 or step == end:
+                checkpoint(step)
+    if step < cfg.steps:
+        log.info("stopped at step %d of %d; re-run to continue", step, cfg.steps)
+        return state_path
+    final = ema.module
+    final.eval()
+    meta = {
+        "weights_id": weights_id(final),
+        "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "steps": cfg.steps,
+        "chips_seen": cfg.steps * cfg.batch_size,
+        "train_seconds": round(elapsed, 1),
+        "hardware": f"{platform.processor() or platform.machine()}, {threads} torch threads, CPU",
+        "config": cfg.model_dump(mode="json"),
+        "labels": labels_fp or None,
+        "heading_classes": ["vehicle"],
+        "chip_seed_base": TRAIN_SEED_BASE + cfg.seed * 10_000_000,
+    }
+    out = resolve_path(cfg.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(out, final, meta)
+    log.info("wrote %s (%s)", out, meta["weights_id"])
+    return out
+
+
+def check_out_path(cfg: TrainConfig) -> None:
+    if not cfg.out.endswith(".pt"):
+        raise ConfigError(f"out: {cfg.out!r} should end with .pt")

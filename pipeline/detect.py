@@ -1,0 +1,298 @@
+"""Windowed inference of the learned detector over rasters of any size, and the choice of detector.
+
+Why windows: a 10980 x 10980 tile is 1.9 GB of float32 bands; reading it whole would make memory grow with the
+tile. Windows (``window`` px, ``overlap`` px shared with each neighbour) are read one batch at a time, either from a
+GeoTIFF with rasterio windows (``detect_path``) or sliced from an in-memory Scene (``detect``). Each window *owns*
+only its core (the overlap split half and half), so an object near a seam is kept by exactly one window; a
+class-wise ``batched_nms`` over the kept boxes removes any remaining double peak.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import rasterio
+import torch
+from affine import Affine
+from pyproj import Transformer
+from rasterio.windows import Window as RioWindow
+
+from pipeline.config import DetectorConfig, resolve_path
+from pipeline.detector import Detector
+from pipeline.errors import SceneError
+from pipeline.types import BAND_NAMES, Detection, MapObject, Scene
+
+log = logging.getLogger(__name__)
+
+MULTIPLE = 8  # the network needs H and W divisible by 8 (space-to-depth 2 x two stride-2 levels)
+NMS_IOU = 0.2
+MIN_BOX_PX = {"large_aircraft": 3.0, "vehicle": 1.5}
+
+
+@dataclass(frozen=True)
+class Window:
+    """Integer pixel bounds of one inference window plus the core region it owns (half-open, raster pixels)."""
+
+    row_off: int
+    col_off: int
+    height: int
+    width: int
+    core_row0: int
+    core_row1: int
+    core_col0: int
+    core_col1: int
+
+    def owns(self, row: float, col: float) -> bool:
+        return self.core_row0 <= row < self.core_row1 and self.core_col0 <= col < self.core_col1
+
+
+def _starts(length: int, size: int, step: int) -> list[int]:
+    if length <= size:
+        return [0]
+    starts = list(range(0, length - size, step))
+    starts.append(length - size)
+    return sorted(set(starts))
+
+
+def grid_windows(height: int, width: int, size: int, overlap: int) -> list[Window]:
+    """Overlapping windows covering the raster; the last row/column is shifted back to stay inside it."""
+    if overlap >= size:
+        raise SceneError(f"detector.overlap ({overlap}) must be smaller than detector.window ({size})")
+    step = size - overlap
+    rows, cols = _starts(height, size, step), _starts(width, size, step)
+
+    def cores(starts: list[int], length: int) -> list[tuple[int, int]]:
+        out = []
+        for k, s in enumerate(starts):
+            lo = 0 if k == 0 else (s + min(starts[k - 1] + size, length)) // 2
+            hi = length if k == len(starts) - 1 else (starts[k + 1] + min(s + size, length)) // 2
+            out.append((lo, hi))
+        return out
+
+    rc, cc = cores(rows, height), cores(cols, width)
+    return [
+        Window(r, c, min(size, height - r), min(size, width - c), r0, r1, c0, c1)
+        for r, (r0, r1) in zip(rows, rc, strict=True)
+        for c, (c0, c1) in zip(cols, cc, strict=True)
+    ]
+
+
+class ArraySource:
+    """Windows sliced from an in-memory Scene (the path a run uses)."""
+
+    def __init__(self, scene: Scene, bands: tuple[str, ...] = BAND_NAMES):
+        missing = [b for b in bands if b not in scene.band_names]
+        if missing:
+            raise SceneError(f"scene lacks bands {missing}; the detector needs {list(bands)}")
+        self.scene = scene
+        self.index = [scene.band_names.index(b) for b in bands]
+        self.height, self.width = scene.height, scene.width
+        self.transform, self.crs = scene.transform, scene.crs
+
+    def read(self, w: Window) -> tuple[np.ndarray, np.ndarray]:
+        rs, cs = slice(w.row_off, w.row_off + w.height), slice(w.col_off, w.col_off + w.width)
+        return self.scene.bands[self.index, rs, cs].astype(np.float32, copy=False), self.scene.valid[rs, cs]
+
+
+class RasterSource:
+    """Windows read from an interchange GeoTIFF with rasterio (never the whole raster at once)."""
+
+    def __init__(self, path: str | Path, bands: tuple[str, ...] = BAND_NAMES):
+        self.path = Path(path)
+        if not self.path.exists():
+            raise SceneError(f"{self.path}: file not found")
+        try:
+            self.src = rasterio.open(self.path)
+        except rasterio.errors.RasterioIOError as exc:
+            raise SceneError(f"{self.path}: not a readable GeoTIFF ({exc})") from None
+        src = self.src
+        if src.crs is None or not src.crs.is_projected:
+            raise SceneError(f"{self.path}: needs a projected CRS (UTM, 10 m pixels); reproject it first")
+        desc = [d or "" for d in src.descriptions]
+        missing = [b for b in bands if b not in desc]
+        if missing:
+            raise SceneError(f"{self.path}: band descriptions {desc} lack {missing}; set them to {list(bands)}")
+        self.indexes = [desc.index(b) + 1 for b in bands]
+        self.valid_index = desc.index("valid") + 1 if "valid" in desc else None
+        tags = src.tags()
+        self.is_int = np.issubdtype(np.dtype(src.dtypes[self.indexes[0] - 1]), np.integer)
+        if self.is_int and "SCALE" not in tags:
+            raise SceneError(f"{self.path}: integer bands need tags SCALE and OFFSET (reflectance = DN*SCALE+OFFSET)")
+        self.scale = float(tags.get("SCALE", 1.0))
+        self.offset = float(tags.get("OFFSET", 0.0))
+        self.nodata = src.nodata
+        self.height, self.width = src.height, src.width
+        self.transform, self.crs = src.transform, src.crs.to_string()
+
+    def read(self, w: Window) -> tuple[np.ndarray, np.ndarray]:
+        win = RioWindow(w.col_off, w.row_off, w.width, w.height)
+        raw = self.src.read(self.indexes, window=win)
+        if self.is_int:
+            bad = np.zeros(raw.shape[1:], bool) if self.nodata is None else np.any(raw == self.nodata, axis=0)
+            bands = raw.astype(np.float32) * self.scale + self.offset
+        else:
+            bands = raw.astype(np.float32, copy=False)
+            bad = np.any(~np.isfinite(bands), axis=0)
+            if self.nodata is not None and np.isfinite(self.nodata):
+                bad |= np.any(raw == self.nodata, axis=0)
+        valid = ~bad
+        if self.valid_index is not None:
+            valid &= self.src.read(self.valid_index, window=win) > 0.5
+        bands = np.nan_to_num(bands, nan=0.0, posinf=0.0, neginf=0.0)
+        return bands, valid
+
+    def close(self) -> None:
+        self.src.close()
+
+
+def _pad_to(bands: np.ndarray, valid: np.ndarray, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    c, bh, bw = bands.shape
+    if (bh, bw) == (h, w):
+        return bands, valid
+    out = np.zeros((c, h, w), np.float32)
+    out[:, :bh, :bw] = bands
+    v = np.zeros((h, w), bool)
+    v[:bh, :bw] = valid
+    return out, v
+
+
+def set_threads(threads: int) -> int:
+    """Torch CPU threads: the configured number, or every core when 0."""
+    n = threads if threads > 0 else (os.cpu_count() or 1)
+    torch.set_num_threads(n)
+    return n
+
+
+class LearnedDetector:
+    """The committed CenterNet behind the Detector interface (windowed, batched, valid-mask aware)."""
+
+    name = "learned"
+
+    def __init__(self, cfg: DetectorConfig | None = None, weights: str | Path | None = None):
+        from models.centernet import fold_batchnorm
+        from models.checkpoint import load_model
+
+        self.cfg = cfg or DetectorConfig()
+        self.weights = resolve_path(weights or self.cfg.weights)
+        model, meta = load_model(self.weights)
+        self.meta = meta
+        self.model = fold_batchnorm(model).to(memory_format=torch.channels_last)
+        self.classes = tuple(model.spec.classes)
+        self.stride = model.spec.stride
+        self.heading_classes = set(meta.get("heading_classes", ["vehicle"]))
+        self.version = f"{model.spec.version}@{meta.get('weights_id', 'unknown')}"
+        set_threads(self.cfg.threads)
+
+    @property
+    def model_id(self) -> str:
+        return f"{self.name}-{self.version}"
+
+    # ------------------------------------------------------------------ public API
+    def detect(self, scene: Scene) -> list[Detection]:
+        """Detect in an in-memory Scene."""
+        return self._run(ArraySource(scene))
+
+    def detect_path(self, path: str | Path, progress: Callable[[int, int], None] | None = None) -> list[Detection]:
+        """Detect in a GeoTIFF read window by window (memory stays flat however large the raster)."""
+        src = RasterSource(path)
+        try:
+            with rasterio.Env(GDAL_CACHEMAX=128):
+                return self._run(src, progress)
+        finally:
+            src.close()
+
+    # ------------------------------------------------------------------ internals
+    def _batches(self, source, windows: list[Window]) -> Iterator[tuple[list[Window], np.ndarray, np.ndarray]]:
+        size = self.cfg.window
+        bs = self.cfg.batch_size
+        for k in range(0, len(windows), bs):
+            group = windows[k : k + bs]
+            h = max(w.height for w in group)
+            w_ = max(w.width for w in group)
+            h, w_ = -(-h // MULTIPLE) * MULTIPLE, -(-w_ // MULTIPLE) * MULTIPLE
+            h, w_ = min(h, -(-size // MULTIPLE) * MULTIPLE), min(w_, -(-size // MULTIPLE) * MULTIPLE)
+            arrays = [_pad_to(*source.read(win), h, w_) for win in group]
+            yield group, np.stack([a[0] for a in arrays]), np.stack([a[1] for a in arrays])
+
+    def _run(self, source, progress: Callable[[int, int], None] | None = None) -> list[Detection]:
+        from models.targets import decode
+
+        windows = grid_windows(source.height, source.width, self.cfg.window, self.cfg.overlap)
+        raw: list[tuple[int, float, float, float, float, float, float, float]] = []
+        done = 0
+        with ThreadPoolExecutor(max_workers=1) as pool, torch.inference_mode():
+            it = self._batches(source, windows)
+            future = pool.submit(next, it, None)
+            while True:
+                item = future.result()
+                if item is None:
+                    break
+                future = pool.submit(next, it, None)  # read the next batch while this one computes
+                group, bands, valid = item
+                vt = torch.from_numpy(valid)
+                x = torch.from_numpy(bands).contiguous(memory_format=torch.channels_last)
+                out = self.model(x, vt)
+                for win, dets in zip(group, decode(out, len(self.classes), self.cfg.score_threshold,
+                                                    self.stride, valid=vt), strict=True):
+                    for d in dets:
+                        row, col = d.row + win.row_off, d.col + win.col_off
+                        if win.owns(row, col):
+                            raw.append((d.cls_index, d.score, row, col, d.length_m, d.width_m, d.heading_deg,
+                                        d.speed_mps))
+                done += len(group)
+                if progress:
+                    progress(done, len(windows))
+        raw = merge_duplicates(raw, self.classes)
+        return self._georeference(raw, source.transform, source.crs)
+
+    def _georeference(self, raw: list, transform: Affine, crs: str) -> list[Detection]:
+        if not raw:
+            return []
+        arr = np.array([(r[2], r[3]) for r in raw], dtype=np.float64)
+        xs, ys = transform * (arr[:, 1], arr[:, 0])
+        xs, ys = np.asarray(xs, dtype=np.float64), np.asarray(ys, dtype=np.float64)
+        lons, lats = Transformer.from_crs(crs, "EPSG:4326", always_xy=True).transform(xs, ys)
+        out = []
+        for (ci, score, _r, _c, length, width, heading, speed), x, y, lon, lat in zip(raw, xs, ys, lons, lats,
+                                                                                     strict=True):
+            cls = self.classes[ci]
+            vehicle = cls == "vehicle"
+            out.append(MapObject(
+                cls=cls, x=float(x), y=float(y), lon=float(lon), lat=float(lat),
+                length_m=round(length, 1), width_m=round(width, 1),
+                heading_deg=round(heading, 1) if cls in self.heading_classes else None,
+                moving=True if vehicle else None,
+                speed_mps=round(speed, 1) if vehicle else None,
+                score=round(score, 4),
+            ))
+        out.sort(key=lambda d: -(d.score or 0.0))
+        return out
+
+
+def merge_duplicates(raw: list[tuple], classes: tuple[str, ...], iou: float = NMS_IOU) -> list[tuple]:
+    """Class-wise NMS over boxes of the predicted size (at least a few pixels) in raster pixel coordinates."""
+    if len(raw) < 2:
+        return raw
+    from torchvision.ops import batched_nms
+
+    t = torch.tensor([(r[0], r[1], r[2], r[3], r[4]) for r in raw], dtype=torch.float64)
+    min_px = torch.tensor([MIN_BOX_PX.get(c, 2.0) for c in classes], dtype=torch.float64)[t[:, 0].long()]
+    half = torch.maximum(t[:, 4] / 10.0, min_px) / 2.0
+    boxes = torch.stack([t[:, 3] - half, t[:, 2] - half, t[:, 3] + half, t[:, 2] + half], dim=1)
+    keep = batched_nms(boxes.float(), t[:, 1].float(), t[:, 0].long(), iou)
+    return [raw[i] for i in sorted(keep.tolist())]
+
+
+def make_detector(cfg: DetectorConfig) -> Detector:
+    """The detector named in the config: 'learned' (committed weights) or 'classical' (heuristic baseline)."""
+    if cfg.name == "classical":
+        from pipeline.classical import ClassicalDetector
+
+        return ClassicalDetector(cfg)
+    return LearnedDetector(cfg)

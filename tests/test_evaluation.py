@@ -1,0 +1,67 @@
+"""The DESIGN.md matching rule on hand-made cases."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline.evaluation import ClassSummary, evaluate_scenes, heading_error_deg, match_class
+from pipeline.types import MapObject
+
+
+def obj(cls: str, x: float, y: float, score: float | None = None, moving: bool | None = None,
+        heading: float | None = None) -> MapObject:
+    return MapObject(cls=cls, x=x, y=y, lon=0.0, lat=0.0, score=score, moving=moving, heading_deg=heading)
+
+
+def test_radius_is_per_class():
+    truth = [obj("large_aircraft", 0, 0), obj("vehicle", 1000, 0, moving=True)]
+    dets = [obj("large_aircraft", 29, 0, 0.9), obj("vehicle", 1021, 0, 0.9, moving=True)]
+    assert match_class(dets, truth, "large_aircraft").tp == 1  # 29 m <= 30 m
+    r = match_class(dets, truth, "vehicle")  # 21 m > 20 m
+    assert (r.tp, r.fp, r.fn) == (0, 1, 1)
+
+
+def test_greedy_in_descending_score_and_one_to_one():
+    truth = [obj("large_aircraft", 0, 0)]
+    low = obj("large_aircraft", 1, 0, 0.3)
+    high = obj("large_aircraft", 20, 0, 0.95)
+    r = match_class([low, high], truth, "large_aircraft")
+    assert r.tp == 1 and r.matches[0].detection is high  # higher score wins even though it is farther
+    assert r.false_positives == [low]
+    assert r.count_error == 1
+
+
+def test_nearest_unmatched_truth_is_taken():
+    truth = [obj("large_aircraft", 0, 0), obj("large_aircraft", 40, 0)]
+    dets = [obj("large_aircraft", 25, 0, 0.9), obj("large_aircraft", 5, 0, 0.8)]
+    r = match_class(dets, truth, "large_aircraft")
+    assert r.tp == 2 and r.fp == 0 and r.fn == 0
+    assert {(m.detection.x, m.truth.x) for m in r.matches} == {(25, 40), (5, 0)}
+
+
+def test_class_must_agree_and_parked_vehicles_are_not_scored():
+    truth = [obj("vehicle", 0, 0, moving=False), obj("vehicle", 100, 0, moving=True), obj("small_aircraft", 200, 0)]
+    dets = [obj("large_aircraft", 200, 0, 0.9), obj("vehicle", 101, 0, 0.8, moving=True)]
+    assert match_class(dets, truth, "large_aircraft").fp == 1
+    r = match_class(dets, truth, "vehicle")
+    assert (r.tp, r.fp, r.fn) == (1, 0, 0)
+
+
+def test_summary_precision_recall_f1_count_error_and_heading():
+    scene1 = ([obj("vehicle", 0, 0, 0.9, True, heading=350), obj("vehicle", 500, 0, 0.5, True, heading=0)],
+              [obj("vehicle", 5, 0, moving=True, heading=10)])
+    scene2 = ([], [obj("vehicle", 0, 0, moving=True, heading=90), obj("vehicle", 300, 0, moving=True, heading=90)])
+    s: ClassSummary = evaluate_scenes([scene1, scene2], ("vehicle",))["vehicle"]
+    assert (s.tp, s.fp, s.fn) == (1, 1, 2)
+    assert s.precision == pytest.approx(0.5)
+    assert s.recall == pytest.approx(1 / 3)
+    assert s.f1 == pytest.approx(2 * 0.5 * (1 / 3) / (0.5 + 1 / 3))
+    assert s.count_errors == [1, 2] and s.mean_count_error == pytest.approx(1.5)
+    assert s.heading_errors == [pytest.approx(20.0)]
+    assert s.heading_within(30) == 1.0 and s.heading_within(10) == 0.0
+
+
+def test_heading_error_wraps():
+    assert heading_error_deg(359, 1) == pytest.approx(2)
+    assert heading_error_deg(90, 270) == pytest.approx(180)
+    assert heading_error_deg(-10, 10) == pytest.approx(20)
