@@ -108,6 +108,12 @@ def validate(config: Path | None = ConfigOption) -> None:
 
 # Commands from other modules register below (one line each, keep alphabetical).
 
+from models import commands as _model_commands  # noqa: E402  (light: torch etc. load inside each command)
+
+app.command("detect")(user_errors(_model_commands.detect))
+app.command("evaluate")(user_errors(_model_commands.evaluate))
+app.command("train")(user_errors(_model_commands.train))
+
 
 @app.command("evaluate-scenarios")
 @user_errors
