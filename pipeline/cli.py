@@ -150,3 +150,17 @@ def run_cmd(
 
     run_command(config_path=config, data_dir=data_dir, source=source, aois=aoi, start=start.date() if start else None,
                 end=end.date() if end else None, detector=detector, no_report=no_report, scenario=scenario)
+
+
+@app.command("report")
+@user_errors
+def report_cmd(
+    run_id: str = typer.Argument("latest", help="Run id, or 'latest'."),
+    config: Path | None = ConfigOption,
+    data_dir: Path | None = DataDirOption,
+) -> None:
+    """Regenerate a run's report folder (HTML, JSON, GeoJSON, CSV, chips, plots) from the Store alone."""
+    from pipeline.report import report_command
+
+    folder = report_command(run_id, Path(data_dir or load_config(config).data_dir))
+    Console().print(f"report: {folder / 'index.html'}")

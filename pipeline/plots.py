@@ -148,8 +148,8 @@ def overview_figure(scene: Scene, aoi: AOI, detections: list[Detection], columns
     rgb = true_colour(scene)
     minx, miny, maxx, maxy = scene.grid.bounds
     aspect = scene.height / max(scene.width, 1)
-    fig = Figure(figsize=(7, max(3.0, min(10.0, 7 * aspect + 0.6))), layout="constrained")
-    ax = fig.add_subplot()
+    fig = Figure(figsize=(7, max(3.0, min(12.0, 7 * aspect / 0.92))))
+    ax = fig.add_axes((0.0, 0.0, 1.0, 0.92))
     ax.imshow(rgb, extent=(minx, maxx, miny, maxy), interpolation="nearest")
     for zone in aoi.zones:
         geom = reproject_geometry(zone.polygon, "EPSG:4326", scene.crs)
