@@ -51,7 +51,7 @@ CATALOGUE: dict[str, AircraftType] = {
         AircraftType("Tu-154", 47.9, 37.6, 3.8, 3.5, 8.5, 2.3, 35.0, 13.4, 4.0, "rear", typical_paint=_WG),
         AircraftType("Tu-214", 46.1, 42.0, 4.0, 4.0, 8.0, 2.0, 28.0, 15.0, 4.0, "wing", typical_paint=_WG),
         # fighters / strike (Su-24 wings spread 17.6 m)
-        AircraftType("Su-24", 22.7, 17.6, 3.6, 2.0, 5.0, 1.8, 16.0, 7.8, 3.2, "none", typical_paint=("grey", "camo")),
+        AircraftType("Su-24", 22.7, 17.6, 3.6, 2.0, 5.0, 1.8, 16.0, 7.8, 3.2, "none", typical_paint=("grey", "blue")),
         AircraftType("Su-34", 23.3, 14.7, 4.4, 1.0, 7.5, 1.8, 42.0, 8.0, 3.0, "none", typical_paint=("grey", "blue")),
         AircraftType("Su-35", 21.9, 15.3, 4.0, 0.5, 8.0, 1.8, 42.0, 9.9, 3.2, "none", typical_paint=("grey", "blue")),
         # helicopters (Mi-8 fuselage 18.2, rotor 21.3; Ka-52 rotor 14.5, fuselage ~13.5)
@@ -64,11 +64,11 @@ CATALOGUE: dict[str, AircraftType] = {
 
 # Paint schemes as (B02, B03, B04, B08) surface reflectance; calibrated ranges in CALIBRATION.md.
 PAINTS: dict[str, tuple[float, float, float, float]] = {
-    "white": (0.42, 0.45, 0.46, 0.48),
-    "grey": (0.22, 0.24, 0.25, 0.28),
-    "blue": (0.16, 0.17, 0.16, 0.20),
-    "camo": (0.08, 0.10, 0.10, 0.20),
-    "dark": (0.05, 0.055, 0.055, 0.09),
+    "white": (0.50, 0.52, 0.53, 0.55),  # airliner / An-124 white
+    "grey": (0.31, 0.33, 0.34, 0.37),  # light transport grey (Il-76MD, VKS An-124)
+    "blue": (0.17, 0.19, 0.19, 0.23),  # Su-34/Su-35 blue-grey
+    "camo": (0.08, 0.10, 0.10, 0.20),  # green/brown camouflage (Su-24, Mi-8)
+    "dark": (0.05, 0.055, 0.055, 0.09),  # dark grey / black (Ka-52)
 }
 
 

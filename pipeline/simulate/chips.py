@@ -239,7 +239,8 @@ def _add_aircraft(lay: _Layout, style: str) -> None:
     rng = lay.rng
     n = lay.full
     types = list(CATALOGUE.values())
-    weights = np.array([{"large_aircraft": 2.0, "helicopter": 1.6}.get(t.cls, 1.0) for t in types])
+    class_weight = {"large_aircraft": 2.0, "helicopter": 1.6, "small_aircraft": 1.6}
+    weights = np.array([class_weight[t.cls] for t in types])
     weights /= weights.sum()
     count = int(rng.integers(1, 15)) if style == "airfield" else int(rng.choice([0, 0, 1, 1, 2, 3]))
     rows_mode = rng.random() < 0.5 and lay.aprons

@@ -31,9 +31,10 @@ COVERS: tuple[Cover, ...] = (
     Cover("urban", (0.10, 0.115, 0.13, 0.175), 0.28, 0.04),
     Cover("concrete", (0.19, 0.21, 0.225, 0.255), 0.05, 0.0),
     Cover("asphalt", (0.065, 0.075, 0.085, 0.105), 0.06, 0.0),
-    Cover("water", (0.045, 0.042, 0.022, 0.012), 0.08, 0.0),
+    Cover("water", (0.032, 0.033, 0.017, 0.010), 0.08, 0.0),
     Cover("dry_grass", (0.065, 0.095, 0.115, 0.225), 0.08, 0.08),
     Cover("gravel", (0.13, 0.15, 0.17, 0.20), 0.08, 0.0),
+    Cover("runway", (0.095, 0.105, 0.115, 0.135), 0.05, 0.0),
 )
 COVER_INDEX: dict[str, int] = {c.name: i for i, c in enumerate(COVERS)}
 VEGETATION = np.array(COVERS[COVER_INDEX["vegetation"]].reflectance, dtype=np.float32)

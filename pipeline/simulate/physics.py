@@ -23,7 +23,7 @@ BANDS: tuple[str, ...] = ("B02", "B03", "B04", "B08")
 
 # Seconds after B02 at which each band images the same ground point (order B02, B03, B04, B08).
 # B03/B04: published (Fisser et al. 2022). B08: measured on s2td_braunschweig, see CALIBRATION.md.
-BAND_TIME_OFFSET_S: dict[str, float] = {"B02": 0.0, "B03": 0.527, "B04": 1.005, "B08": 0.264}
+BAND_TIME_OFFSET_S: dict[str, float] = {"B02": 0.0, "B03": 0.527, "B04": 1.005, "B08": 0.28}
 BAND_TIMES = np.array([BAND_TIME_OFFSET_S[b] for b in BANDS], dtype=np.float64)
 REFERENCE_TIME_S = 0.5 * BAND_TIME_OFFSET_S["B04"]
 """Truth position of a moving object = where it is at this instant (the middle of its B02..B04 'rainbow')."""
@@ -107,3 +107,24 @@ def fractal_noise(shape: tuple[int, int], rng: np.random.Generator, beta: float 
     field = np.fft.irfft2(spec * amp, s=(h, w))
     std = field.std()
     return (field / std if std > 0 else field).astype(np.float32)
+
+
+def solar_position(when, lat: float, lon: float) -> tuple[float, float]:
+    """Approximate solar (elevation, azimuth) in degrees (NOAA low-precision formulae; azimuth clockwise from N).
+
+    Good to ~1 degree: enough for shadow direction and length.
+    """
+    doy = when.timetuple().tm_yday
+    hour = when.hour + when.minute / 60.0 + when.second / 3600.0
+    g = 2.0 * np.pi / 365.0 * (doy - 1 + (hour - 12) / 24.0)
+    eqtime = 229.18 * (0.000075 + 0.001868 * np.cos(g) - 0.032077 * np.sin(g) - 0.014615 * np.cos(2 * g)
+                       - 0.040849 * np.sin(2 * g))
+    decl = (0.006918 - 0.399912 * np.cos(g) + 0.070257 * np.sin(g) - 0.006758 * np.cos(2 * g)
+            + 0.000907 * np.sin(2 * g) - 0.002697 * np.cos(3 * g) + 0.00148 * np.sin(3 * g))
+    true_solar_min = hour * 60.0 + eqtime + 4.0 * lon
+    ha = np.deg2rad(true_solar_min / 4.0 - 180.0)
+    phi = np.deg2rad(lat)
+    cos_zen = np.sin(phi) * np.sin(decl) + np.cos(phi) * np.cos(decl) * np.cos(ha)
+    zen = np.arccos(np.clip(cos_zen, -1, 1))
+    az = np.rad2deg(np.arctan2(np.sin(ha), np.cos(ha) * np.sin(phi) - np.tan(decl) * np.cos(phi))) + 180.0
+    return float(90.0 - np.rad2deg(zen)), float(az % 360.0)

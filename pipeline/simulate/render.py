@@ -1,0 +1,312 @@
+"""Render one simulated Sentinel-2 L2A scene (B02, B03, B04, B08 + valid) and its ground truth.
+
+Static ground comes from site.py (cached per site); this module adds what changes per date: aircraft in apron
+slots (An-124s sometimes at a runway end), trucks in vehicle parks and on piers, columns on egress roads moving
+outbound (away from the road's first vertex) or inbound, isolated traffic, cars (clutter), then the sensor model
+(seasonal/illumination gain, haze, clouds with sun-displaced shadows, misregistration, PSF, noise).
+
+Truth positions are where the object is at the middle of its B02..B04 rainbow (physics.REFERENCE_TIME_S).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+
+import numpy as np
+from shapely.geometry import LineString, Point
+
+from pipeline.config import PhaseFile
+from pipeline.georef import map_to_lonlat, object_at_pixel, pixel_to_map
+from pipeline.simulate import painters, physics
+from pipeline.simulate import sensor as msi
+from pipeline.simulate.aircraft import CATALOGUE, choose_paint, paint_reflectance
+from pipeline.simulate.canvas import Canvas
+from pipeline.simulate.clouds import cloud_fraction, cloud_layer
+from pipeline.simulate.site import PixelRoad, SiteLayout, road_length_px, site_for
+from pipeline.simulate.vehicles import pick_paint, pick_truck
+from pipeline.types import AOI, BAND_NAMES, Acquisition, Column, GridSpec, MapObject, Scene
+
+SOURCE_NAME = "simulated"
+GENERIC_ACTIVITY = PhaseFile(name="generic-routine", start=date(2000, 1, 1), parked_vehicles=12, local_traffic=4)
+
+
+@dataclass
+class SimulatedScene:
+    scene: Scene
+    truth: list[MapObject]
+    truth_columns: list[Column]
+
+
+def acquisition_id(sensor_name: str, site: str, when: datetime) -> str:
+    short = sensor_name.replace("Sentinel-", "S")
+    return f"sim-{short}-{site}-{when.astimezone(UTC):%Y%m%dT%H%M%S}"
+
+
+class _Painter:
+    """Places dynamic objects on a canvas and records their truth."""
+
+    def __init__(self, layout: SiteLayout, canvas: Canvas, rng: np.random.Generator, sun: tuple[float, float]):
+        self.layout = layout
+        self.canvas = canvas
+        self.rng = rng
+        self.grid = layout.grid
+        self.sun_elev, self.sun_az = sun
+        self.shadow_dir = (self.sun_az + 180.0) % 360.0
+        self.truth: list[MapObject] = []
+        self.columns: list[Column] = []
+        self.taken: list[tuple[float, float, float]] = []
+
+    def inside(self, row: float, col: float) -> bool:
+        return 0 <= row < self.grid.height and 0 <= col < self.grid.width
+
+    def zone_at(self, row: float, col: float) -> str | None:
+        p = Point(col, row)
+        for z in self.layout.zones:
+            if z.polygon.contains(p):
+                return z.name
+        return None
+
+    def _record(self, cls: str, row: float, col: float, **props) -> str | None:
+        if not self.inside(row, col):
+            return None
+        oid = f"truth-{len(self.truth) + 1:04d}"
+        self.truth.append(object_at_pixel(self.grid.transform, self.grid.crs, row, col, cls, id=oid,
+                                          zone=self.zone_at(row, col), **props))
+        return oid
+
+    def _shadow_len_m(self, height_m: float) -> float:
+        return height_m / np.tan(np.deg2rad(max(self.sun_elev, 8.0)))
+
+    # ------------------------------------------------------------ aircraft
+
+    def aircraft(self, parked: dict[str, int]) -> None:
+        rng = self.rng
+        slots = {"large": [s for s in self.layout.aircraft_slots if s.size == "large"],
+                 "small": [s for s in self.layout.aircraft_slots if s.size == "small"]}
+        order = {k: list(rng.permutation(len(v))) for k, v in slots.items()}
+        ends = list(self.layout.runway_ends)
+        items = sorted(((name, n) for name, n in parked.items()), key=lambda kv: -CATALOGUE[kv[0]].length_m
+                       if kv[0] in CATALOGUE else 0)
+        for name, n in items:
+            t = CATALOGUE.get(name)
+            if t is None:
+                continue
+            size = "large" if t.length_m >= 30 else "small"
+            for _ in range(n):
+                if name == "An-124" and ends and rng.random() < 0.3:
+                    row, col, heading, _zone = ends.pop(int(rng.integers(len(ends))))
+                else:
+                    slot = self._free_slot(slots[size], order[size], t.length_m / 20.0)
+                    if slot is None:  # aprons full: try the other slot size
+                        other = "small" if size == "large" else "large"
+                        slot = self._free_slot(slots[other], order[other], t.length_m / 20.0)
+                    if slot is None:
+                        continue
+                    row, col = slot.row + rng.normal(0, 0.15), slot.col + rng.normal(0, 0.15)
+                    heading = (slot.heading + rng.normal(0, 3)) % 360
+                self.taken.append((row, col, max(t.length_m, t.span_m) / 20.0))
+                paint = paint_reflectance(choose_paint(t, rng), rng)
+                scale = float(rng.uniform(0.98, 1.02))
+                height = 4.0 if t.cls == "large_aircraft" else 2.5
+                painters.paint_aircraft(self.canvas, t, row, col, heading, paint, scale=scale,
+                                        shadow_dir_deg=self.shadow_dir, shadow_len_m=self._shadow_len_m(height),
+                                        shadow_factor=0.5, rotor_phase_deg=float(rng.uniform(0, 360)),
+                                        swept_back=rng.random() < 0.3)
+                self._record(t.cls, row, col, type=t.name, length_m=round(t.length_m * scale, 2),
+                             width_m=round(t.span_m * scale, 2), heading_deg=round(float(heading), 1),
+                             moving=False, speed_mps=0.0)
+
+    def _free_slot(self, slots, order: list[int], radius_px: float):
+        while order:
+            s = slots[order.pop(0)]
+            if all(np.hypot(s.row - r, s.col - c) > radius_px + rad for r, c, rad in self.taken):
+                return s
+        return None
+
+    # ------------------------------------------------------------ vehicles
+
+    def parked_vehicles(self, n: int) -> None:
+        rng = self.rng
+        slots = self.layout.vehicle_slots
+        if not slots or n <= 0:
+            return
+        # fill whole rows from a random start so parks look organised (as trucks are parked in lines)
+        start = int(rng.integers(len(slots)))
+        paint = pick_paint(rng, military=True)
+        for k in range(min(n, len(slots))):
+            s = slots[(start + k) % len(slots)]
+            if rng.random() < 0.2:
+                paint = pick_paint(rng, military=True)
+            t = pick_truck(rng, military=True)
+            heading = (s.heading + rng.normal(0, 2)) % 360
+            row, col = s.row + rng.normal(0, 0.05), s.col + rng.normal(0, 0.05)
+            painters.paint_truck(self.canvas, row, col, heading, t.length_m, t.width_m,
+                                 paint * rng.uniform(0.92, 1.08), shadow_dir_deg=self.shadow_dir,
+                                 shadow_len_m=self._shadow_len_m(3.0))
+            self._record("vehicle", row, col, type=t.name, length_m=t.length_m, width_m=t.width_m,
+                         heading_deg=round(float(heading), 1), moving=False, speed_mps=0.0)
+
+    def column(self, road: PixelRoad, direction: str, count: int, index: int, *, military: bool = True,
+               speed: float | None = None, gap_m: float | None = None, head_frac: float | None = None) -> None:
+        """A column of trucks on ``road``; outbound = away from the road's first vertex."""
+        rng = self.rng
+        total = road_length_px(road.points)
+        line = road.points if direction == "outbound" else road.points[::-1]
+        speed = float(rng.uniform(8, 20)) if speed is None else speed
+        gap = float(rng.uniform(35, 75)) if gap_m is None else gap_m
+        s = (float(rng.uniform(0.35, 0.95)) if head_frac is None else head_frac) * total
+        ids, pts, headings = [], [], []
+        for _ in range(count):
+            got = _road_point(line, s)
+            if got is None:
+                break
+            p, heading = got
+            t = pick_truck(rng, military)
+            h = np.deg2rad(heading)
+            right = np.array([np.sin(h), np.cos(h)])
+            lane = road.width_m * 0.25 / 10.0
+            row, col = p + right * lane
+            v = max(1.0, speed + rng.normal(0, 0.7))
+            painters.paint_truck(self.canvas, row, col, heading, t.length_m, t.width_m, pick_paint(rng, military),
+                                 speed_mps=v, time_scale=float(rng.uniform(0.98, 1.02)),
+                                 shadow_dir_deg=self.shadow_dir, shadow_len_m=self._shadow_len_m(3.0))
+            oid = self._record("vehicle", float(row), float(col), type=t.name, length_m=t.length_m,
+                               width_m=t.width_m, heading_deg=round(float(heading), 1), moving=True,
+                               speed_mps=round(v, 2))
+            if oid is not None:
+                ids.append(oid)
+                pts.append((row, col))
+                headings.append(heading)
+            s -= (t.length_m + gap * rng.uniform(0.75, 1.25)) / 10.0
+        if len(ids) >= 2:
+            self._record_column(ids, pts, headings, direction, road.name, index)
+
+    def _record_column(self, ids, pts, headings, direction, road_name, index) -> None:
+        lonlat = [map_to_lonlat(self.grid.crs, *pixel_to_map(self.grid.transform, r, c)) for r, c in pts]
+        xy = [pixel_to_map(self.grid.transform, r, c) for r, c in pts]
+        vec = np.array([[np.sin(np.deg2rad(h)), np.cos(np.deg2rad(h))] for h in headings]).mean(axis=0)
+        heading = float(np.rad2deg(np.arctan2(vec[0], vec[1])) % 360.0)
+        self.columns.append(Column(id=f"truth-column-{index}", members=tuple(ids), line=LineString(lonlat),
+                                   length_m=float(LineString(xy).length), heading_deg=round(heading, 1),
+                                   direction=direction, vehicles=len(ids), road=road_name))
+
+    def traffic(self, n: int) -> None:
+        """Isolated moving trucks on any road, either direction (not part of a column)."""
+        rng = self.rng
+        roads = self.layout.roads
+        if not roads:
+            return
+        for _ in range(n):
+            road = roads[int(rng.integers(len(roads)))]
+            line = road.points if rng.random() < 0.5 else road.points[::-1]
+            got = _road_point(line, rng.uniform(0, road_length_px(line)))
+            if got is None:
+                continue
+            p, heading = got
+            h = np.deg2rad(heading)
+            row, col = p + np.array([np.sin(h), np.cos(h)]) * road.width_m * 0.25 / 10.0
+            t = pick_truck(rng, military=rng.random() < 0.5)
+            v = float(rng.uniform(6, 25))
+            painters.paint_truck(self.canvas, row, col, heading, t.length_m, t.width_m,
+                                 pick_paint(rng, military=False), speed_mps=v, shadow_dir_deg=self.shadow_dir,
+                                 shadow_len_m=self._shadow_len_m(3.0))
+            self._record("vehicle", float(row), float(col), type=t.name, length_m=t.length_m, width_m=t.width_m,
+                         heading_deg=round(float(heading), 1), moving=True, speed_mps=round(v, 2))
+
+    def cars(self, n: int) -> None:
+        """Clutter: cars are below what 10 m pixels resolve; never truth."""
+        rng = self.rng
+        roads = self.layout.roads
+        for _ in range(n if roads else 0):
+            road = roads[int(rng.integers(len(roads)))]
+            got = _road_point(road.points, rng.uniform(0, road_length_px(road.points)))
+            if got is None:
+                continue
+            p, heading = got
+            heading = heading if rng.random() < 0.5 else (heading + 180) % 360
+            painters.paint_car(self.canvas, p[0], p[1], heading, np.array([0.3, 0.3, 0.3, 0.32]) *
+                               rng.uniform(0.2, 1.5), speed_mps=float(rng.uniform(0, 25)))
+
+
+def _road_point(pts: np.ndarray, s_px: float) -> tuple[np.ndarray, float] | None:
+    seg = np.diff(pts, axis=0)
+    lens = np.hypot(seg[:, 0], seg[:, 1])
+    if s_px < 0:
+        return None
+    acc = 0.0
+    for k, length in enumerate(lens):
+        if length > 0 and s_px <= acc + length:
+            p = pts[k] + seg[k] * (s_px - acc) / length
+            return p, painters.heading_between(pts[k][0], pts[k][1], pts[k + 1][0], pts[k + 1][1])
+        acc += length
+    return None
+
+
+def _seasonal_gain(layout: SiteLayout, when: datetime) -> np.ndarray | None:
+    """Vegetation NIR follows the Mediterranean season (green in winter/spring, dry in late summer)."""
+    if layout.vegetation_mask is None or not layout.vegetation_mask.any():
+        return None
+    doy = when.timetuple().tm_yday
+    return np.float32(1.0 + 0.12 * np.cos(2 * np.pi * (doy - 75) / 365.0))
+
+
+def render_grid(grid: GridSpec, when: datetime, *, seed: int, aoi: AOI | None = None,
+                activity: PhaseFile | None = None, cloud_free: bool = False, sensor: str = "Sentinel-2A",
+                cloud_probability: float = 0.2, cloud_fraction_override: float | None = None,
+                terrain_seed: int | None = None, acquisition: Acquisition | None = None) -> SimulatedScene:
+    """Render ``grid`` at ``when``. Same arguments => same pixels (every random draw derives from ``seed``)."""
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    site_name = aoi.name if aoi is not None else "grid"
+    if terrain_seed is None:
+        terrain_seed = physics.derive_seed("terrain", site_name, grid.crs, *np.round(grid.bounds, 1))
+    layout = site_for(grid, aoi, terrain_seed)
+    rng = np.random.default_rng(physics.derive_seed("scene", seed))
+    sun = physics.solar_position(when, layout.lat, layout.lon)
+    surface = layout.surface.copy()
+    gain = _seasonal_gain(layout, when)
+    if gain is not None:
+        surface[3][layout.vegetation_mask] *= gain
+    canvas = Canvas(surface)
+    painter = _Painter(layout, canvas, rng, sun)
+
+    act = activity or GENERIC_ACTIVITY
+    painter.aircraft(dict(act.parked_aircraft))
+    painter.parked_vehicles(act.parked_vehicles)
+    egress = [r for r in layout.roads if r.egress] or layout.roads
+    idx = 0
+    lo, hi = act.vehicles_per_column
+    for direction, n in (("outbound", act.outbound_columns), ("inbound", act.inbound_columns)):
+        for k in range(n):
+            if not egress:
+                break
+            road = egress[(k + (1 if direction == "inbound" else 0)) % len(egress)]
+            idx += 1
+            painter.column(road, direction, int(rng.integers(lo, hi + 1)), idx)
+    painter.traffic(act.local_traffic)
+    painter.cars(int(rng.integers(5, 30)))
+
+    params = msi.draw_sensor(rng)
+    frac = cloud_fraction_override if cloud_fraction_override is not None else cloud_fraction(
+        seed, cloud_probability, cloud_free)
+    clouds = None
+    if frac > 0:
+        height_m = float(rng.uniform(800, 2500))
+        shift_len = height_m / np.tan(np.deg2rad(max(sun[0], 10.0))) / grid.pixel_size
+        shift = painters.shadow_shift((sun[1] + 180.0) % 360.0, shift_len)
+        clouds = cloud_layer((grid.height, grid.width), frac, np.random.default_rng(physics.derive_seed("clouds",
+                             seed)), shadow_shift_px=shift)
+    bands, valid = msi.observe(canvas.bands, params, rng, clouds)
+    if acquisition is None:
+        acquisition = Acquisition(source=SOURCE_NAME, id=acquisition_id(sensor, site_name, when), sensor=sensor,
+                                  datetime=when, cloud_cover=round(100.0 * frac, 2), simulated=True)
+    scene = Scene(bands=bands, band_names=BAND_NAMES, transform=grid.transform, crs=grid.crs, valid=valid,
+                  acquisition=acquisition, simulated=True)
+    return SimulatedScene(scene=scene, truth=painter.truth, truth_columns=painter.columns)
+
+
+def render_scene(aoi: AOI, when: datetime, *, seed: int, activity: PhaseFile | None = None,
+                 **kwargs) -> SimulatedScene:
+    """``render_grid`` on the AOI's own UTM grid."""
+    return render_grid(aoi.grid(), when, seed=seed, aoi=aoi, activity=activity, **kwargs)
