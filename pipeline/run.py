@@ -176,8 +176,10 @@ def _progress(enabled: bool) -> Iterator:
 def run(config: BasewatchConfig, *, data_dir: Path, config_path: Path | None = None, source_kind: str | None = None,
         aois: list[str] | None = None, start: date | None = None, end: date | None = None,
         detector: str | None = None, progress: bool = True, report: bool = True,
-        scenario: ScenarioFile | str | Path | None = None) -> RunResult:
-    """Process every acquisition of the window the store lacks for the current model, then report."""
+        scenario: ScenarioFile | str | Path | None = None, source=None) -> RunResult:
+    """Process every acquisition of the window the store lacks for the current model, then report.
+
+    ``source`` (optional) replaces the configured source, e.g. a wrapper that keeps simulated ground truth."""
     data_dir = Path(data_dir)
     scen = scenario if isinstance(scenario, ScenarioFile) else load_scenario(scenario or config.scenario)
     kind = source_kind or config.source.kind
@@ -186,7 +188,8 @@ def run(config: BasewatchConfig, *, data_dir: Path, config_path: Path | None = N
         updates["detector"] = config.detector.model_copy(update={"name": detector})
     config = config.model_copy(update=updates)
 
-    source = make_source(config, kind=kind, data_dir=data_dir, scenario=scen)
+    if source is None:
+        source = make_source(config, kind=kind, data_dir=data_dir, scenario=scen)
     simulated = bool(getattr(source, "simulated", False))
     if simulated:
         aoi_names = aois or [s.aoi for s in scen.sites]

@@ -1,0 +1,275 @@
+"""Scenario suite: replay simulated scenarios through a real run and check which alerts fire against each
+scenario's expectations; measure column grouping against the simulator's ground truth on the way.
+
+An expectation of kind K at AOI A over [start, end] is *fired* when an event of kind K that passes the alert
+rules (configured kind, confidence >= min_confidence) was raised at A on an acquisition dated in the window.
+``no_abandonment`` holds when no observation in the window shows zero parked assets where the baseline had some.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from shapely.geometry import LineString
+
+from pipeline.config import PROJECT_ROOT, BasewatchConfig, ExpectationFile, load_aoi, load_config, load_scenario
+from pipeline.diff import ZoneMetric, measure
+from pipeline.store import open_store
+from pipeline.types import AOI, Acquisition, Alert, Column, Observation, Scene
+
+log = logging.getLogger(__name__)
+
+SCENARIO_DIR = PROJECT_ROOT / "seeds" / "scenarios"
+COLUMN_MATCH_M = 50.0  # DESIGN.md matching rule: within 50 m over at least half the length
+PARKED_ASSETS = ZoneMetric("parked_assets", ("large_aircraft", "small_aircraft", "helicopter", "parked_vehicle"),
+                           ("apron", "vehicle_park", "pier"))
+
+
+def default_scenarios() -> list[Path]:
+    """The seed scenario and every scenario under seeds/scenarios/."""
+    return [PROJECT_ROOT / "seeds" / "syria-drawdown-2024-12.yaml", *sorted(SCENARIO_DIR.glob("*.yaml"))]
+
+
+# ---------------------------------------------------------------- column accuracy against truth
+
+
+@dataclass
+class ColumnScore:
+    """Detected columns against truth columns over a set of scenes."""
+
+    scenes: int = 0
+    truth_columns: int = 0
+    detected_columns: int = 0
+    matched: int = 0
+    direction_right: int = 0
+    count_errors: list[int] = field(default_factory=list)
+
+    @property
+    def direction_accuracy(self) -> float | None:
+        return self.direction_right / self.matched if self.matched else None
+
+    @property
+    def within_one(self) -> float | None:
+        return float(np.mean([e <= 1 for e in self.count_errors])) if self.count_errors else None
+
+    @property
+    def max_count_error(self) -> int | None:
+        return max(self.count_errors) if self.count_errors else None
+
+    def add(self, other: ColumnScore) -> None:
+        self.scenes += other.scenes
+        self.truth_columns += other.truth_columns
+        self.detected_columns += other.detected_columns
+        self.matched += other.matched
+        self.direction_right += other.direction_right
+        self.count_errors += other.count_errors
+
+
+def _share_near(line: LineString, other: LineString, distance: float) -> float:
+    if line.length == 0:
+        return 1.0 if line.distance(other) <= distance else 0.0
+    return line.intersection(other.buffer(distance)).length / line.length
+
+
+def score_columns(detected: list[Column], truth: list[Column], aoi: AOI) -> ColumnScore:
+    """Greedy matching of detected to truth columns (lines in lon/lat), DESIGN.md rule; direction right/wrong."""
+    det_lines = [aoi.to_utm(c.line) for c in detected]
+    truth_lines = [aoi.to_utm(c.line) for c in truth]
+    pairs = []
+    for i, dl in enumerate(det_lines):
+        for j, tl in enumerate(truth_lines):
+            share = _share_near(dl, tl, COLUMN_MATCH_M)
+            if share >= 0.5:
+                pairs.append((share, -detected[i].vehicles, i, j))
+    pairs.sort(reverse=True)
+    used_d: set[int] = set()
+    used_t: set[int] = set()
+    score = ColumnScore(scenes=1, truth_columns=len(truth), detected_columns=len(detected),
+                        count_errors=[abs(len(detected) - len(truth))])
+    for _, _, i, j in pairs:
+        if i in used_d or j in used_t:
+            continue
+        used_d.add(i)
+        used_t.add(j)
+        score.matched += 1
+        score.direction_right += int(detected[i].direction == truth[j].direction)
+    return score
+
+
+class TruthRecordingSource:
+    """Wraps a simulated source so loading a scene also keeps its ground-truth columns (no second render)."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.name = getattr(inner, "name", "simulated")
+        self.simulated = getattr(inner, "simulated", True)
+        self.truth_columns: dict[tuple[str, str], list[Column]] = {}
+
+    def search(self, aoi: AOI, start, end) -> list[Acquisition]:
+        return self.inner.search(aoi, start, end)
+
+    def load(self, acquisition: Acquisition, aoi: AOI) -> Scene:
+        if not hasattr(self.inner, "truth"):
+            return self.inner.load(acquisition, aoi)
+        sim = self.inner.truth(acquisition, aoi)
+        self.truth_columns[(aoi.name, acquisition.id)] = list(sim.truth_columns)
+        return sim.scene
+
+
+# ---------------------------------------------------------------- expectations
+
+
+@dataclass
+class ExpectationResult:
+    expectation: ExpectationFile
+    fired: list[tuple[str, float]]  # (date, confidence) of matching events
+    ok: bool
+    detail: str
+
+
+@dataclass
+class ScenarioResult:
+    name: str
+    path: Path
+    run_id: str
+    model: str
+    seconds: float
+    expectations: list[ExpectationResult]
+    alerts: list[Alert]
+    columns: ColumnScore
+    failures: list[str]
+
+    @property
+    def ok(self) -> bool:
+        return all(e.ok for e in self.expectations)
+
+
+def _abandoned_on(aoi: AOI, history: list[Observation], obs: Observation, config: BasewatchConfig) -> bool:
+    m = measure(PARKED_ASSETS, aoi, history, obs, config.diff)
+    return m is not None and m.current == 0 and m.expected >= config.diff.min_parked_baseline
+
+
+def check_expectation(exp: ExpectationFile, store, aoi: AOI, model: str, config: BasewatchConfig) -> ExpectationResult:
+    """Whether the store's events (or observations, for no_abandonment) agree with one expectation."""
+    in_window = lambda d: exp.start <= d <= exp.end  # noqa: E731
+    if exp.kind == "no_abandonment":
+        history = store.observations(aoi.name, model)
+        empty = [o.acquisition.datetime.date().isoformat() for o in history
+                 if in_window(o.acquisition.datetime.date()) and _abandoned_on(aoi, history, o, config)]
+        fired = [(d, 1.0) for d in empty]
+        ok = not empty if exp.expect == "present" else bool(empty)
+        detail = "parked assets seen on every observed date" if not empty else f"no parked assets on {empty}"
+        return ExpectationResult(exp, fired, ok, detail)
+    events = [e for e in store.events(aoi.name, model) if e.kind == exp.kind and in_window(e.when.date())
+              and e.kind in config.alerts.severity and e.confidence >= config.alerts.min_confidence]
+    fired = [(e.when.date().isoformat(), round(e.confidence, 2)) for e in events]
+    if exp.expect == "present":
+        ok = bool(events)
+        detail = "fired" if ok else "did not fire"
+        if ok and exp.max_confidence is not None:
+            top = max(c for _, c in fired)
+            ok = top <= exp.max_confidence
+            detail = f"fired, confidence {top:.2f} {'<=' if ok else '>'} {exp.max_confidence}"
+    else:
+        ok = not events
+        detail = "stayed silent" if ok else "fired but should not"
+    return ExpectationResult(exp, fired, ok, detail)
+
+
+def evaluate_scenario(path: str | Path, *, config: BasewatchConfig | None = None, data_dir: Path,
+                      config_path: Path | None = None, detector: str | None = None, aois: list[str] | None = None,
+                      progress: bool = False) -> ScenarioResult:
+    """Run ``path`` on the simulated source into ``data_dir`` and check its expectations."""
+    from pipeline.run import make_source, run
+
+    config = config or load_config(config_path)
+    scenario = load_scenario(path)
+    source = TruthRecordingSource(make_source(config, kind="simulated", data_dir=data_dir, scenario=scenario))
+    t0 = time.perf_counter()
+    result = run(config, data_dir=data_dir, config_path=config_path, source_kind="simulated", aois=aois,
+                 detector=detector, progress=progress, report=False, scenario=scenario, source=source)
+    seconds = time.perf_counter() - t0
+    store = open_store(data_dir)
+    try:
+        aoi_names = aois or [s.aoi for s in scenario.sites]
+        aoi_objs = {name: load_aoi(name, config_path) for name in aoi_names}
+        checks = [check_expectation(e, store, aoi_objs[e.aoi], result.model, config)
+                  for e in scenario.expectations if e.aoi in aoi_objs]
+        columns = ColumnScore()
+        for (aoi_name, acq_id), truth in source.truth_columns.items():
+            columns.add(score_columns(store.columns(aoi_name, acq_id, result.model), truth, aoi_objs[aoi_name]))
+        alerts = [a for name in aoi_names for a in store.alerts(name, model=result.model)]
+    finally:
+        store.close()
+    return ScenarioResult(name=scenario.name, path=Path(path), run_id=result.run_id, model=result.model,
+                          seconds=seconds, expectations=checks, alerts=alerts, columns=columns,
+                          failures=result.failures)
+
+
+def print_result(res: ScenarioResult, console) -> None:
+    from rich.table import Table
+
+    verdict = "[green]MATCH[/]" if res.ok else "[bold red]MISMATCH[/]"
+    console.print(f"\n[bold]{res.name}[/] (SIMULATED, model {res.model}, {res.seconds:.0f} s): {verdict}")
+    fired = Table("alert", "aoi", "severity", "confidence", "first seen", "last seen", "status",
+                  title="alerts fired")
+    for a in res.alerts:
+        fired.add_row(a.kind, a.aoi, a.severity, f"{a.confidence:.2f}", f"{a.first_seen:%Y-%m-%d}",
+                      f"{a.last_seen:%Y-%m-%d}", a.status)
+    console.print(fired)
+    table = Table("expectation", "aoi", "kind", "expect", "window", "fired on (confidence)", "result",
+                  title="expectations")
+    for r in res.expectations:
+        e = r.expectation
+        when = ", ".join(f"{d} ({c:.2f})" for d, c in r.fired) or "-"
+        table.add_row(e.id, e.aoi, e.kind, e.expect, f"{e.start} .. {e.end}", when,
+                      ("[green]ok[/] " if r.ok else "[red]MISMATCH[/] ") + r.detail)
+    console.print(table)
+    c = res.columns
+    if c.scenes:
+        acc = "n/a" if c.direction_accuracy is None else f"{100 * c.direction_accuracy:.1f}%"
+        within = "n/a" if c.within_one is None else f"{100 * c.within_one:.0f}%"
+        console.print(f"columns vs truth: {c.truth_columns} true, {c.detected_columns} detected, {c.matched} "
+                      f"matched, direction right {acc}; count within 1 of truth on {within} of {c.scenes} scenes "
+                      f"(max error {c.max_count_error})")
+    for f in res.failures:
+        console.print(f"[yellow]skipped:[/] {f}")
+
+
+def evaluate_command(*, scenarios: list[Path] | None, config_path: Path | None, data_dir: Path | None,
+                     detector: str | None) -> bool:
+    """`basewatch evaluate-scenarios`: True when every scenario matches its expectations."""
+    from rich.console import Console
+
+    console = Console()
+    config = load_config(config_path)
+    paths = scenarios or default_scenarios()
+    results = []
+    with tempfile.TemporaryDirectory(prefix="basewatch-scenarios-") as tmp:
+        root = Path(data_dir) if data_dir else Path(tmp)
+        for path in paths:
+            name = load_scenario(path).name
+            res = evaluate_scenario(path, config=config, data_dir=root / name, config_path=config_path,
+                                    detector=detector, progress=True)
+            print_result(res, console)
+            results.append(res)
+    total = ColumnScore()
+    for r in results:
+        total.add(r.columns)
+    ok = all(r.ok for r in results)
+    if total.matched:
+        console.print(f"\ncolumn direction right on {100 * total.direction_accuracy:.1f}% of {total.matched} matched "
+                      f"columns; column count within 1 of truth on {100 * total.within_one:.0f}% of "
+                      f"{total.scenes} scenes")
+    console.print(f"{sum(r.ok for r in results)}/{len(results)} scenarios match their expectations"
+                  + ("" if ok else " — MISMATCH"))
+    return ok
+
+
+__all__ = ["ColumnScore", "ScenarioResult", "check_expectation",
+           "default_scenarios", "evaluate_command", "evaluate_scenario", "score_columns"]
