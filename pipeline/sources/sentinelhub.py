@@ -9,6 +9,7 @@ refresh on a 401. Scenes that came from the local emulator carry its marker and 
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time as time_module
@@ -39,7 +40,6 @@ from sentinelhub import (
     SentinelHubRequest,
     SentinelHubSession,
 )
-from sentinelhub.decoding import decode_sentinelhub_err_msg
 from sentinelhub.download.client import DownloadClient
 from sentinelhub.download.models import DownloadRequest
 from sentinelhub.exceptions import DownloadFailedException, OutOfRequestsException
@@ -196,7 +196,7 @@ def describe_failure(exc: BaseException, url: str | None, attempts: int, timeout
         )
     if response is not None:
         status = response.status_code
-        server = decode_sentinelhub_err_msg(response)
+        server = server_message(response)
         hint = {
             400: "the service refused the request as invalid; this is a basewatch bug or an unsupported AOI",
             401: "the service refused the access token; check SH_CLIENT_ID / SH_CLIENT_SECRET and the profile "
@@ -216,6 +216,20 @@ def describe_failure(exc: BaseException, url: str | None, attempts: int, timeout
             f"({req_exc.__class__.__name__}); check the network and re-run (fetched scenes stay cached)"
         )
     return f"{where}: download failed: {exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+
+
+def server_message(response: requests.Response) -> str:
+    """The service's own words: ``error.message`` of its JSON (OAuth ``error_description``), else the raw text."""
+    try:
+        body = response.json()
+    except ValueError:
+        return (response.text or response.reason or "").strip()[:300]
+    err = body.get("error") if isinstance(body, dict) else None
+    if isinstance(err, dict):
+        return str(err.get("message") or err)[:300]
+    if isinstance(body, dict) and "error_description" in body:
+        return f"{err}: {body['error_description']}"
+    return json.dumps(body)[:300]
 
 
 def _status_of(exc: BaseException) -> int | None:

@@ -68,28 +68,63 @@ class RenderedPixels:
     scl: np.ndarray | None = None
 
 
-Renderer = Callable[[GridSpec, datetime, "AOI | None", bool], RenderedPixels]
-"""(grid, acquisition time, AOI under the grid or None, cloud_free) -> pixels."""
+@dataclass(frozen=True)
+class RenderRequest:
+    """One pass to draw: the grid, when, the AOI under it (or None), the catalog's cloud cover, sensor and seed."""
+
+    grid: GridSpec
+    when: datetime
+    aoi: AOI | None
+    cloud_cover: float
+    sensor: str
+    seed: int
 
 
-def simulator_renderer(seed: int = 0, scenario=None) -> Renderer:
-    """Pixels from basewatch's simulator (pipeline.simulate.render.render_grid)."""
+Renderer = Callable[[RenderRequest], RenderedPixels]
+
+
+def _phase_for(scenario, aoi: AOI | None, when: datetime):
+    """The scenario's activity phase for this AOI on this day (None: the simulator's generic routine)."""
+    if scenario is None or aoi is None:
+        return None
+    for site in scenario.sites:
+        if site.aoi == aoi.name:
+            active = [p for p in site.phases if p.start <= when.date()]
+            return active[-1] if active else site.phases[0]
+    return None
+
+
+def simulator_renderer(scenario=None) -> Renderer:
+    """Pixels from basewatch's simulator (pipeline.simulate.render.render_grid), clouds matching the catalog."""
     from pipeline.simulate.render import render_grid
 
-    def render(grid: GridSpec, when: datetime, aoi: AOI | None, cloud_free: bool) -> RenderedPixels:
-        kwargs = {"seed": seed, "aoi": aoi, "cloud_free": cloud_free}
-        if scenario is not None:
-            kwargs["scenario"] = scenario
-        try:
-            simulated = render_grid(grid, when, **kwargs)
-        except TypeError:
-            kwargs.pop("scenario", None)
-            simulated = render_grid(grid, when, **kwargs)
+    def render(req: RenderRequest) -> RenderedPixels:
+        terrain = derive_seed("emulator-terrain", req.aoi.name) if req.aoi is not None else None
+        simulated = render_grid(req.grid, req.when, seed=req.seed, aoi=req.aoi,
+                                activity=_phase_for(scenario, req.aoi, req.when),
+                                cloud_fraction_override=req.cloud_cover / 100.0, sensor=req.sensor,
+                                terrain_seed=terrain)
         scene = simulated.scene
         bands = np.stack([scene.band(b) for b in BAND_NAMES]).astype(np.float32)
         return RenderedPixels(bands=bands, valid=np.asarray(scene.valid, bool))
 
     return render
+
+
+def pattern_renderer(req: RenderRequest) -> RenderedPixels:
+    """A cheap deterministic renderer for fast tests: a smooth pattern fixed in map coordinates (so split requests
+    mosaic seamlessly) and a cloud bank covering about the catalog's cloud fraction of the grid."""
+    t = req.grid.transform
+    xs = t.c + (np.arange(req.grid.width) + 0.5) * t.a
+    ys = t.f + (np.arange(req.grid.height) + 0.5) * t.e
+    x, y = np.meshgrid(xs, ys)
+    base = 0.12 + 0.04 * np.sin(x / 137.0) * np.cos(y / 91.0) + 0.002 * (req.seed % 5)
+    bands = np.stack([base, base * 1.1, base * 1.25, base * 2.0]).astype(np.float32)
+    phase = np.sin(x / 700.0 + y / 900.0)
+    valid = phase >= np.quantile(phase, min(max(req.cloud_cover / 100.0, 0.0), 1.0)) if req.cloud_cover > 0 \
+        else np.ones(x.shape, bool)
+    bands[:, ~valid] = 0.55
+    return RenderedPixels(bands=bands, valid=valid)
 
 
 def derive_scl(pixels: RenderedPixels) -> np.ndarray:
@@ -223,6 +258,7 @@ class RequestRecord:
 @dataclass
 class _State:
     tokens: dict[str, float] = field(default_factory=dict)
+    issued: list[str] = field(default_factory=list)
     faults: list[Fault] = field(default_factory=list)
     records: list[RequestRecord] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=lambda: {"token": 0, "catalog": 0, "process": 0})
@@ -352,7 +388,7 @@ class SentinelHubEmulator:
     def start(self) -> SentinelHubEmulator:
         if self._renderer is None:
             try:
-                self._renderer = simulator_renderer(self.seed, self.scenario)
+                self._renderer = simulator_renderer(self.scenario)
             except ImportError as exc:
                 raise RuntimeError(f"the simulator is not available ({exc}); pass renderer=") from None
         if self._aois is None:
@@ -411,8 +447,9 @@ class SentinelHubEmulator:
             return list(self._state.records)
 
     def issued_tokens(self) -> list[str]:
+        """Every access token handed out so far (revoked ones included), for leak checks."""
         with self._lock:
-            return list(self._state.tokens)
+            return list(self._state.issued)
 
     def reset_counters(self) -> None:
         with self._lock:
@@ -473,6 +510,7 @@ class SentinelHubEmulator:
         token = f"{header}.{_b64url(json.dumps(claims).encode())}.{_b64url(secrets.token_bytes(32))}"
         with self._lock:
             self._state.tokens[token] = now + self.token_ttl_s
+            self._state.issued.append(token)
         return {"access_token": token, "expires_in": int(self.token_ttl_s), "refresh_expires_in": 0,
                 "token_type": "Bearer", "not-before-policy": 0}
 
@@ -667,12 +705,30 @@ class SentinelHubEmulator:
         return best
 
     def _render(self, grid: GridSpec, p: Pass) -> RenderedPixels:
+        """Pixels for ``grid``; inside an AOI, cut from one rendering of the whole AOI so tiles of a split request
+        fit together like the service's do."""
+        aoi = self._aoi_for(grid)
+        if aoi is not None:
+            full = aoi.grid()
+            offset = _aligned_offset(full, grid)
+            if offset is not None:
+                whole = self._render_cached(full, p, aoi)
+                r0, c0 = offset
+                return RenderedPixels(whole.bands[:, r0:r0 + grid.height, c0:c0 + grid.width],
+                                      whole.valid[r0:r0 + grid.height, c0:c0 + grid.width],
+                                      None if whole.scl is None else whole.scl[r0:r0 + grid.height,
+                                                                               c0:c0 + grid.width])
+        return self._render_cached(grid, p, aoi)
+
+    def _render_cached(self, grid: GridSpec, p: Pass, aoi: AOI | None) -> RenderedPixels:
         key = (grid.crs, tuple(grid.transform), grid.width, grid.height, p.index)
         with self._lock:
             if key in self._render_cache:
                 self._render_cache.move_to_end(key)
                 return self._render_cache[key]
-        pixels = self._renderer(grid, p.datetime, self._aoi_for(grid), p.cloud_cover < 5)
+        sensor = "Sentinel-2A" if p.platform.endswith("a") else "Sentinel-2B"
+        pixels = self._renderer(RenderRequest(grid, p.datetime, aoi, p.cloud_cover, sensor,
+                                              derive_seed("emulator-pass", self.seed, p.index)))
         with self._lock:
             self._render_cache[key] = pixels
             while len(self._render_cache) > 6:
@@ -694,6 +750,22 @@ class SentinelHubEmulator:
                     values[b] = values[b] * 10000.0 + offset
         stack = np.stack([values[band] * factor for band, factor in script.terms]).astype(np.float32)
         return _to_sample_type(stack, script.sample_type)
+
+
+def _aligned_offset(full: GridSpec, grid: GridSpec) -> tuple[int, int] | None:
+    """(row, col) of ``grid`` inside ``full`` when it is a pixel-aligned window of it, else None."""
+    if ProjCRS.from_user_input(full.crs) != ProjCRS.from_user_input(grid.crs):
+        return None
+    a, b = full.transform, grid.transform
+    if not (np.isclose(a.a, b.a) and np.isclose(a.e, b.e) and a.b == b.b == 0 and a.d == b.d == 0):
+        return None
+    col, row = (b.c - a.c) / a.a, (b.f - a.f) / a.e
+    if not (np.isclose(col, round(col), atol=1e-6) and np.isclose(row, round(row), atol=1e-6)):
+        return None
+    col, row = int(round(col)), int(round(row))
+    if col < 0 or row < 0 or col + grid.width > full.width or row + grid.height > full.height:
+        return None
+    return row, col
 
 
 def _to_sample_type(stack: np.ndarray, sample_type: str) -> np.ndarray:
