@@ -56,13 +56,13 @@ class ChipWindow:
     def bounds(self) -> tuple[float, float, float, float]:
         """Map bounds (minx, miny, maxx, maxy) in the scene CRS."""
         t = self.grid.transform
-        x0, y0 = t * (self.col0, self.row0)
-        x1, y1 = t * (self.col0 + self.cols, self.row0 + self.rows)
+        x0, y0 = t @ (self.col0, self.row0)
+        x1, y1 = t @ (self.col0 + self.cols, self.row0 + self.rows)
         return (min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
 
     def pixel_of(self, x: float, y: float) -> tuple[float, float]:
         """Fractional (col, row) of map point (x, y) relative to the chip's top-left corner."""
-        col, row = ~self.grid.transform * (x, y)
+        col, row = ~self.grid.transform @ (x, y)
         return col - self.col0, row - self.row0
 
     def contains(self, x: float, y: float) -> bool:
@@ -73,7 +73,7 @@ class ChipWindow:
 def window_around(grid: GridSpec, x: float, y: float, size_px: int) -> ChipWindow:
     """A ``size_px`` square window centred on map (x, y), shifted (not shrunk) to stay inside the scene."""
     rows, cols = min(size_px, grid.height), min(size_px, grid.width)
-    col, row = ~grid.transform * (x, y)
+    col, row = ~grid.transform @ (x, y)
     col0 = int(math.floor(col)) - cols // 2
     row0 = int(math.floor(row)) - rows // 2
     col0 = max(0, min(col0, grid.width - cols))

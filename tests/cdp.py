@@ -8,6 +8,7 @@ screenshot (how docs/report-screenshot.png is made).
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import shutil
@@ -176,10 +177,8 @@ class Browser:
         return path
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(Exception):  # best effort on teardown
             self.ws.close()
-        except Exception:  # noqa: BLE001 - best effort on teardown
-            pass
         self.proc.terminate()
         try:
             self.proc.wait(timeout=10)

@@ -15,8 +15,8 @@ import numpy as np
 from shapely.geometry import LineString
 
 from pipeline.config import BasewatchConfig, load_aoi
-from pipeline.geotiff import write_scene
 from pipeline.georef import map_to_lonlat, object_at_pixel, pixel_to_map
+from pipeline.geotiff import write_scene
 from pipeline.store import open_store
 from pipeline.types import BAND_NAMES, Acquisition, Alert, Column, Detection, Observation, Scene
 

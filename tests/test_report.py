@@ -1,0 +1,171 @@
+"""The report folder: files and schema, SIMULATED marking, escaping, chips that show what they claim, regeneration."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import shutil
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from pipeline.chips import CAPTION_HEIGHT, render_chip, window_around
+from pipeline.cli import app
+from pipeline.config import BasewatchConfig
+from pipeline.georef import pixel_to_map
+from pipeline.geotiff import read_scene
+from pipeline.report import render_report
+from pipeline.store import open_store
+from pipeline.types import Alert
+from tests.report_world import AIRCRAFT_REFLECTANCE, build_world
+
+EVIL = "<script>alert(1)</script>"
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    w = build_world(tmp_path_factory.mktemp("world"))
+    with open_store(w.data_dir) as store:
+        folder = render_report(store, w.run_id, w.data_dir)
+    return w, folder
+
+
+def test_report_folder_has_every_output_and_alerts_json_follows_the_schema(world):
+    w, folder = world
+    assert folder == w.data_dir / "reports" / w.run_id
+    for name in ("index.html", "alerts.json", "detections.geojson", "columns.geojson", "alerts.geojson",
+                 "observations.csv"):
+        assert (folder / name).is_file(), name
+    doc = json.loads((folder / "alerts.json").read_text())
+    assert {"run_id", "simulated", "source", "model", "alerts"} <= set(doc)
+    assert doc["run_id"] == w.run_id and doc["simulated"] is True and doc["model"] == "classical-1.0"
+    assert [a["kind"] for a in doc["alerts"]] == ["airlift_surge", "outbound_columns"]  # high before medium
+    for a in doc["alerts"]:
+        assert {"id", "aoi", "kind", "severity", "confidence", "first_seen", "last_seen", "acquisitions", "baseline",
+                "current", "evidence"} <= set(a)
+        assert a["evidence"], "each alert has chips"
+        for chip in a["evidence"]:
+            assert (folder / chip).is_file() and Image.open(folder / chip).size[0] > 0
+        assert a["first_seen"].startswith("2024-12-")
+    surge = doc["alerts"][0]
+    assert {Path(p).name.rsplit("-", 1)[1] for p in surge["evidence"]} == {"before.png", "after.png"}
+
+
+def test_geojson_and_csv_are_objects_format_and_say_simulated(world):
+    w, folder = world
+    dets = json.loads((folder / "detections.geojson").read_text())
+    assert dets["type"] == "FeatureCollection" and dets["simulated"] is True
+    classes = {f["properties"]["class"] for f in dets["features"]}
+    assert classes == {"large_aircraft", "vehicle"}
+    lon, lat = dets["features"][0]["geometry"]["coordinates"]
+    assert 35.0 < lon < 37.0 and 34.0 < lat < 36.5  # lon/lat near Khmeimim, not UTM metres
+    cols = json.loads((folder / "columns.geojson").read_text())
+    assert [f["properties"]["direction"] for f in cols["features"]] == ["outbound"]
+    assert cols["features"][0]["geometry"]["type"] == "LineString"
+    alerts = json.loads((folder / "alerts.geojson").read_text())
+    assert alerts["simulated"] is True and len(alerts["features"]) == 2
+    surge = next(f for f in alerts["features"] if f["properties"]["kind"] == "airlift_surge")
+    assert surge["geometry"]["type"] == "MultiPoint" and len(surge["geometry"]["coordinates"]) == 2
+    rows = list(csv.DictReader((folder / "observations.csv").open()))
+    assert len(rows) == 5 and {r["simulated"] for r in rows} == {"true"}
+    assert [int(r["large_aircraft"]) for r in rows] == [2, 2, 0, 4, 4]
+    assert rows[4]["outbound_vehicles"] == "6" and float(rows[2]["valid_fraction"]) < 0.5
+
+
+def test_html_shows_banner_header_alerts_and_links_every_local_file(world):
+    w, folder = world
+    html = (folder / "index.html").read_text()
+    assert 'id="simulated-banner"' in html and "SIMULATED" in html
+    for text in ("Khmeimim air base", "airlift_surge", "outbound_columns", "classical-1.0", w.run_id,
+                 "2024-12-01 to 2024-12-31", "(cloudy)"):
+        assert text in html, text
+    assert "http://" not in html and "https://" not in html  # offline: nothing fetched from the internet
+    for src in re.findall(r'(?:src|href)="([^"#:]+)"', html):
+        assert (folder / src).exists(), src
+
+
+def test_latest_points_at_the_newest_run_and_an_old_run_does_not_move_it(world):
+    w, folder = world
+    latest = w.data_dir / "reports" / "latest"
+    assert (latest / "index.html").read_text() == (folder / "index.html").read_text()
+    with open_store(w.data_dir) as store:
+        newer = store.begin_run(BasewatchConfig(), source="simulated", simulated=True, model="classical-1.0",
+                                aois=[w.aoi], start=date(2024, 12, 1), end=date(2024, 12, 31))
+        store.finish_run(newer, "ok", {})
+        render_report(store, newer, w.data_dir)
+        assert latest.resolve().name == newer
+        render_report(store, w.run_id, w.data_dir)  # regenerating the older one leaves latest alone
+        assert latest.resolve().name == newer
+
+
+def test_cli_report_regenerates_from_the_store_alone(world, tmp_path):
+    w, folder = world
+    # delete the folder; the CLI rebuilds it without any detector
+    shutil.rmtree(folder)
+    result = CliRunner().invoke(app, ["report", w.run_id, "--data-dir", str(w.data_dir)])
+    assert result.exit_code == 0, result.output
+    assert (folder / "index.html").is_file() and (folder / "alerts.json").is_file()
+    bad = CliRunner().invoke(app, ["report", "no-such-run", "--data-dir", str(w.data_dir)])
+    assert bad.exit_code == 2 and "no run 'no-such-run'" in bad.output
+    empty = CliRunner().invoke(app, ["report", "--data-dir", str(tmp_path / "empty")])
+    assert empty.exit_code == 2 and "no basewatch store" in empty.output
+
+
+def test_text_from_configs_and_data_is_escaped(tmp_path):
+    w = build_world(tmp_path, aoi_name=EVIL, n_dates=5)
+    with open_store(w.data_dir) as store:
+        alert = store.alerts()[0]
+        store.upsert_alert(w.run_id, Alert(**{**vars(alert), "kind": f"kind{EVIL}", "baseline": {EVIL: 1}}))
+        folder = render_report(store, w.run_id, w.data_dir)
+    html = (folder / "index.html").read_text()
+    assert EVIL not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "<script" not in html.lower()
+    # the file names built from the AOI name stay inside the report folder
+    for path in folder.rglob("*"):
+        assert folder in path.resolve().parents or path.resolve() == folder
+    assert json.loads((folder / "alerts.json").read_text())["alerts"][0]["aoi"] == EVIL
+
+
+def test_chip_shows_the_planted_aircraft_at_the_detection(world):
+    """A planted aircraft's pixels are inside its chip, at the place the chip says, and bright in the PNG."""
+    w, folder = world
+    acq = next(iter(w.planted))
+    with open_store(w.data_dir) as store:
+        scene = read_scene(store.acquisition(w.aoi, acq).scene_path)
+        dets = store.detections(w.aoi, acq)
+    for row, col in w.planted[acq]:
+        x, y = pixel_to_map(scene.transform, row + 0.5, col + 0.5)
+        det = min(dets, key=lambda d: (d.x - x) ** 2 + (d.y - y) ** 2)
+        window = window_around(scene.grid, det.x, det.y, 48)
+        chip = render_chip(scene, window, folder / "probe.png", detections=dets, highlight=[det.id])
+        assert window.contains(x, y)
+        c, r = window.pixel_of(x, y)
+        assert abs(c - window.cols / 2) <= 1 and abs(r - window.rows / 2) <= 1  # centred on the detection
+        png = np.asarray(Image.open(chip.path).convert("RGB")).astype(int)
+        assert png.shape[0] == window.rows * chip.zoom + CAPTION_HEIGHT
+        u, v = chip.image_xy(x, y)
+        centre = png[int(v), int(u)]
+        assert centre.min() > 240, "the aircraft is white where the chip puts it"
+        background = np.median(png[: window.rows * chip.zoom], axis=(0, 1))
+        assert background.max() < 200
+        # and the aircraft is exactly where the scene has it: the crop's brightest pixels
+        crop = scene.band("B04")[window.row0:window.row0 + window.rows, window.col0:window.col0 + window.cols]
+        rr, cc = np.nonzero(crop >= AIRCRAFT_REFLECTANCE - 1e-6)
+        assert rr.min() <= r <= rr.max() + 1 and cc.min() <= c <= cc.max() + 1
+        assert det.id in chip.detection_ids
+
+
+def test_chip_near_the_scene_edge_shifts_but_keeps_the_object(world):
+    w, _ = world
+    with open_store(w.data_dir) as store:
+        scene = read_scene(store.acquisition(w.aoi, w.acquisitions[0]).scene_path)
+    x, y = pixel_to_map(scene.transform, 2.5, scene.width - 3.5)  # 2 px from the top-right corner
+    window = window_around(scene.grid, x, y, 64)
+    assert (window.row0, window.col0 + window.cols) == (0, scene.width)
+    assert window.rows == window.cols == 64 and window.contains(x, y)
