@@ -1,8 +1,8 @@
 """Diff stage: robust per-zone baselines from earlier observations, change scores, and ChangeEvents.
 
-Baselines are medians over the earlier *observed* values of each zone inside ``baseline_window_days`` (gaps and
-clouded zones simply drop out). Counts are density-corrected by each zone's cloud-free fraction, and a zone below
-``min_zone_valid`` is not observed, so clouds lower confidence but never read as a drawdown.
+Baselines are medians over the earlier *observed* values of a metric inside ``baseline_window_days`` (gaps and
+clouded observations simply drop out). Counts are density-corrected by the cloud-free share of the metric's zones,
+and a zone below ``min_zone_valid`` is not observed, so clouds lower confidence but never read as a drawdown.
 
 Events (``compare``):
 - ``airlift_surge``: large aircraft on aprons/runways >= surge_factor x baseline and >= baseline + surge_min_increase;
@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import lru_cache
 
 import numpy as np
 
@@ -46,11 +47,11 @@ DEPARTURE_KINDS = ("outbound_columns", "asset_drawdown", "asset_drop")
 class Measure:
     """A metric now against its baseline, over the zones observed now that have a baseline."""
 
-    baseline: float  # sum of zone medians (density-corrected counts)
-    expected: float  # baseline scaled by each zone's cloud-free fraction now
+    baseline: float  # median of earlier density-corrected counts
+    expected: float  # baseline scaled by the share of the zones seen now
     current: int
     spread: float
-    coverage: float  # share of the baseline's assets that lay in zones observed now (0-1)
+    coverage: float  # area-weighted share of the metric's zones seen now (0-1)
     n_history: int
     zones: tuple[str, ...]
 
@@ -88,36 +89,50 @@ def window(history: Sequence[Observation], obs: Observation, days: int) -> list[
     return [h for h in history if lo <= h.acquisition.datetime < t and h.acquisition.id != obs.acquisition.id]
 
 
+@lru_cache(maxsize=64)
+def _zone_areas(aoi: AOI) -> dict[str, float]:
+    return {z.name: float(aoi.to_utm(z.polygon).area) for z in aoi.zones}
+
+
+def metric_value(metric: ZoneMetric, aoi: AOI, obs: Observation,
+                 cfg: DiffConfig) -> tuple[int, float, tuple[str, ...]] | None:
+    """(count over the observed zones, area-weighted observed share, those zones), or None when under
+    ``min_zone_valid`` of the metric's zones could be seen. Zones below ``min_zone_valid`` count as unseen."""
+    areas = _zone_areas(aoi)
+    zones = _zones(aoi, metric.zone_kinds)
+    total = sum(areas[z] for z in zones)
+    if not zones or total <= 0:
+        return None
+    seen = tuple(z for z in zones if obs.zone_valid.get(z, 0.0) >= cfg.min_zone_valid)
+    share = sum(areas[z] * obs.zone_valid[z] for z in seen) / total
+    if share < cfg.min_zone_valid:
+        return None
+    return sum(_zone_value(obs, z, metric.classes) for z in seen), share, seen
+
+
 def measure(metric: ZoneMetric, aoi: AOI, history: Sequence[Observation], obs: Observation,
             cfg: DiffConfig) -> Measure | None:
-    """``metric`` in ``obs`` against its baseline, or None when no zone with a baseline is observed now."""
-    hist = window(history, obs, cfg.baseline_window_days)
-    total = expected = spread2 = 0.0
-    current = 0
-    n_hist: list[int] = []
-    zones: list[str] = []
-    for z in _zones(aoi, metric.zone_kinds):
-        values = [_zone_value(h, z, metric.classes) / h.zone_valid[z] for h in hist
-                  if h.zone_valid.get(z, 0.0) >= cfg.min_zone_valid and h.zone_valid[z] > 0]
-        if len(values) < cfg.min_history:
-            continue
-        med = float(np.median(values))
-        mad = float(np.median(np.abs(np.asarray(values) - med))) * 1.4826
-        total += med
-        valid_now = obs.zone_valid.get(z, 0.0)
-        if valid_now < cfg.min_zone_valid:
-            continue
-        expected += med * valid_now
-        current += _zone_value(obs, z, metric.classes)
-        spread2 += (mad * valid_now) ** 2
-        n_hist.append(len(values))
-        zones.append(z)
-    if not zones:
+    """``metric`` in ``obs`` against its baseline, or None when it is not observed now or lacks history.
+
+    Assets move between zones of a kind (trucks from a park to a quay), so the metric is summed over its zones
+    first; each earlier value is density-corrected by the share of the zones then seen, and the baseline is
+    their median, scaled by the share seen now."""
+    now = metric_value(metric, aoi, obs, cfg)
+    if now is None:
         return None
-    coverage = expected / total if total > 0 else 1.0
-    return Measure(baseline=round(total, 2), expected=round(expected, 2), current=current,
-                   spread=round(float(np.sqrt(spread2)), 2), coverage=round(min(coverage, 1.0), 3),
-                   n_history=min(n_hist), zones=tuple(zones))
+    values = []
+    for h in window(history, obs, cfg.baseline_window_days):
+        got = metric_value(metric, aoi, h, cfg)
+        if got is not None:
+            values.append(got[0] / got[1])
+    if len(values) < cfg.min_history:
+        return None
+    current, share, zones = now
+    median = float(np.median(values))
+    mad = float(np.median(np.abs(np.asarray(values) - median))) * 1.4826
+    return Measure(baseline=round(median, 2), expected=round(median * share, 2), current=current,
+                   spread=round(mad * share, 2), coverage=round(min(share, 1.0), 3), n_history=len(values),
+                   zones=zones)
 
 
 def history_factor(n: int) -> float:

@@ -21,7 +21,8 @@ MOVING_VEHICLE = "moving_vehicle"
 def prepare_detections(detections: list[Detection], aoi: AOI, crs: str, acquisition_id: str,
                        model: str) -> list[Detection]:
     """Give each detection its stable id and the AOI zone it lies in (x/y in ``crs``)."""
-    zones = [(z.name, reproject_geometry(z.polygon, "EPSG:4326", crs)) for z in aoi.zones]
+    zones = sorted(((z.name, reproject_geometry(z.polygon, "EPSG:4326", crs)) for z in aoi.zones),
+                   key=lambda item: item[1].area)  # nested zones (a pier in the harbour): the innermost wins
     out = []
     for n, d in enumerate(detections):
         p = Point(d.x, d.y)
