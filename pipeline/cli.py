@@ -164,3 +164,25 @@ def report_cmd(
 
     folder = report_command(run_id, Path(data_dir or load_config(config).data_dir))
     Console().print(f"report: {folder / 'index.html'}")
+
+
+@app.command("simulate")
+@user_errors
+def simulate_cmd(
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder for <scene>.tif and <scene>.truth.geojson."),
+    aoi: str | None = typer.Option(None, "--aoi", help="AOI name (configs/aois/<name>.yaml) or path."),
+    day: datetime | None = typer.Option(None, "--date", formats=["%Y-%m-%d"], help="One day (YYYY-MM-DD)."),
+    start: datetime | None = typer.Option(None, "--start", formats=["%Y-%m-%d"], help="First day of a window."),
+    end: datetime | None = typer.Option(None, "--end", formats=["%Y-%m-%d"], help="Last day of a window."),
+    seed: int | None = typer.Option(None, "--seed", help="Master seed (default: scenario's); same seed, same pixels."),
+    scenario: Path | None = typer.Option(None, "--scenario", help="Scenario file (default: the seed scenario)."),
+    held_out: int | None = typer.Option(None, "--held-out", help="Write N random evaluation scenes instead."),
+    config: Path | None = ConfigOption,
+) -> None:
+    """Write SIMULATED Sentinel-2 L2A scenes (GeoTIFF) and their ground truth (GeoJSON) for an AOI and dates."""
+    from pipeline.simulate.command import simulate_command
+
+    written = simulate_command(aoi, out, day.date() if day else None, start.date() if start else None,
+                               end.date() if end else None, seed, scenario, held_out, config_path=config)
+    for w in written:
+        Console(soft_wrap=True).print(f"{w.scene}  ({w.objects} objects, {w.columns} columns)  truth: {w.truth.name}")
