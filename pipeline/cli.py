@@ -186,3 +186,37 @@ def simulate_cmd(
                                end.date() if end else None, seed, scenario, held_out, config_path=config)
     for w in written:
         Console(soft_wrap=True).print(f"{w.scene}  ({w.objects} objects, {w.columns} columns)  truth: {w.truth.name}")
+
+
+@app.command("fetch")
+@user_errors
+def fetch_cmd(
+    aoi: list[str] | None = typer.Option(None, "--aoi", help="AOI to fetch (repeatable; default: config aois)."),
+    start: datetime | None = typer.Option(None, "--start", formats=["%Y-%m-%d"], help="First day (default: end-30)."),
+    end: datetime | None = typer.Option(None, "--end", formats=["%Y-%m-%d"], help="Last day (default: today)."),
+    max_cloud: float | None = typer.Option(None, "--max-cloud", help="Skip scenes cloudier than N % (default config)."),
+    profile: str | None = typer.Option(None, "--profile", help="sentinelhub | cdse (default: config source.profile)."),
+    config: Path | None = ConfigOption,
+    data_dir: Path | None = DataDirOption,
+) -> None:
+    """Fetch Sentinel-2 L2A scenes through Sentinel Hub / CDSE into <data-dir>/cache/sentinelhub (incremental)."""
+    from pipeline.sources.fetch import fetch_command
+
+    fetch_command(config_path=config, data_dir=data_dir, aois=aoi, start=start.date() if start else None,
+                  end=end.date() if end else None, max_cloud=max_cloud, profile=profile)
+
+
+@app.command("emulator")
+@user_errors
+def emulator_cmd(
+    port: int = typer.Option(8765, "--port", help="Port on 127.0.0.1 (0: any free port)."),
+    client_id: str = typer.Option("basewatch-emulator", "--client-id", help="OAuth client id it accepts."),
+    client_secret: str = typer.Option("emulator-secret", "--client-secret", help="OAuth client secret it accepts."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the simulated pixels and cloud calendar."),
+    scenario: Path | None = typer.Option(None, "--scenario", help="Scenario whose activity it renders."),
+) -> None:
+    """Run a local emulator of the Sentinel Hub APIs (token, Catalog, Process) serving SIMULATED pixels."""
+    from pipeline.testing.sentinelhub_emulator import serve
+
+    serve(port=port, client_id=client_id, client_secret=client_secret, seed=seed, scenario_path=scenario,
+          print_fn=Console(soft_wrap=True, highlight=False).print)

@@ -50,7 +50,7 @@ from pipeline.config import SourceConfig
 from pipeline.errors import AuthError, SourceError
 from pipeline.geotiff import read_scene, write_scene
 from pipeline.sources.cache import SceneCache, request_hash
-from pipeline.sources.credentials import REDACTOR, Credentials, resolve_credentials
+from pipeline.sources.credentials import REDACTOR, Credentials, is_loopback_http, resolve_credentials
 from pipeline.sources.evalscript import EVALSCRIPT, OUTPUT_BANDS, REFLECTANCE_BANDS, SCL_INVALID
 from pipeline.types import AOI, Acquisition, GridSpec, Scene
 
@@ -270,6 +270,9 @@ class SentinelHubSource:
         self.progress = progress
         self._client: _SharedClient | None = None
         self._auth_lock = threading.Lock()
+        # The real service is never on loopback; the emulator is. Catalog items and GeoTIFFs from the emulator carry
+        # markers too (see search/_decode), so emulator pixels are never reported as real imagery.
+        self.simulated = is_loopback_http(self.credentials.base_url)
 
     # ------------------------------------------------------------ session
 
@@ -339,6 +342,8 @@ class SentinelHubSource:
             attempts = self.sh_config.max_download_attempts
             message = describe_failure(exc, url, attempts, self.config.timeout_s)
             raise SourceError(f"catalog search: {message}") from None
+        if any(f.get("properties", {}).get("basewatch:emulator") for f in features):
+            self.simulated = True
         acquisitions = group_passes(features, self.name)
         LOGGER.info("catalog: %d tiles -> %d acquisitions over %s %s..%s (cloud <= %g%%)", len(features),
                     len(acquisitions), aoi.name, start, end, self.config.max_cloud)
@@ -445,6 +450,7 @@ class SentinelHubSource:
     def _cached_scene(self, path: Path, acquisition: Acquisition) -> Scene:
         scene = read_scene(path)
         scene.acquisition = replace(acquisition, simulated=scene.simulated)
+        self.simulated = self.simulated or scene.simulated
         return scene
 
     def load(self, acquisition: Acquisition, aoi: AOI) -> Scene:

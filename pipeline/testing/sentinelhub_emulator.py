@@ -1010,3 +1010,24 @@ def _fault_name(fault: Fault | None) -> str | None:
     if fault is None:
         return None
     return "truncate" if fault.truncate else "corrupt" if fault.corrupt else f"delay {fault.delay_s}s"
+
+
+def serve(*, port: int, client_id: str, client_secret: str, seed: int = 0, scenario_path=None,
+          print_fn: Callable[[str], None] = print) -> None:
+    """Run the emulator in the foreground until interrupted (`basewatch emulator`)."""
+    from pipeline.config import load_scenario
+
+    scenario = load_scenario(scenario_path)
+    with SentinelHubEmulator(client_id=client_id, client_secret=client_secret, seed=seed, scenario=scenario,
+                             port=port) as emu:
+        print_fn(f"Sentinel Hub emulator on {emu.base_url} (SIMULATED pixels, scenario {scenario.name}).")
+        print_fn("Point basewatch at it (these are emulator credentials, not real ones):")
+        for key, value in emu.env().items():
+            print_fn(f"  export {key}={value}")
+        print_fn("then e.g.: basewatch fetch --aoi khmeimim --start 2024-12-01 --end 2024-12-20   (Ctrl-C stops)")
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            print_fn(f"stopped after {emu.token_requests} token, {emu.catalog_requests} catalog and "
+                     f"{emu.process_requests} process requests")
