@@ -220,3 +220,28 @@ def emulator_cmd(
 
     serve(port=port, client_id=client_id, client_secret=client_secret, seed=seed, scenario_path=scenario,
           print_fn=Console(soft_wrap=True, highlight=False).print)
+
+
+@app.command("schedule")
+@user_errors
+def schedule_cmd(
+    once: bool = typer.Option(False, "--once", help="Run every schedule once now and exit (cron / systemd timer)."),
+    name: list[str] | None = typer.Option(None, "--name", help="Only this schedule (repeatable; default: all)."),
+    config: Path | None = ConfigOption,
+    data_dir: Path | None = DataDirOption,
+    source: str | None = typer.Option(None, "--source", help="simulated | sentinelhub | files (default: config)."),
+    detector: str | None = typer.Option(None, "--detector", help="learned | classical (default: config)."),
+    start: datetime | None = typer.Option(None, "--start", formats=["%Y-%m-%d"], help="First day (YYYY-MM-DD)."),
+    end: datetime | None = typer.Option(None, "--end", formats=["%Y-%m-%d"], help="Last day (YYYY-MM-DD)."),
+) -> None:
+    """Run the config's cron schedules (UTC): incremental runs, reports, and notifications of new alerts only.
+
+    One scheduler per data directory. Webhook URL from notify.webhook_url or BASEWATCH_WEBHOOK_URL; SMTP
+    credentials from BASEWATCH_SMTP_USER / BASEWATCH_SMTP_PASSWORD."""
+    from pipeline.schedule import schedule_command
+
+    results = schedule_command(config_path=config, data_dir=data_dir, once=once, names=name or None, source=source,
+                               detector=detector, start=start.date() if start else None,
+                               end=end.date() if end else None)
+    if any(not r.ok for r in results):
+        raise typer.Exit(1)
