@@ -127,7 +127,9 @@ class SourceConfig(Strict):
     files_dir: str | None = Field(default=None, description="Folder of interchange GeoTIFFs for kind 'files'.")
     max_concurrency: int = Field(default=2, ge=1, le=16, description="Parallel Process API requests.")
     max_retries: int = Field(default=4, ge=0, le=20, description="Retries of a temporary download failure.")
-    retry_backoff_s: float = Field(default=2.0, ge=0, description="First retry delay; doubles each attempt.")
+    retry_backoff_s: float = Field(
+        default=2.0, ge=0, description="First retry delay (s); grows each attempt (x3 in sentinelhub-py's retries)."
+    )
     timeout_s: float = Field(default=120.0, gt=0, description="HTTP timeout of one request (seconds).")
 
 

@@ -409,7 +409,7 @@ class SentinelHubSource:
             except CorruptDownload as exc:
                 last = exc
                 if attempt < attempts:
-                    delay = self.config.retry_backoff_s * (2 ** (attempt - 1))
+                    delay = self.config.retry_backoff_s * (3 ** (attempt - 1))  # same growth as sentinelhub-py
                     LOGGER.warning("corrupt Process API response (%s); retry %d/%d in %.1f s", exc, attempt,
                                    attempts - 1, delay)
                     time_module.sleep(delay)
