@@ -1,0 +1,54 @@
+"""`basewatch fetch` against the emulator, and its answer without credentials."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+from shapely.geometry import box
+from typer.testing import CliRunner
+
+from pipeline.cli import app
+from pipeline.testing.sentinelhub_emulator import SentinelHubEmulator, pattern_renderer
+from pipeline.types import AOI
+
+
+@pytest.fixture
+def small_config(tmp_path):
+    """A config whose only AOI is a small square (fast), in its own configs folder."""
+    (tmp_path / "configs" / "aois").mkdir(parents=True)
+    (tmp_path / "configs" / "aois" / "square.yaml").write_text(
+        "name: square\ntitle: square\noutline: [[35.940, 35.392], [35.952, 35.392], [35.952, 35.402], "
+        "[35.940, 35.402]]\n")
+    path = tmp_path / "configs" / "default.yaml"
+    path.write_text("aois: [square]\nsource:\n  max_retries: 1\n  retry_backoff_s: 0.01\n  timeout_s: 5\n")
+    return path
+
+
+def test_fetch_command_against_the_emulator(tmp_path, small_config, monkeypatch):
+    square = AOI(name="square", title="square", outline=box(35.940, 35.392, 35.952, 35.402))
+    monkeypatch.setenv("OAUTHLIB_INSECURE_TRANSPORT", "0")
+    with SentinelHubEmulator(renderer=pattern_renderer, aois=[square]) as emu:
+        for key, value in emu.env().items():
+            monkeypatch.setenv(key, value)
+        args = ["fetch", "--config", str(small_config), "--data-dir", str(tmp_path / "data"), "--start", "2024-12-01",
+                "--end", "2024-12-20", "--max-cloud", "100"]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            first = CliRunner().invoke(app, args)
+            assert first.exit_code == 0, first.output
+            assert emu.process_requests == 4
+            second = CliRunner().invoke(app, args)
+        assert second.exit_code == 0 and emu.process_requests == 4
+    assert "SIMULATED" in first.output
+    files = sorted((tmp_path / "data" / "cache" / "sentinelhub" / "square").glob("*.tif"))
+    assert len(files) == 4
+    assert emu.client_secret not in first.output + second.output
+
+
+def test_fetch_without_credentials_names_what_to_set(tmp_path, small_config):
+    result = CliRunner().invoke(app, ["fetch", "--config", str(small_config), "--data-dir", str(tmp_path)])
+    assert result.exit_code == 2
+    out = " ".join(result.output.split())
+    assert "SH_CLIENT_ID" in out and "SH_CLIENT_SECRET" in out and "config.toml" in out
+    assert "Traceback" not in result.output
