@@ -142,7 +142,7 @@ def process_acquisition(store: Store, run_id: str, aoi: AOI, scene: Scene, detec
                         config: BasewatchConfig, data_dir: Path) -> dict:
     """Detect, group, observe, diff and alert one scene; commit it all in one transaction."""
     acq = scene.acquisition
-    path = scene_path(data_dir, aoi.name, acq.id)
+    path = scene_path(data_dir, aoi.name, acq.id).resolve()
     if not path.exists():
         write_scene(scene, path)
     if scene.valid.any():

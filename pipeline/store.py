@@ -486,14 +486,19 @@ class Store:
     # ------------------------------------------------------------ comparison (tests, kill-and-resume)
 
     def content(self) -> dict[str, list[tuple]]:
-        """Everything the store holds except run ids and wall-clock times: equal for equal processing."""
+        """Everything the store holds except run ids, wall-clock times and the data directory's location:
+        equal for equal processing."""
         out: dict[str, list[tuple]] = {}
         skip = {"run_id", "started", "finished"}
         for table in ("acquisitions", "observations", "detections", "columns", "events", "alerts"):
             cur = self._conn.execute(f"SELECT * FROM {table}")
             names = [d[0] for d in cur.description]
             keep = [i for i, n in enumerate(names) if n not in skip]
-            out[table] = sorted(tuple(row[i] for i in keep) for row in cur.fetchall())
+            rows = [tuple(row[i] for i in keep) for row in cur.fetchall()]
+            if "scene_path" in names:  # the data directory may differ: compare <aoi>/<file> only
+                at = [names[i] for i in keep].index("scene_path")
+                rows = [r[:at] + ("/".join(Path(r[at]).parts[-2:]),) + r[at + 1:] for r in rows]
+            out[table] = sorted(rows)
         return out
 
 

@@ -1,0 +1,160 @@
+"""`basewatch run` end to end on a tiny simulated scenario: incremental, idempotent, kill-safe, failure-tolerant."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from pipeline.config import DEFAULT_SCENARIO, BasewatchConfig, load_config
+from pipeline.errors import ConfigError, SceneError
+from pipeline.run import make_source, run
+from pipeline.store import open_store
+
+START, END = date(2024, 12, 8), date(2024, 12, 23)  # four Tartus passes: 8, 13, 18, 23 Dec
+
+
+def tiny_scenario(folder: Path, start: date = START, end: date = END) -> Path:
+    """The seed scenario cut down to Tartus over two weeks (the drawdown starts inside the window)."""
+    data = yaml.safe_load(DEFAULT_SCENARIO.read_text())
+    data["sites"] = [s for s in data["sites"] if s["aoi"] == "tartus"]
+    data["expectations"] = [e for e in data["expectations"] if e["aoi"] == "tartus"]
+    data["start"], data["end"], data["name"] = start, end, "tiny-tartus"
+    path = folder / "tiny.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+@pytest.fixture
+def config() -> BasewatchConfig:
+    cfg = load_config()
+    return cfg.model_copy(update={"detector": cfg.detector.model_copy(update={"name": "classical"})})
+
+
+def _run(config, data_dir, scenario, **kw):
+    return run(config, data_dir=data_dir, source_kind="simulated", scenario=scenario, progress=False,
+               report=False, **kw)
+
+
+def _content(data_dir: Path) -> dict:
+    with open_store(data_dir) as store:
+        return store.content()
+
+
+def test_run_end_to_end_and_incremental(tmp_path, config):
+    scen = tiny_scenario(tmp_path)
+    data = tmp_path / "data"
+    first = _run(config, data, scen)
+    assert first.simulated and first.processed == 4 and first.skipped == 0 and first.failures == []
+    assert first.model == "classical-1.0"
+    with open_store(data) as store:
+        rec = store.run(first.run_id)
+        assert rec.status == "ok" and rec.simulated and rec.aois == ["tartus"] and rec.start == START
+        assert rec.config["detector"]["name"] == "classical" and rec.config["source"]["kind"] == "simulated"
+        assert rec.summary["processed"] == 4
+        acqs = store.acquisitions("tartus")
+        assert len(acqs) == 4 and all(Path(a.scene_path).exists() for a in acqs)
+        assert all(Path(a.scene_path).parent == data / "scenes" / "tartus" for a in acqs)
+        obs = store.observations("tartus", first.model)
+        assert [o.acquisition.datetime.date() for o in obs] == [date(2024, 12, d) for d in (8, 13, 18, 23)]
+        assert all(set(o.zone_valid) == {"sea", "north_pier", "naval_quay", "naval_vehicle_park", "tartus_city"}
+                   for o in obs)
+        dets = store.detections("tartus", obs[1].acquisition.id)
+        assert dets and all(d.id.startswith(obs[1].acquisition.id) for d in dets)
+        assert set(obs[1].detection_ids) == {d.id for d in dets}
+    before = _content(data)
+    second = _run(config, data, scen)
+    assert second.processed == 0 and second.skipped == 4 and second.new_alerts == []
+    assert _content(data) == before
+
+
+def test_history_extended_backwards_equals_one_run(tmp_path, config):
+    scen = tiny_scenario(tmp_path)
+    late, whole = tmp_path / "late", tmp_path / "whole"
+    _run(config, late, scen, start=date(2024, 12, 13))
+    _run(config, late, scen)  # --start earlier: adds 8 Dec and re-scores what follows
+    _run(config, whole, scen)
+    assert _content(late) == _content(whole)
+
+
+class _FlakySource:
+    """A real simulated source of which one acquisition is unreadable and one entirely under cloud."""
+
+    def __init__(self, inner, broken: str, clouded: str):
+        self.inner, self.broken, self.clouded = inner, broken, clouded
+        self.name, self.simulated = inner.name, inner.simulated
+
+    def search(self, aoi, start, end):
+        return self.inner.search(aoi, start, end)
+
+    def load(self, acq, aoi):
+        if acq.id == self.broken:
+            raise SceneError(f"{acq.id}: pixel data is corrupt or truncated; re-download it")
+        scene = self.inner.load(acq, aoi)
+        if acq.id == self.clouded:
+            scene = replace(scene, valid=np.zeros_like(scene.valid))
+        return scene
+
+
+def test_bad_and_all_cloud_scenes_do_not_stop_the_run(tmp_path, config):
+    from pipeline.config import load_aoi, load_scenario
+
+    scen = load_scenario(tiny_scenario(tmp_path))
+    inner = make_source(config, kind="simulated", data_dir=tmp_path, scenario=scen)
+    acqs = inner.search(load_aoi("tartus"), START, END)
+    source = _FlakySource(inner, broken=acqs[1].id, clouded=acqs[2].id)
+    result = _run(config, tmp_path / "data", scen, source=source)
+    assert result.processed == 3 and len(result.failures) == 1 and acqs[1].id in result.failures[0]
+    with open_store(tmp_path / "data") as store:
+        assert store.run(result.run_id).status == "partial"
+        assert not store.has_acquisition("tartus", acqs[1].id, result.model)  # retried next run
+        clouded = [o for o in store.observations("tartus") if o.acquisition.id == acqs[2].id][0]
+        assert clouded.valid_fraction == 0 and set(clouded.zone_valid.values()) == {0.0} and clouded.counts == {}
+
+
+def test_real_source_needs_a_window(tmp_path, config):
+    with pytest.raises(ConfigError, match="--start and --end"):
+        run(config, data_dir=tmp_path, source_kind="files", progress=False, report=False)
+
+
+def _observations(db: Path) -> int:
+    try:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)
+        try:
+            return con.execute("SELECT COUNT(*) FROM observations").fetchone()[0]
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return 0
+
+
+def test_kill_9_mid_run_then_rerun_equals_uninterrupted(tmp_path, config):
+    scen = tiny_scenario(tmp_path)
+    killed = tmp_path / "killed"
+    cmd = [sys.executable, "-c", "from pipeline.cli import app; app()", "run", "--scenario", str(scen),
+           "--data-dir", str(killed), "--source", "simulated", "--detector", "classical", "--no-report"]
+    env = {**os.environ, "BASEWATCH_LOG": "WARNING"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 90
+    while _observations(killed / "basewatch.sqlite") < 2 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert proc.poll() is None, "run finished before it could be killed; make the scenario longer"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert 2 <= _observations(killed / "basewatch.sqlite") < 4
+    with open_store(killed) as store:
+        assert store.runs()[-1].status == "running"  # the killed run never finished
+    subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)
+    _run(config, tmp_path / "clean", scen)
+    assert _content(killed) == _content(tmp_path / "clean")
+    assert not list((killed / "scenes").glob("*/.*.part"))
