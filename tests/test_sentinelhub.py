@@ -317,3 +317,56 @@ def test_khmeimim_window_from_the_emulator_runs_through_a_detector(tmp_path, mon
     detections = ClassicalDetector().detect(clearest)
     assert isinstance(detections, list)
     assert any(d.cls == "large_aircraft" for d in detections)  # the scenario parks transports on the aprons
+
+
+def test_token_endpoint_outage_is_retried_then_reported(tmp_path, emulator):
+    emulator.inject("token", status=503)
+    assert len(make_source(tmp_path).search(TINY, *WINDOW)) == 3
+    assert emulator.token_requests == 2
+    emulator.inject("token", status=503, times=-1)
+    with pytest.raises(SourceError, match=r"openid-connect/token: HTTP 503"):
+        make_source(tmp_path).search(TINY, *WINDOW)
+
+
+def test_short_lived_tokens_are_renewed_by_the_session(tmp_path, monkeypatch):
+    monkeypatch.setenv("OAUTHLIB_INSECURE_TRANSPORT", "0")
+    with SentinelHubEmulator(renderer=pattern_renderer, aois=[TINY], token_ttl_s=60) as emu:
+        for key, value in emu.env().items():
+            monkeypatch.setenv(key, value)
+        report = make_source(tmp_path).fetch_window(TINY, *WINDOW)
+        assert len(report.fetched) == 3
+        # 60 s tokens are inside sentinelhub-py's 120 s refresh margin: a fresh token before every call, no 401
+        assert emu.token_requests >= emu.catalog_requests + emu.process_requests
+        assert all(r.status == 200 for r in emu.records if r.endpoint != "token")
+
+
+def test_stale_partial_files_are_swept_and_ignored(tmp_path, emulator):
+    folder = tmp_path / "cache" / "sentinelhub" / "tiny"
+    folder.mkdir(parents=True)
+    stale = folder / ".S2A_20241208T082541-0123456789ab.tif.abcd.part"
+    stale.write_bytes(b"half a file")
+    os.utime(stale, (0, 0))
+    fresh = folder / ".S2B_20241213T082541-0123456789ab.tif.efgh.part"  # maybe another process writing right now
+    fresh.write_bytes(b"being written")
+    report = make_source(tmp_path).fetch_window(TINY, *WINDOW)
+    assert len(report.fetched) == 3
+    assert not stale.exists() and fresh.exists()
+
+
+def test_cached_scenes_serve_the_files_source(tmp_path, emulator):
+    from pipeline.sources.files import FilesSource
+
+    report = make_source(tmp_path).fetch_window(TINY, *WINDOW)
+    files = FilesSource(tmp_path / "cache" / "sentinelhub")
+    found = files.search(TINY, *WINDOW)
+    assert [a.id for a in found] == sorted(report.paths, key=lambda i: i.split("_")[1])
+    assert files.simulated
+    scene = files.load(found[0], TINY)
+    cached = read_scene(report.paths[found[0].id])
+    np.testing.assert_array_equal(scene.bands, cached.bands)
+
+
+def test_no_acquisitions_is_not_an_error(tmp_path, emulator):
+    source = make_source(tmp_path, FAST.model_copy(update={"max_cloud": 0.0}))
+    report = source.fetch_window(TINY, date(2024, 12, 1), date(2024, 12, 2))
+    assert report.acquisitions == [] and emulator.process_requests == 0
