@@ -24,7 +24,7 @@ import numpy as np
 
 from pipeline.config import DiffConfig
 from pipeline.observe import PARKED_VEHICLE
-from pipeline.types import AOI, ChangeEvent, Detection, Observation
+from pipeline.types import AOI, ChangeEvent, Column, Detection, Observation
 
 
 @dataclass(frozen=True)
@@ -161,14 +161,20 @@ def _surge(aoi: AOI, history: Sequence[Observation], obs: Observation, cfg: Diff
                   zones=m.zones, classes=LARGE_AIRCRAFT.classes)
 
 
-def _outbound(history: Sequence[Observation], obs: Observation, cfg: DiffConfig) -> Signal | None:
-    out_cols = [c for c in obs.columns if c.direction == "outbound"]
+def road_columns(aoi: AOI, obs: Observation, direction: str) -> list[Column]:
+    """Columns of ``direction`` on the AOI's egress roads (any column when the AOI has no roads): off-road
+    chains are too often clutter to count as a departure."""
+    return [c for c in obs.columns if c.direction == direction and (c.road is not None or not aoi.roads)]
+
+
+def _outbound(aoi: AOI, history: Sequence[Observation], obs: Observation, cfg: DiffConfig) -> Signal | None:
+    out_cols = road_columns(aoi, obs, "outbound")
     vehicles = sum(c.vehicles for c in out_cols)
     hist = window(history, obs, cfg.baseline_window_days)
-    base = float(np.median([h.counts.get("vehicles_outbound", 0) for h in hist])) if hist else 0.0
+    base = float(np.median([sum(c.vehicles for c in road_columns(aoi, h, "outbound")) for h in hist])) if hist else 0.0
     if vehicles < max(cfg.outbound_min_vehicles, base + cfg.outbound_min_vehicles):
         return None
-    inbound = sum(c.vehicles for c in obs.columns if c.direction == "inbound")
+    inbound = sum(c.vehicles for c in road_columns(aoi, obs, "inbound"))
     strength = min(1.0, 0.45 + 0.05 * vehicles)
     confidence = strength * (0.5 + 0.5 * obs.valid_fraction) * (1.0 if hist else 0.8)
     return Signal("outbound_columns", score=round(vehicles / cfg.outbound_min_vehicles, 2),
@@ -218,7 +224,7 @@ def _drawdown(metric: ZoneMetric, aoi: AOI, history: Sequence[Observation], obs:
 
 def signals(aoi: AOI, history: Sequence[Observation], obs: Observation, cfg: DiffConfig) -> list[Signal]:
     """Every departure from the baseline ``obs`` shows (withdrawal excluded: it combines these)."""
-    found = [_surge(aoi, history, obs, cfg), _outbound(history, obs, cfg)]
+    found = [_surge(aoi, history, obs, cfg), _outbound(aoi, history, obs, cfg)]
     found += [_drawdown(metric, aoi, history, obs, cfg) for metric in DRAWDOWN_METRICS]
     return [s for s in found if s is not None]
 

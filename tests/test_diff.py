@@ -24,7 +24,7 @@ T0 = datetime(2024, 11, 28, 8, 25, tzinfo=UTC)
 
 
 def obs(day: int, *, large: int = 1, small: int = 12, parked: int = 40, valid: dict | None = None,
-        outbound: tuple[int, ...] = (), inbound: tuple[int, ...] = ()) -> Observation:
+        outbound: tuple[int, ...] = (), inbound: tuple[int, ...] = (), road: str | None = "gate_road") -> Observation:
     """Observation ``day`` days after T0; ``outbound``/``inbound`` list the vehicles of each column."""
     acq = Acquisition(source="simulated", id=f"acq{day:02d}", sensor="Sentinel-2A",
                       datetime=T0 + timedelta(days=day), simulated=True)
@@ -36,7 +36,7 @@ def obs(day: int, *, large: int = 1, small: int = 12, parked: int = 40, valid: d
                                                                              for k in range(n)),
                                line=LineString([(35.96, 35.42), (35.96, 35.425)]), length_m=500.0,
                                heading_deg=0.0 if direction == "outbound" else 180.0, direction=direction,
-                               vehicles=n, road="gate_road"))
+                               vehicles=n, road=road))
     counts = {"large_aircraft": large, "small_aircraft": small, "parked_vehicle": parked,
               "vehicles_outbound": sum(outbound), "vehicles_inbound": sum(inbound),
               "columns_outbound": len(outbound), "columns_inbound": len(inbound)}
@@ -162,3 +162,7 @@ def test_mass_outbound_alone_is_withdrawal():
     assert kinds(ROUTINE, obs(15, outbound=(9, 8))) == {"outbound_columns", "withdrawal_activity"}
     # two columns out but as many coming in: traffic, not a departure
     assert kinds(ROUTINE, obs(15, outbound=(9, 8), inbound=(9, 8))) == {"outbound_columns"}
+
+
+def test_off_road_chains_are_not_departures():
+    assert kinds(ROUTINE, obs(15, large=5, outbound=(9, 8), road=None)) == {"airlift_surge"}
