@@ -106,7 +106,7 @@ def paint_truck(canvas: Canvas, row: float, col: float, heading: float, length_m
         # the shadow moves with the truck too; approximate by the mean position (shadows are faint at 10 m)
         canvas.darken(shapes, where, 0.55, shift_px=shadow_shift(shadow_dir_deg, shadow_len_m / canvas.pixel_size),
                       ss=8)
-    canvas.paint(shapes, where, reflectance, band_shifts_px=shifts, ss=10)
+    canvas.paint(shapes, where, reflectance, band_shifts_px=shifts, ss=24)  # 0.4 m: a 2.5 m width to ~10%
 
 
 def paint_car(canvas: Canvas, row: float, col: float, heading: float, reflectance: np.ndarray,

@@ -360,7 +360,7 @@ def _apron_strips(canvas: Canvas, z: PixelZone, heading: float, width_px: float,
         lane_c = centre + across * (pos + strip_w + lane_w / 2)
         lane = Polygon([tuple((lane_c + along * 1e4 * s1 + across * lane_w / 2 * s2)[::-1])
                         for s1, s2 in ((1, 1), (-1, 1), (-1, -1), (1, -1))]).intersection(z.polygon)
-        refl = concrete * rng.uniform(0.85, 1.1)
+        refl = concrete * rng.uniform(0.75, 0.95)
         for part_poly in (strip, lane):
             if part_poly.is_empty or part_poly.geom_type != "Polygon":
                 continue

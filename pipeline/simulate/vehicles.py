@@ -35,12 +35,12 @@ TRUCKS: tuple[TruckType, ...] = (
 TRUCK_PAINTS: dict[str, tuple[float, float, float, float]] = {
     "white": (0.40, 0.42, 0.43, 0.45),
     "silver": (0.28, 0.29, 0.30, 0.32),
-    "tarp_khaki": (0.16, 0.19, 0.21, 0.26),
+    "tarp_khaki": (0.19, 0.22, 0.25, 0.30),  # dusty sand-coloured canvas
     "olive": (0.07, 0.09, 0.09, 0.18),
     "red": (0.08, 0.08, 0.25, 0.30),
     "blue": (0.20, 0.14, 0.08, 0.18),
 }
-MILITARY_PAINT_WEIGHTS = {"tarp_khaki": 0.45, "olive": 0.25, "silver": 0.15, "white": 0.15}
+MILITARY_PAINT_WEIGHTS = {"tarp_khaki": 0.4, "olive": 0.2, "silver": 0.2, "white": 0.2}
 CIVIL_PAINT_WEIGHTS = {"white": 0.4, "silver": 0.25, "tarp_khaki": 0.1, "olive": 0.05, "red": 0.1, "blue": 0.1}
 
 

@@ -1,0 +1,88 @@
+"""Training chips: API shape, determinism, truth consistency, randomisation breadth, speed."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from pipeline.simulate.chips import Chip, ChipObject, render_chip
+from pipeline.types import OBJECT_CLASSES
+
+
+@pytest.fixture(scope="module")
+def chips() -> list[Chip]:
+    return [render_chip(seed) for seed in range(60)]
+
+
+def test_chip_api_shapes_and_types():
+    chip = render_chip(3, size=96)
+    assert chip.bands.shape == (4, 96, 96) and chip.bands.dtype == np.float32
+    assert chip.valid.shape == (96, 96) and chip.valid.dtype == bool
+    assert all(isinstance(o, ChipObject) for o in chip.objects)
+    for o in chip.objects:
+        assert o.cls in OBJECT_CLASSES
+        assert 0 <= o.row < 96 and 0 <= o.col < 96
+        assert 0 <= o.heading_deg < 360 and o.length_m > 0 and o.width_m > 0
+        assert o.moving == (o.speed_mps > 0)
+
+
+def test_same_seed_same_chip_different_seed_different():
+    a, b, c = render_chip(42), render_chip(42), render_chip(43)
+    assert a.bands.tobytes() == b.bands.tobytes() and np.array_equal(a.valid, b.valid)
+    assert a.objects == b.objects
+    assert a.bands.tobytes() != c.bands.tobytes()
+
+
+def test_chips_cover_every_class_and_wide_conditions(chips):
+    counts = Counter(o.cls for c in chips for o in c.objects)
+    assert all(counts[k] >= 5 for k in OBJECT_CLASSES), counts
+    moving = [o for c in chips for o in c.objects if o.moving]
+    assert len(moving) > 50 and max(o.speed_mps for o in moving) > 25
+    assert len({round(o.heading_deg / 45) % 8 for o in moving}) == 8  # travel in every direction
+    assert any((~c.valid).any() for c in chips) and any(c.valid.all() for c in chips)  # some clouds, some clear
+    types = {o.type for c in chips for o in c.objects if o.cls != "vehicle"}
+    assert {"An-124", "Il-76", "Su-24", "Mi-8"} <= types
+    means = [float(c.bands[:3].mean()) for c in chips]
+    assert np.ptp(means) > 0.1  # dark water/vegetation chips up to bright desert / cloudy ones
+
+
+def _local_contrast(bands: np.ndarray, i: int, j: int) -> float:
+    win = bands[:, i - 1:i + 2, j - 1:j + 2].reshape(4, -1)
+    ring = np.concatenate([bands[:, i - 8, j - 8:j + 8], bands[:, i + 7, j - 8:j + 8],
+                           bands[:, i - 8:i + 8, j - 8], bands[:, i - 8:i + 8, j + 7]], axis=1)
+    return float(np.abs(win - np.median(ring, axis=1)[:, None]).max(axis=1).mean())
+
+
+def test_large_aircraft_in_clear_chips_stand_out(chips):
+    contrast, control = [], []
+    rng = np.random.default_rng(0)
+    for c in chips:
+        for o in c.objects:
+            if o.cls != "large_aircraft" or o.occluded:
+                continue
+            i, j = int(o.row), int(o.col)
+            if 8 <= i < 120 and 8 <= j < 120:
+                contrast.append(_local_contrast(c.bands, i, j))
+        for _ in range(5):  # random spots of valid chip area, away from every object
+            i, j = (int(v) for v in rng.integers(8, 120, 2))
+            if c.valid[i - 8:i + 8, j - 8:j + 8].all() and all(np.hypot(o.row - i, o.col - j) > 10 for o in c.objects):
+                control.append(_local_contrast(c.bands, i, j))
+    assert len(contrast) >= 10 and len(control) >= 30
+    assert np.median(contrast) > 0.05
+    assert np.median(contrast) > 2 * np.median(control)
+
+
+def test_occluded_flag_matches_valid_mask(chips):
+    for c in chips:
+        for o in c.objects:
+            assert o.occluded == (not bool(c.valid[int(o.row), int(o.col)]))
+
+
+def test_chip_rendering_is_fast():
+    t0 = time.perf_counter()
+    for seed in range(1000, 1010):
+        render_chip(seed)
+    assert (time.perf_counter() - t0) / 10 < 0.25  # ~0.03 s each here
