@@ -52,3 +52,33 @@ def test_fetch_without_credentials_names_what_to_set(tmp_path, small_config):
     out = " ".join(result.output.split())
     assert "SH_CLIENT_ID" in out and "SH_CLIENT_SECRET" in out and "config.toml" in out
     assert "Traceback" not in result.output
+
+
+def test_run_on_the_emulator_keeps_secrets_out_of_store_reports_and_logs(tmp_path, small_config, monkeypatch, caplog):
+    """`basewatch run --source sentinelhub` end to end; then grep everything under the data dir for secrets."""
+    import logging
+
+    caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="requests_oauthlib")
+    square = AOI(name="square", title="square", outline=box(35.940, 35.392, 35.952, 35.402))
+    monkeypatch.setenv("OAUTHLIB_INSECURE_TRANSPORT", "0")
+    data = tmp_path / "data"
+    with SentinelHubEmulator(renderer=pattern_renderer, aois=[square]) as emu:
+        for key, value in emu.env().items():
+            monkeypatch.setenv(key, value)
+        emu.inject("process", status=401)  # a second token mid-run
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            result = CliRunner().invoke(app, ["run", "--config", str(small_config), "--data-dir", str(data),
+                                              "--source", "sentinelhub", "--aoi", "square", "--start", "2024-12-01",
+                                              "--end", "2024-12-20", "--detector", "classical"])
+        assert result.exit_code == 0, result.output
+        assert emu.process_requests >= 3 and emu.token_requests == 2
+        secrets = [emu.client_secret, *emu.issued_tokens()]
+    written = [p for p in data.rglob("*") if p.is_file()]
+    assert any(p.suffix == ".tif" for p in written) and any(p.suffix in (".db", ".sqlite") for p in written)
+    assert any(p.name == "alerts.json" for p in written)
+    for secret in secrets:
+        assert secret not in result.output and secret not in caplog.text
+        for path in written:
+            assert secret.encode() not in path.read_bytes(), path
