@@ -370,3 +370,15 @@ def test_no_acquisitions_is_not_an_error(tmp_path, emulator):
     source = make_source(tmp_path, FAST.model_copy(update={"max_cloud": 0.0}))
     report = source.fetch_window(TINY, date(2024, 12, 1), date(2024, 12, 2))
     assert report.acquisitions == [] and emulator.process_requests == 0
+
+
+def test_acquisition_without_data_is_refused_and_not_cached(tmp_path, emulator):
+    from dataclasses import replace as dc_replace
+    from datetime import timedelta
+
+    source = make_source(tmp_path)
+    real = source.search(TINY, *WINDOW)[0]
+    ghost = dc_replace(real, id="S2A_ghost", datetime=real.datetime + timedelta(days=1))
+    with pytest.raises(SourceError, match="no data over tiny"):
+        source.load(ghost, TINY)
+    assert not [p for p in cache_files(tmp_path) if p.is_file()]

@@ -445,6 +445,12 @@ class SentinelHubSource:
         for tile, (data, from_emulator) in results:
             stack[:, tile.row_off : tile.row_off + tile.height, tile.col_off : tile.col_off + tile.width] = data
             simulated |= from_emulator
+        if not np.nan_to_num(stack[-1]).any():
+            raise SourceError(
+                f"{acquisition.id}: the service has no data over {aoi.name} within {PASS_WINDOW} of "
+                f"{acquisition.datetime:%Y-%m-%d %H:%M:%S} UTC (dataMask 0 everywhere); nothing cached. "
+                "Use acquisitions from `search` (the catalog) rather than hand-made ones"
+            )
         return scene_from_stack(stack, grid, acquisition, simulated)
 
     def _cached_scene(self, path: Path, acquisition: Acquisition) -> Scene:
