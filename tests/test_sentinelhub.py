@@ -382,3 +382,51 @@ def test_acquisition_without_data_is_refused_and_not_cached(tmp_path, emulator):
     with pytest.raises(SourceError, match="no data over tiny"):
         source.load(ghost, TINY)
     assert not [p for p in cache_files(tmp_path) if p.is_file()]
+
+
+def _http_failure(status: int, body: dict | str):
+    import json as _json
+
+    import requests
+    from sentinelhub.exceptions import DownloadFailedException
+
+    response = requests.Response()
+    response.status_code = status
+    response._content = (_json.dumps(body) if isinstance(body, dict) else body).encode()
+    return DownloadFailedException("x", request_exception=requests.HTTPError(response=response))
+
+
+@pytest.mark.parametrize(
+    ("status", "hint"),
+    [
+        (400, "refused the request as invalid"),
+        (401, "SH_CLIENT_ID / SH_CLIENT_SECRET"),
+        (403, "processing units"),
+        (404, "wrong service URL"),
+        (500, "after 5 attempts"),
+        (503, "after 5 attempts"),
+    ],
+)
+def test_failure_messages_carry_url_server_message_and_hint(status, hint):
+    from pipeline.sources.sentinelhub import describe_failure
+
+    exc = _http_failure(status, {"error": {"status": status, "message": "the server's words", "code": "X"}})
+    text = describe_failure(exc, "https://sh.example/api/v1/process", 5, 30)
+    assert text.startswith(f"https://sh.example/api/v1/process: HTTP {status}: the server's words")
+    assert hint in text
+
+
+def test_failure_messages_for_timeouts_connections_and_rate_limits():
+    import requests
+    from sentinelhub.exceptions import DownloadFailedException, OutOfRequestsException
+
+    from pipeline.sources.sentinelhub import describe_failure
+
+    timeout = DownloadFailedException("x", request_exception=requests.ReadTimeout())
+    assert "no answer within 30 s on 5 attempts" in describe_failure(timeout, "u", 5, 30)
+    refused = DownloadFailedException("x", request_exception=requests.ConnectionError())
+    assert "connection failed" in describe_failure(refused, "u", 5, 30)
+    assert "rate limited (HTTP 429)" in describe_failure(OutOfRequestsException("x"), "u", 5, 30)
+    oauth = _http_failure(401, {"error": "invalid_client", "error_description": "Invalid client credentials"})
+    assert "invalid_client: Invalid client credentials" in describe_failure(oauth, "u", 1, 30)
+    assert "HTTP 502: Bad Gateway page" in describe_failure(_http_failure(502, "Bad Gateway page"), "u", 1, 30)
