@@ -303,11 +303,22 @@ def test_khmeimim_window_from_the_emulator_runs_through_a_detector(tmp_path, mon
         assert len(report.fetched) >= 2 and emu.process_requests == len(report.fetched)
         assert emu.catalog_requests >= 1
     grid = aoi.grid()
-    scenes = [read_scene(p) for p in report.paths.values()]
-    for scene in scenes:
-        assert scene.crs == "EPSG:32636" and scene.grid == grid
-        assert scene.simulated and scene.band_names == BAND_NAMES
-        assert 0.0 <= float(np.percentile(scene.bands[:, scene.valid], 50)) < 0.6
+    covers = {a.id: a.cloud_cover for a in report.acquisitions}
+    scenes = []
+    for acq_id, path in report.paths.items():
+        with rasterio.open(path) as src:
+            assert src.crs.to_epsg() == 32636 and src.res == (10.0, 10.0) and src.dtypes[0] == "float32"
+            assert src.descriptions == (*BAND_NAMES, "valid")
+            tags = src.tags()
+        assert tags["SIMULATED"] == "true" and tags["ACQUISITION_ID"] == acq_id
+        assert tags["ACQUISITION_DATETIME"].endswith("Z") and tags["SPACECRAFT"].startswith("Sentinel-2")
+        scene = read_scene(path)
+        assert scene.grid == grid and scene.simulated and scene.band_names == BAND_NAMES
+        assert 0.0 <= float(np.percentile(scene.bands[:, scene.valid], 50)) < 0.6  # reflectance
+        scenes.append(scene)
+    # the valid mask follows the clouds the catalog announced: cloudier pass, fewer valid pixels
+    by_cover = sorted(scenes, key=lambda s: covers[s.acquisition.id])
+    assert by_cover[0].valid_fraction > by_cover[-1].valid_fraction
     clearest = max(scenes, key=lambda s: s.valid_fraction)
     assert clearest.valid_fraction > 0.5
     try:
