@@ -121,7 +121,9 @@ def evaluate_scenarios_cmd(
     scenarios: list[Path] | None = typer.Argument(None, help="Scenario files (default: seed + seeds/scenarios/)."),
     config: Path | None = ConfigOption,
     data_dir: Path | None = typer.Option(None, "--data-dir", help="Where each scenario's store goes (default: temp)."),
-    detector: str | None = typer.Option(None, "--detector", help="learned or classical (default: the config's)."),
+    detector: str | None = typer.Option(
+        None, "--detector", help="learned | classical | truth (simulator truth: checks the stages after detection)."
+    ),
 ) -> None:
     """Replay each simulated scenario and check the alerts that fire against its expectations; exit 1 on a mismatch."""
     from pipeline.scenarios import evaluate_command

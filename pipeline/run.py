@@ -176,10 +176,11 @@ def _progress(enabled: bool) -> Iterator:
 def run(config: BasewatchConfig, *, data_dir: Path, config_path: Path | None = None, source_kind: str | None = None,
         aois: list[str] | None = None, start: date | None = None, end: date | None = None,
         detector: str | None = None, progress: bool = True, report: bool = True,
-        scenario: ScenarioFile | str | Path | None = None, source=None) -> RunResult:
+        scenario: ScenarioFile | str | Path | None = None, source=None, detector_impl=None) -> RunResult:
     """Process every acquisition of the window the store lacks for the current model, then report.
 
-    ``source`` (optional) replaces the configured source, e.g. a wrapper that keeps simulated ground truth."""
+    ``source`` / ``detector_impl`` (optional) replace the configured source / detector, e.g. a wrapper that
+    keeps simulated ground truth (the scenario suite)."""
     data_dir = Path(data_dir)
     scen = scenario if isinstance(scenario, ScenarioFile) else load_scenario(scenario or config.scenario)
     kind = source_kind or config.source.kind
@@ -203,7 +204,7 @@ def run(config: BasewatchConfig, *, data_dir: Path, config_path: Path | None = N
         raise ConfigError(f"--end {end} is before --start {start}")
     aoi_objs = [load_aoi(name, config_path) for name in aoi_names]
 
-    det, note = make_detector(config)
+    det, note = (detector_impl, None) if detector_impl is not None else make_detector(config)
     model = model_id(det)
     if note:
         config = config.model_copy(update={"detector": config.detector.model_copy(update={"name": "classical"})})

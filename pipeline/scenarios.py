@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +20,7 @@ from shapely.geometry import LineString
 from pipeline.config import PROJECT_ROOT, BasewatchConfig, ExpectationFile, load_aoi, load_config, load_scenario
 from pipeline.diff import ZoneMetric, measure
 from pipeline.store import open_store
-from pipeline.types import AOI, Acquisition, Alert, Column, Observation, Scene
+from pipeline.types import AOI, Acquisition, Alert, Column, MapObject, Observation, Scene
 
 log = logging.getLogger(__name__)
 
@@ -102,13 +102,14 @@ def score_columns(detected: list[Column], truth: list[Column], aoi: AOI) -> Colu
 
 
 class TruthRecordingSource:
-    """Wraps a simulated source so loading a scene also keeps its ground-truth columns (no second render)."""
+    """Wraps a simulated source so loading a scene also keeps its ground truth (no second render)."""
 
     def __init__(self, inner):
         self.inner = inner
         self.name = getattr(inner, "name", "simulated")
         self.simulated = getattr(inner, "simulated", True)
         self.truth_columns: dict[tuple[str, str], list[Column]] = {}
+        self.truth_objects: dict[str, list[MapObject]] = {}  # by acquisition id (latest render only)
 
     def search(self, aoi: AOI, start, end) -> list[Acquisition]:
         return self.inner.search(aoi, start, end)
@@ -118,7 +119,34 @@ class TruthRecordingSource:
             return self.inner.load(acquisition, aoi)
         sim = self.inner.truth(acquisition, aoi)
         self.truth_columns[(aoi.name, acquisition.id)] = list(sim.truth_columns)
+        self.truth_objects = {acquisition.id: list(sim.truth)}
         return sim.scene
+
+
+class TruthDetector:
+    """The simulator's own ground truth, limited to cloud-free pixels: a perfect detector.
+
+    Not a detector anyone deploys. It isolates what comes after detection (columns, observe, diff, alerts):
+    a scenario that fails with it fails because of those stages, never because of detection errors.
+    """
+
+    name = "truth"
+    version = "sim"
+    model_id = "truth-sim"
+
+    def __init__(self, source: TruthRecordingSource):
+        self.source = source
+
+    def detect(self, scene: Scene) -> list[MapObject]:
+        inv = ~scene.transform
+        h, w = scene.valid.shape
+        out = []
+        for obj in self.source.truth_objects.get(scene.acquisition.id, []):
+            col, row = inv * (obj.x, obj.y)
+            r, c = int(np.floor(row)), int(np.floor(col))
+            if 0 <= r < h and 0 <= c < w and scene.valid[r, c]:
+                out.append(replace(obj, score=1.0))
+        return out
 
 
 # ---------------------------------------------------------------- expectations
@@ -190,9 +218,11 @@ def evaluate_scenario(path: str | Path, *, config: BasewatchConfig | None = None
     config = config or load_config(config_path)
     scenario = load_scenario(path)
     source = TruthRecordingSource(make_source(config, kind="simulated", data_dir=data_dir, scenario=scenario))
+    impl = TruthDetector(source) if detector == "truth" else None
     t0 = time.perf_counter()
     result = run(config, data_dir=data_dir, config_path=config_path, source_kind="simulated", aois=aois,
-                 detector=detector, progress=progress, report=False, scenario=scenario, source=source)
+                 detector=None if impl else detector, progress=progress, report=False, scenario=scenario,
+                 source=source, detector_impl=impl)
     seconds = time.perf_counter() - t0
     store = open_store(data_dir)
     try:
@@ -212,33 +242,30 @@ def evaluate_scenario(path: str | Path, *, config: BasewatchConfig | None = None
 
 
 def print_result(res: ScenarioResult, console) -> None:
-    from rich.table import Table
-
+    """One line per alert and per expectation (readable in a narrow terminal and in CI logs)."""
     verdict = "[green]MATCH[/]" if res.ok else "[bold red]MISMATCH[/]"
-    console.print(f"\n[bold]{res.name}[/] (SIMULATED, model {res.model}, {res.seconds:.0f} s): {verdict}")
-    fired = Table("alert", "aoi", "severity", "confidence", "first seen", "last seen", "status",
-                  title="alerts fired")
+    console.print(f"\n[bold]{res.name}[/] — SIMULATED, model {res.model}, {res.seconds:.0f} s: {verdict}")
+    console.print(f"  alerts fired ({len(res.alerts)}):")
     for a in res.alerts:
-        fired.add_row(a.kind, a.aoi, a.severity, f"{a.confidence:.2f}", f"{a.first_seen:%Y-%m-%d}",
-                      f"{a.last_seen:%Y-%m-%d}", a.status)
-    console.print(fired)
-    table = Table("expectation", "aoi", "kind", "expect", "window", "fired on (confidence)", "result",
-                  title="expectations")
+        console.print(f"    {a.kind} at {a.aoi}: {a.severity}, confidence {a.confidence:.2f}, "
+                      f"{a.first_seen:%Y-%m-%d} .. {a.last_seen:%Y-%m-%d}, {a.status}", highlight=False)
+    console.print("  expectations:")
     for r in res.expectations:
         e = r.expectation
-        when = ", ".join(f"{d} ({c:.2f})" for d, c in r.fired) or "-"
-        table.add_row(e.id, e.aoi, e.kind, e.expect, f"{e.start} .. {e.end}", when,
-                      ("[green]ok[/] " if r.ok else "[red]MISMATCH[/] ") + r.detail)
-    console.print(table)
+        mark = "[green]ok[/]      " if r.ok else "[bold red]MISMATCH[/]"
+        when = ", ".join(f"{d} ({c:.2f})" for d, c in r.fired) or "never"
+        console.print(f"    {mark} {e.id}: {e.kind} at {e.aoi} expected {e.expect} {e.start}..{e.end}"
+                      f"{'' if e.max_confidence is None else f' (confidence <= {e.max_confidence})'}; "
+                      f"fired: {when} — {r.detail}", highlight=False)
     c = res.columns
     if c.scenes:
         acc = "n/a" if c.direction_accuracy is None else f"{100 * c.direction_accuracy:.1f}%"
         within = "n/a" if c.within_one is None else f"{100 * c.within_one:.0f}%"
-        console.print(f"columns vs truth: {c.truth_columns} true, {c.detected_columns} detected, {c.matched} "
+        console.print(f"  columns vs truth: {c.truth_columns} true, {c.detected_columns} detected, {c.matched} "
                       f"matched, direction right {acc}; count within 1 of truth on {within} of {c.scenes} scenes "
-                      f"(max error {c.max_count_error})")
+                      f"(max error {c.max_count_error})", highlight=False)
     for f in res.failures:
-        console.print(f"[yellow]skipped:[/] {f}")
+        console.print(f"  [yellow]skipped:[/] {f}", highlight=False)
 
 
 def evaluate_command(*, scenarios: list[Path] | None, config_path: Path | None, data_dir: Path | None,
