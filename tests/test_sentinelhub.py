@@ -441,3 +441,22 @@ def test_failure_messages_for_timeouts_connections_and_rate_limits():
     oauth = _http_failure(401, {"error": "invalid_client", "error_description": "Invalid client credentials"})
     assert "invalid_client: Invalid client credentials" in describe_failure(oauth, "u", 1, 30)
     assert "HTTP 502: Bad Gateway page" in describe_failure(_http_failure(502, "Bad Gateway page"), "u", 1, 30)
+
+
+def test_concurrency_is_bounded_and_a_shared_401_renews_the_token_once(tmp_path, emulator):
+    emulator.inject("process", delay_s=0.3, times=3)
+    source = make_source(tmp_path, FAST.model_copy(update={"max_concurrency": 2}))
+    acqs = source.search(TINY, *WINDOW)
+    report = source.fetch(TINY, acqs)
+    assert len(report.fetched) == 3
+    assert emulator.peak_concurrency("process") == 2  # parallel, but never more than max_concurrency
+
+    from pipeline.sources.cache import SceneCache
+
+    emulator.revoke_tokens()  # both workers of the same source hold a dead token now
+    source.cache = SceneCache(tmp_path / "again")  # so everything is fetched again
+    tokens_before = emulator.token_requests
+    emulator.reset_counters()
+    again = source.fetch(TINY, acqs)
+    assert len(again.fetched) == 3 and emulator.token_requests == 1 and tokens_before == 1
+    assert [r.status for r in emulator.records if r.endpoint == "process"].count(401) >= 1

@@ -262,6 +262,8 @@ class _State:
     faults: list[Fault] = field(default_factory=list)
     records: list[RequestRecord] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=lambda: {"token": 0, "catalog": 0, "process": 0})
+    in_flight: dict[str, int] = field(default_factory=lambda: {"token": 0, "catalog": 0, "process": 0})
+    peak: dict[str, int] = field(default_factory=lambda: {"token": 0, "catalog": 0, "process": 0})
 
 
 # ---------------------------------------------------------------- evalscript
@@ -451,9 +453,15 @@ class SentinelHubEmulator:
         with self._lock:
             return list(self._state.issued)
 
+    def peak_concurrency(self, endpoint: str = "process") -> int:
+        """Most requests to ``endpoint`` ever being answered at the same time."""
+        with self._lock:
+            return self._state.peak[endpoint]
+
     def reset_counters(self) -> None:
         with self._lock:
             self._state.counts = {k: 0 for k in self._state.counts}
+            self._state.peak = {k: 0 for k in self._state.peak}
             self._state.records.clear()
 
     def inject(self, endpoint: str, *, status: int | None = None, retry_after_ms: int | None = None,
@@ -486,6 +494,12 @@ class SentinelHubEmulator:
     def _count(self, endpoint: str) -> None:
         with self._lock:
             self._state.counts[endpoint] += 1
+            self._state.in_flight[endpoint] += 1
+            self._state.peak[endpoint] = max(self._state.peak[endpoint], self._state.in_flight[endpoint])
+
+    def _done(self, endpoint: str) -> None:
+        with self._lock:
+            self._state.in_flight[endpoint] -= 1
 
     def _record(self, record: RequestRecord) -> None:
         with self._lock:
@@ -907,6 +921,7 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 status, fault_name = self._api(endpoint, raw)
         finally:
+            emu._done(endpoint)
             emu._record(RequestRecord(endpoint, status, started, time.monotonic(), fault_name))
 
     def _token(self, raw: bytes) -> tuple[int, str | None]:
