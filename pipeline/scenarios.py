@@ -142,7 +142,7 @@ class TruthDetector:
         h, w = scene.valid.shape
         out = []
         for obj in self.source.truth_objects.get(scene.acquisition.id, []):
-            col, row = inv * (obj.x, obj.y)
+            col, row = inv @ (obj.x, obj.y)
             r, c = int(np.floor(row)), int(np.floor(col))
             if 0 <= r < h and 0 <= c < w and scene.valid[r, c]:
                 out.append(replace(obj, score=1.0))

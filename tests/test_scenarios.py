@@ -1,0 +1,100 @@
+"""The scenario suite, asserted: every simulated scenario raises the alerts its expectations name and no others
+they forbid; columns are grouped with the right direction; a failed expectation makes the command fail.
+
+Detections come from the simulator's ground truth (TruthDetector), so these tests judge columns, observations,
+diff and alerts on real rendered scenes (clouds, valid masks, zones) without inheriting detector errors; the
+detectors are judged by their own benchmarks.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from pipeline.cli import app
+from pipeline.config import load_config, load_scenario
+from pipeline.scenarios import ColumnScore, default_scenarios, evaluate_scenario
+
+CONFIG = load_config()
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    root = tmp_path_factory.mktemp("scenarios")
+    return {load_scenario(p).name: evaluate_scenario(p, config=CONFIG, data_dir=root / p.stem, detector="truth")
+            for p in default_scenarios()}
+
+
+def test_suite_has_the_four_scenarios(results):
+    assert set(results) == {"syria-drawdown-2024-12", "routine-2024-10", "cloudy-2024-12", "reinforcement-2025-03"}
+
+
+@pytest.mark.parametrize("name", ["syria-drawdown-2024-12", "routine-2024-10", "cloudy-2024-12",
+                                  "reinforcement-2025-03"])
+def test_scenario_matches_its_expectations(results, name):
+    res = results[name]
+    bad = [f"{r.expectation.id}: {r.detail} {r.fired}" for r in res.expectations if not r.ok]
+    assert res.ok and not bad, bad
+    assert res.failures == []
+
+
+def test_seed_withdrawal_in_the_reported_window_with_evidence(results):
+    res = results["syria-drawdown-2024-12"]
+    for aoi in ("tartus", "khmeimim"):
+        [w] = [a for a in res.alerts if a.aoi == aoi and a.kind == "withdrawal_activity"]
+        assert date(2024, 12, 13) <= w.first_seen.date() <= date(2024, 12, 15)
+        assert w.evidence and w.severity in ("medium", "high")
+        assert w.baseline and w.current["signals"]
+    surge = [a for a in res.alerts if a.aoi == "khmeimim" and a.kind == "airlift_surge"]
+    assert surge and surge[0].current["large_aircraft"]["count"] > surge[0].baseline["large_aircraft"]["median"]
+
+
+def test_no_withdrawal_in_routine_or_reinforcement(results):
+    for name in ("routine-2024-10", "reinforcement-2025-03"):
+        assert not [a for a in results[name].alerts if a.kind in ("withdrawal_activity", "asset_drawdown")]
+
+
+def test_clouds_lower_confidence_against_the_clear_run(results):
+    clear = [a for a in results["syria-drawdown-2024-12"].alerts if a.kind == "withdrawal_activity"]
+    cloudy = [a for a in results["cloudy-2024-12"].alerts if a.kind == "withdrawal_activity"]
+    first_clear = {a.aoi: a.first_seen for a in clear}
+    first_cloudy = {a.aoi: a.first_seen for a in cloudy}
+    assert all(first_cloudy[aoi] >= first_clear[aoi] for aoi in first_cloudy)  # never earlier than the clear run
+    drawdowns = [a for a in results["cloudy-2024-12"].alerts if a.kind == "asset_drawdown"]
+    assert all(a.first_seen.date() >= date(2024, 12, 12) for a in drawdowns)  # none from clouds before it began
+
+
+def test_column_direction_and_count_against_truth(results):
+    total = ColumnScore()
+    for res in results.values():
+        total.add(res.columns)
+    assert total.matched >= 40
+    assert total.direction_accuracy >= 0.95
+    assert total.within_one >= 0.9
+
+
+def test_evaluate_scenarios_exits_non_zero_on_mismatch(tmp_path):
+    data = yaml.safe_load(default_scenarios()[0].read_text())
+    data["sites"] = [s for s in data["sites"] if s["aoi"] == "tartus"]
+    data["start"], data["end"] = date(2024, 11, 25), date(2024, 12, 9)  # routine weeks only
+    data["expectations"] = [
+        {"id": "quiet", "claim": "nothing yet", "aoi": "tartus", "kind": "withdrawal_activity", "expect": "absent",
+         "start": date(2024, 11, 25), "end": date(2024, 12, 9)},
+        {"id": "wrong", "claim": "a withdrawal that never happened", "aoi": "tartus", "kind": "withdrawal_activity",
+         "start": date(2024, 11, 25), "end": date(2024, 12, 9)},
+    ]
+    path = tmp_path / "wrong.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    out = CliRunner().invoke(app, ["evaluate-scenarios", str(path), "--detector", "truth",
+                                   "--data-dir", str(tmp_path / "data")])
+    assert out.exit_code == 1, out.output
+    assert "MISMATCH wrong" in out.output.replace("\n", " ") and "ok       quiet" in out.output
+    data["expectations"] = data["expectations"][:1]
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    out = CliRunner().invoke(app, ["evaluate-scenarios", str(path), "--detector", "truth",
+                                   "--data-dir", str(tmp_path / "data")])
+    assert out.exit_code == 0, out.output
+    assert "1/1 scenarios match" in out.output
