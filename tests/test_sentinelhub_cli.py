@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import warnings
 
 import pytest
@@ -56,8 +58,6 @@ def test_fetch_without_credentials_names_what_to_set(tmp_path, small_config):
 
 def test_run_on_the_emulator_keeps_secrets_out_of_store_reports_and_logs(tmp_path, small_config, monkeypatch, caplog):
     """`basewatch run --source sentinelhub` end to end; then grep everything under the data dir for secrets."""
-    import logging
-
     caplog.set_level(logging.DEBUG)
     caplog.set_level(logging.DEBUG, logger="requests_oauthlib")
     square = AOI(name="square", title="square", outline=box(35.940, 35.392, 35.952, 35.402))
@@ -77,7 +77,8 @@ def test_run_on_the_emulator_keeps_secrets_out_of_store_reports_and_logs(tmp_pat
         secrets = [emu.client_secret, *emu.issued_tokens()]
     written = [p for p in data.rglob("*") if p.is_file()]
     assert any(p.suffix == ".tif" for p in written) and any(p.suffix in (".db", ".sqlite") for p in written)
-    assert any(p.name == "alerts.json" for p in written)
+    alerts = next(p for p in written if p.name == "alerts.json")
+    assert json.loads(alerts.read_text())["simulated"] is True  # emulator pixels are reported as simulated
     for secret in secrets:
         assert secret not in result.output and secret not in caplog.text
         for path in written:
