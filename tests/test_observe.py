@@ -1,0 +1,80 @@
+"""Observations: zone of each detection, per-zone counts and cloud-free fractions, columns by direction."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import numpy as np
+from rasterio.features import geometry_mask
+from shapely.geometry import LineString
+
+from pipeline.config import load_aoi
+from pipeline.georef import lonlat_to_map
+from pipeline.observe import not_observed, observe, prepare_detections, zone_valid_fractions
+from pipeline.types import BAND_NAMES, Acquisition, Column, MapObject, Scene
+
+AOI = load_aoi("tartus")
+
+
+def scene(valid: np.ndarray | None = None) -> Scene:
+    g = AOI.grid()
+    acq = Acquisition(source="simulated", id="acq1", sensor="Sentinel-2A",
+                      datetime=datetime(2024, 12, 13, 8, 25, tzinfo=UTC), simulated=True)
+    if valid is None:
+        valid = np.ones((g.height, g.width), bool)
+    return Scene(bands=np.zeros((4, g.height, g.width), np.float32), band_names=BAND_NAMES, transform=g.transform,
+                 crs=g.crs, valid=valid, acquisition=acq, simulated=True)
+
+
+def at(zone: str, cls: str, moving: bool | None = None) -> MapObject:
+    c = AOI.zone(zone).polygon.centroid
+    x, y = lonlat_to_map(AOI.crs.to_string(), c.x, c.y)
+    return MapObject(cls=cls, x=x, y=y, lon=c.x, lat=c.y, moving=moving, score=0.9)
+
+
+def test_zone_valid_fractions_follow_the_mask():
+    s = scene()
+    park = AOI.zone("naval_vehicle_park").polygon
+    from pipeline.types import reproject_geometry
+
+    inside = ~geometry_mask([reproject_geometry(park, "EPSG:4326", s.crs)], out_shape=s.valid.shape,
+                            transform=s.transform)
+    valid = np.ones_like(s.valid)
+    rows = np.nonzero(inside.any(axis=1))[0]
+    cols = np.nonzero(inside.any(axis=0))[0]
+    valid[rows[0]:rows[len(rows) // 2], cols[0]:cols[-1] + 1] = False  # northern half of the park under cloud
+    fractions = zone_valid_fractions(AOI, scene(valid))
+    assert 0.4 < fractions["naval_vehicle_park"] < 0.6
+    assert fractions["naval_quay"] == 1.0 and set(fractions) == {z.name for z in AOI.zones}
+
+
+def test_detections_get_ids_and_the_innermost_zone():
+    dets = [at("north_pier", "vehicle", moving=False), at("naval_vehicle_park", "vehicle", moving=False),
+            at("tartus_city", "vehicle", moving=True)]
+    out = prepare_detections(dets, AOI, AOI.crs.to_string(), "acq1", "m-1")
+    assert [d.id for d in out] == ["acq1:m-1:0", "acq1:m-1:1", "acq1:m-1:2"]
+    assert [d.zone for d in out] == ["north_pier", "naval_vehicle_park", "tartus_city"]  # pier is inside "sea"
+
+
+def test_counts_per_class_zone_and_column_direction():
+    dets = prepare_detections(
+        [at("naval_vehicle_park", "vehicle", moving=False)] * 3 + [at("north_pier", "vehicle", moving=False),
+                                                                    at("tartus_city", "vehicle", moving=True)],
+        AOI, AOI.crs.to_string(), "acq1", "m")
+    line = LineString([(35.885, 34.915), (35.895, 34.913)])
+    cols = [Column(id="c0", members=("a", "b", "c"), line=line, length_m=900, heading_deg=95, direction="outbound",
+                   vehicles=7, road="east_to_m1_highway"),
+            Column(id="c1", members=("d", "e", "f"), line=line, length_m=900, heading_deg=275, direction="inbound",
+                   vehicles=4, road="east_to_m1_highway")]
+    obs = observe(AOI, scene(), dets, cols, "m")
+    assert obs.counts["vehicle"] == 5 and obs.counts["parked_vehicle"] == 4 and obs.counts["moving_vehicle"] == 1
+    assert obs.zone_counts["naval_vehicle_park"] == {"parked_vehicle": 3}
+    assert obs.zone_counts["north_pier"] == {"parked_vehicle": 1}
+    assert obs.zone_counts["tartus_city"] == {"moving_vehicle": 1}
+    assert obs.counts["vehicles_outbound"] == 7 and obs.counts["columns_inbound"] == 1
+    assert obs.detection_ids == tuple(d.id for d in dets) and obs.valid_fraction == 1.0
+
+
+def test_all_cloud_scene_is_not_observed():
+    obs = not_observed(AOI, scene(np.zeros(scene().valid.shape, bool)), "m")
+    assert obs.valid_fraction == 0 and set(obs.zone_valid.values()) == {0.0} and obs.counts == {}
