@@ -83,3 +83,35 @@ def test_run_on_the_emulator_keeps_secrets_out_of_store_reports_and_logs(tmp_pat
         assert secret not in result.output and secret not in caplog.text
         for path in written:
             assert secret.encode() not in path.read_bytes(), path
+
+
+def test_emulator_command_serves_until_interrupted():
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import requests
+
+    proc = subprocess.Popen([sys.executable, "-c", "from pipeline.cli import app; app()", "emulator", "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=dict(os.environ))
+    try:
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith("then e.g."):
+                break
+        text = "".join(lines)
+        env = dict(ln.strip()[len("export "):].split("=", 1) for ln in lines if ln.strip().startswith("export "))
+        assert set(env) == {"SH_CLIENT_ID", "SH_CLIENT_SECRET", "BASEWATCH_SH_BASE_URL", "BASEWATCH_SH_TOKEN_URL"}
+        assert "SIMULATED" in text and env["BASEWATCH_SH_BASE_URL"].startswith("http://127.0.0.1:")
+        token = requests.post(env["BASEWATCH_SH_TOKEN_URL"], timeout=5, data={
+            "grant_type": "client_credentials", "client_id": env["SH_CLIENT_ID"],
+            "client_secret": env["SH_CLIENT_SECRET"]})
+        assert token.status_code == 200
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=20)
+        assert "stopped after 1 token, 0 catalog and 0 process requests" in out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
