@@ -255,8 +255,9 @@ class LearnedDetector:
         if not raw:
             return []
         arr = np.array([(r[2], r[3]) for r in raw], dtype=np.float64)
-        xs, ys = transform * (arr[:, 1], arr[:, 0])
-        xs, ys = np.asarray(xs, dtype=np.float64), np.asarray(ys, dtype=np.float64)
+        t = transform
+        xs = t.a * arr[:, 1] + t.b * arr[:, 0] + t.c
+        ys = t.d * arr[:, 1] + t.e * arr[:, 0] + t.f
         lons, lats = Transformer.from_crs(crs, "EPSG:4326", always_xy=True).transform(xs, ys)
         out = []
         for (ci, score, _r, _c, length, width, heading, speed), x, y, lon, lat in zip(raw, xs, ys, lons, lats,

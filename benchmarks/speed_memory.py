@@ -1,0 +1,137 @@
+"""Speed and memory of windowed detection (a benchmark, not a test).
+
+1. Speed: a 4096 x 4096 4-band scene GeoTIFF (float32, the interchange encoding, tiled + DEFLATE) is read whole
+   with rasterio, then detected in windows; we report megapixels per second and detect-time / read-time.
+2. Memory: peak resident memory of `detect_path` on rasters of growing size up to a full 10980 x 10980 Sentinel-2
+   tile (uint16 + SCALE/OFFSET encoding, written window by window), each in a fresh subprocess (ru_maxrss), to
+   show memory stays flat as the tile grows.
+
+The scenes are simulated chips tiled over the raster (content matters little for speed; it keeps the detector's
+per-window work realistic). Usage: .venv/bin/python benchmarks/speed_memory.py [--out results.json] [--sizes ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from rasterio.windows import Window
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+BANDS = ("B02", "B03", "B04", "B08")
+
+
+def write_raster(path: Path, size: int, dtype: str = "float32", block: int = 512, seed: int = 7) -> Path:
+    """Write a size x size scene window by window (never the whole raster in memory)."""
+    from models.evaluate import chip_scene
+
+    tiles = [chip_scene(seed + i, block)[0] for i in range(4)]
+    profile = {"driver": "GTiff", "width": size, "height": size, "count": 4, "dtype": dtype, "crs": "EPSG:32636",
+               "transform": rasterio.Affine(10, 0, 500_000, 0, -10, 4_000_000), "tiled": True, "blockxsize": 256,
+               "blockysize": 256, "compress": "deflate", "nodata": None}
+    with rasterio.open(path, "w", **profile) as dst:
+        for i, b in enumerate(BANDS, start=1):
+            dst.set_band_description(i, b)
+        tags = {"ACQUISITION_DATETIME": "2024-12-13T08:25:00Z", "SPACECRAFT": "Sentinel-2A", "SIMULATED": "true"}
+        if dtype == "uint16":
+            tags.update(SCALE="0.0001", OFFSET="-0.1")
+        dst.update_tags(**tags)
+        k = 0
+        for r in range(0, size, block):
+            for c in range(0, size, block):
+                h, w = min(block, size - r), min(block, size - c)
+                data = tiles[k % 4].bands[:, :h, :w]
+                k += 1
+                if dtype == "uint16":
+                    data = np.clip((data + 0.1) / 0.0001, 0, 65535).astype(np.uint16)
+                dst.write(data, window=Window(c, r, w, h))
+    return path
+
+
+def time_read(path: Path, repeats: int = 2) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        with rasterio.open(path) as src:
+            src.read()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def time_detect(path: Path, repeats: int = 2) -> tuple[float, int]:
+    from pipeline.config import DetectorConfig
+    from pipeline.detect import LearnedDetector
+
+    det = LearnedDetector(DetectorConfig())
+    best, n = float("inf"), 0
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        n = len(det.detect_path(path))
+        best = min(best, time.perf_counter() - t0)
+    return best, n
+
+
+def peak_memory_child(path: str) -> None:
+    """Run in a subprocess: detect, then print peak RSS (MB) and time as JSON."""
+    from pipeline.config import DetectorConfig
+    from pipeline.detect import LearnedDetector
+
+    det = LearnedDetector(DetectorConfig())
+    t0 = time.perf_counter()
+    n = len(det.detect_path(path))
+    dt = time.perf_counter() - t0
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"peak_rss_mb": round(peak_mb, 1), "seconds": round(dt, 1), "detections": n}))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description="detector speed and memory benchmark")
+    ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--tmp", type=Path, default=Path("/tmp/basewatch-bench"))
+    ap.add_argument("--sizes", type=int, nargs="*", default=[2048, 5490, 10980], help="raster sides for memory")
+    ap.add_argument("--skip-speed", action="store_true")
+    args = ap.parse_args()
+    args.tmp.mkdir(parents=True, exist_ok=True)
+    result: dict = {"cpu_cores": os.cpu_count(), "load_avg_start": os.getloadavg()}
+    if not args.skip_speed:
+        path = args.tmp / "speed_4096.tif"
+        if not path.exists():
+            write_raster(path, 4096)
+        read_s = time_read(path)
+        det_s, n = time_detect(path)
+        mpx = 4096 * 4096 / 1e6
+        result["speed"] = {"raster": "4096 x 4096 x 4 float32, DEFLATE, 256 px tiles", "read_s": round(read_s, 2),
+                           "detect_s": round(det_s, 2), "detect_mpx_per_s": round(mpx / det_s, 2),
+                           "read_mpx_per_s": round(mpx / read_s, 2), "detect_over_read": round(det_s / read_s, 2),
+                           "detections": n}
+        print(json.dumps(result["speed"]), flush=True)
+    result["memory"] = []
+    for size in args.sizes:
+        path = args.tmp / f"tile_{size}.tif"
+        if not path.exists():
+            write_raster(path, size, dtype="uint16")
+        proc = subprocess.run([sys.executable, __file__, "--child", str(path)], capture_output=True, text=True,
+                              check=True)
+        row = {"side_px": size, "mpx": round(size * size / 1e6, 1), **json.loads(proc.stdout.strip().splitlines()[-1])}
+        result["memory"].append(row)
+        print(json.dumps(row), flush=True)
+    result["load_avg_end"] = os.getloadavg()
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=1), encoding="utf-8")
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--child":
+        peak_memory_child(sys.argv[2])
+    else:
+        main()

@@ -1,0 +1,161 @@
+"""The network, its targets, training and checkpoints (tiny models and chips; CPU, one thread)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from models.centernet import CLASSES, REG_CHANNELS, CenterNet, ModelSpec, fold_batchnorm
+from models.checkpoint import load_model, save_checkpoint
+from models.dataset import LabelledObject, Sample, dihedral, to_targets
+from models.targets import TargetObject, decode, encode, total_loss
+from pipeline.errors import ModelError
+
+torch.set_num_threads(1)
+TINY = ModelSpec(widths=(8, 8, 8))
+
+
+def test_forward_shapes_and_valid_channel():
+    model = CenterNet(TINY).eval()
+    x = torch.rand(2, 4, 48, 64) * 0.3
+    valid = torch.ones(2, 48, 64, dtype=torch.bool)
+    out = model(x, valid)
+    assert out.shape == (2, len(CLASSES) + len(REG_CHANNELS), 24, 32)
+    normed = model.norm(x, valid)
+    assert normed.shape == (2, TINY.in_channels, 48, 64)
+    valid[1, :, :32] = False
+    normed = model.norm(x, valid)
+    assert torch.all(normed[1, :, :, :32][:-1] == 0)  # invalid pixels carry no signal, only valid=0
+    assert torch.all(normed[1, -1, :, 32:] == 1)
+
+
+def test_normalisation_removes_haze_offset_and_gain():
+    torch.manual_seed(0)
+    model = CenterNet(TINY).eval()
+    x = torch.rand(1, 4, 64, 64) * 0.2
+    valid = torch.ones(1, 64, 64, dtype=torch.bool)
+    hazy = x * 0.6 + torch.tensor([0.12, 0.09, 0.06, 0.03])[None, :, None, None]
+    assert torch.allclose(model.norm(x, valid), model.norm(hazy, valid), atol=1e-3)
+
+
+def test_folding_batchnorm_keeps_outputs():
+    torch.manual_seed(1)
+    model = CenterNet(TINY)
+    model.train()
+    for _ in range(3):  # move the BN running statistics away from their defaults
+        model(torch.rand(2, 4, 32, 32), torch.ones(2, 32, 32, dtype=torch.bool))
+    model.eval()
+    x, v = torch.rand(1, 4, 32, 32), torch.ones(1, 32, 32, dtype=torch.bool)
+    ref = model(x, v)
+    assert torch.allclose(fold_batchnorm(model)(x, v), ref, atol=1e-4)
+
+
+def test_encode_decode_round_trip():
+    objs = [TargetObject(0, 21.3, 40.8, 69.0, 73.0, 45.0), TargetObject(1, 9.6, 9.2, 8.0, 2.5, 300.0, 20.0)]
+    tg = encode(objs, 64, 64, 2)
+    assert tg.heatmap[0, 10, 20] == 1.0 and tg.heatmap[1, 4, 4] == 1.0
+    # Build the logits a perfect network would output and decode them.
+    eps = 1e-4
+    heat_logit = torch.logit(torch.from_numpy(tg.heatmap).clamp(eps, 1 - eps))
+    reg = torch.from_numpy(tg.reg).clone()
+    reg[0:2] = torch.logit(reg[0:2].clamp(eps, 1 - eps))
+    out = torch.cat([heat_logit, reg])[None]
+    dets = sorted(decode(out, 2, 0.5)[0], key=lambda d: d.cls_index)
+    assert len(dets) == 2
+    assert dets[0].row == pytest.approx(21.3, abs=1e-3) and dets[0].col == pytest.approx(40.8, abs=1e-3)
+    assert dets[0].length_m == pytest.approx(69.0, rel=1e-3)
+    assert dets[1].heading_deg == pytest.approx(300.0, abs=1e-2) and dets[1].speed_mps == pytest.approx(20.0, rel=1e-3)
+
+
+def test_targets_ignore_slow_and_parked_trucks():
+    objs = [LabelledObject("vehicle", 30.5, 30.5, 8, 2.5, 90, True, 15.0),
+            LabelledObject("vehicle", 60.5, 60.5, 8, 2.5, 90, True, 1.0),  # too slow to see: ignored
+            LabelledObject("vehicle", 90.5, 90.5, 8, 2.5, 90, False, 0.0),  # parked: background
+            LabelledObject("small_aircraft", 20.5, 100.5, 22, 15, 0, False, 0.0)]
+    tg, weight = to_targets(objs, 128, 128)
+    v = CLASSES.index("vehicle")
+    assert tg.heatmap[v].max() == 1.0 and np.argwhere(tg.heatmap[v] == 1.0).tolist() == [[15, 15]]
+    assert weight[v, 30, 30] == 0.0 and weight[v, 45, 45] == 1.0
+    assert tg.heatmap[:, 10, 50].max() == 0.0
+
+
+def _rainbow_sample(heading: float) -> Sample:
+    """A bright dot whose blue image trails and red image leads along ``heading`` (like a moving truck)."""
+    bands = np.zeros((4, 32, 32), np.float32)
+    h = math.radians(heading)
+    d = np.array([-math.cos(h), math.sin(h)]) * 3
+    for b, t in ((0, -0.5), (2, 0.5)):
+        r, c = (np.array([16.0, 16.0]) + d * t).round().astype(int)
+        bands[b, r, c] = 1.0
+    return Sample(bands, np.ones((32, 32), bool), [LabelledObject("vehicle", 16.5, 16.5, 8, 2.5, heading, True, 20)])
+
+
+@pytest.mark.parametrize("k", range(8))
+@pytest.mark.parametrize("heading", [0.0, 90.0, 30.0, 225.0])
+def test_dihedral_keeps_heading_consistent_with_band_offset(k, heading):
+    s = dihedral(_rainbow_sample(heading), k)
+    blue = np.argwhere(s.bands[0] > 0.5)[0]
+    red = np.argwhere(s.bands[2] > 0.5)[0]
+    drow, dcol = red - blue
+    measured = math.degrees(math.atan2(dcol, -drow)) % 360
+    err = abs((measured - s.objects[0].heading_deg + 180) % 360 - 180)
+    assert err < 20, (k, heading, measured, s.objects[0].heading_deg)
+
+
+def test_tiny_training_run_decreases_loss():
+    torch.manual_seed(0)
+    model = CenterNet(TINY)
+    rng = np.random.default_rng(0)
+    batch = []
+    for _ in range(4):  # bright 6x6 'aircraft' on noise, plus a blue/red 'truck'
+        bands = (0.1 + 0.01 * rng.standard_normal((4, 64, 64))).astype(np.float32)
+        r, c = rng.integers(8, 50, 2)
+        bands[:, r : r + 6, c : c + 6] += 0.3
+        objs = [LabelledObject("large_aircraft", r + 3.0, c + 3.0, 60, 60, 0, False, 0)]
+        tr, tc = rng.integers(8, 56, 2)
+        bands[0, tr, tc - 1] += 0.2
+        bands[2, tr, tc + 1] += 0.2
+        objs.append(LabelledObject("vehicle", tr + 0.5, tc + 0.5, 8, 2.5, 90.0, True, 20.0))
+        batch.append((bands, objs))
+    x = torch.from_numpy(np.stack([b for b, _ in batch]))
+    valid = torch.ones(4, 64, 64, dtype=torch.bool)
+    targets = [to_targets(o, 64, 64) for _, o in batch]
+    heat = torch.stack([torch.from_numpy(t.heatmap) for t, _ in targets])
+    reg = torch.stack([torch.from_numpy(t.reg) for t, _ in targets])
+    mask = torch.stack([torch.from_numpy(t.reg_mask) for t, _ in targets])
+    weight = torch.stack([torch.from_numpy(w) for _, w in targets])
+    opt = torch.optim.Adam(model.parameters(), lr=5e-3)
+    losses = []
+    for _ in range(40):
+        loss, _ = total_loss(model(x, valid), heat, reg, mask, 2, weight)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5])
+
+
+def test_checkpoint_round_trip_and_mismatch_refusal(tmp_path):
+    torch.manual_seed(2)
+    model = CenterNet(TINY).eval()
+    path = save_checkpoint(tmp_path / "m.pt", model, {"weights_id": "abc"})
+    loaded, meta = load_model(path)
+    assert meta["weights_id"] == "abc"
+    x, v = torch.rand(1, 4, 32, 32), torch.ones(1, 32, 32, dtype=torch.bool)
+    assert torch.equal(loaded(x, v), model(x, v))
+    with pytest.raises(ModelError, match=r"classes \['large_aircraft', 'vehicle', 'ship'\]"):
+        load_model(save_checkpoint(tmp_path / "c.pt", CenterNet(ModelSpec(widths=(8, 8, 8),
+                                                                           classes=(*CLASSES, "ship")))))
+    with pytest.raises(ModelError, match="bands"):
+        load_model(save_checkpoint(tmp_path / "b.pt", CenterNet(ModelSpec(widths=(8, 8, 8),
+                                                                          bands=("B04", "B03", "B02", "B08")))))
+    with pytest.raises(ModelError, match="version"):
+        load_model(save_checkpoint(tmp_path / "v.pt", CenterNet(ModelSpec(widths=(8, 8, 8), version="old"))))
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ModelError, match="not a readable"):
+        load_model(tmp_path / "junk.pt")
+    with pytest.raises(ModelError, match="basewatch train"):
+        load_model(tmp_path / "missing.pt")
