@@ -109,13 +109,13 @@ def test_moving_column_trucks_show_the_band_offset_along_their_heading(clear_sce
             peak[b] = excess.max()
             w = np.clip(excess - 0.4 * excess.max(), 0, None)
             c[b] = (w * t).sum() / w.sum() if w.sum() > 0 else np.nan
-        if min(peak["B02"], peak["B04"]) < 0.015:  # olive trucks hardly show against asphalt
+        if min(peak["B02"], peak["B04"]) < 0.01:  # olive trucks hardly show against asphalt
             continue
         expected = o.speed_mps * BAND_TIME_OFFSET_S["B04"] / 10.0
         ahead.append(((c["B04"] - c["B02"]), expected))
     d = np.array(ahead)
     ok = np.isfinite(d[:, 0])
-    assert ok.sum() >= 5
+    assert ok.sum() >= 8
     assert np.median(d[ok, 0]) > 0.5  # red ahead of blue in the direction of travel
     assert np.median(d[ok, 0] / d[ok, 1]) == pytest.approx(1.0, abs=0.35)
 

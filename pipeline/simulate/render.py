@@ -214,6 +214,20 @@ class _Painter:
             self._record("vehicle", float(row), float(col), type=t.name, length_m=t.length_m, width_m=t.width_m,
                          heading_deg=round(float(heading), 1), moving=True, speed_mps=round(v, 2))
 
+    def vessels(self, n: int) -> None:
+        """Clutter on water: boats and the odd ship (bright hulls, aircraft-sized for a detector to reject)."""
+        rng = self.rng
+        water = [z for z in self.layout.zones if z.kind == "water"]
+        for _ in range(n if water else 0):
+            z = water[int(rng.integers(len(water)))]
+            minx, miny, maxx, maxy = z.polygon.bounds
+            x, y = rng.uniform(minx, maxx), rng.uniform(miny, maxy)
+            if not z.polygon.buffer(-3).contains(Point(x, y)):
+                continue
+            length = float(rng.uniform(80, 150)) if rng.random() < 0.25 else float(rng.uniform(8, 40))
+            refl = np.array([0.22, 0.24, 0.24, 0.26]) * rng.uniform(0.5, 1.6)
+            painters.paint_boat(self.canvas, y, x, length, float(rng.uniform(0, 360)), refl, wake=rng.random() < 0.3)
+
     def cars(self, n: int) -> None:
         """Clutter: cars are below what 10 m pixels resolve; never truth."""
         rng = self.rng
@@ -286,6 +300,7 @@ def render_grid(grid: GridSpec, when: datetime, *, seed: int, aoi: AOI | None = 
             painter.column(road, direction, int(rng.integers(lo, hi + 1)), idx)
     painter.traffic(act.local_traffic)
     painter.cars(int(rng.integers(5, 30)))
+    painter.vessels(int(rng.integers(0, 7)))
 
     params = msi.draw_sensor(rng)
     frac = cloud_fraction_override if cloud_fraction_override is not None else cloud_fraction(

@@ -14,10 +14,11 @@ from functools import lru_cache
 
 import numpy as np
 from affine import Affine
-from shapely import constrained_delaunay_triangles
+from shapely import constrained_delaunay_triangles, contains_xy
 from shapely.affinity import affine_transform
 from shapely.geometry import LineString, Point, Polygon
 from shapely.geometry import box as shapely_box
+from shapely.ops import unary_union
 from shapely.prepared import prep
 
 from pipeline.simulate import landcover, painters
@@ -138,14 +139,13 @@ def _grid_slots(zone: PixelZone, pitch_along_px: float, pitch_across_px: float, 
     n_al = int(span / pitch_along_px) + 2
     n_ac = int(span / pitch_across_px) + 2
     slots = []
-    pairs = [(i, j) for j in range(-n_ac, n_ac + 1) for i in range(-n_al, n_al + 1)] if rows_first else [
-        (i, j) for i in range(-n_al, n_al + 1) for j in range(-n_ac, n_ac + 1)]
-    prepared = prep(inner)
-    for i, j in pairs:
-        p = centre + along * i * pitch_along_px + across * j * pitch_across_px
-        if prepared.contains(Point(p[1], p[0])):
-            face = (heading + 90.0 + (180.0 if j % 2 else 0.0)) % 360.0  # side by side, facing the aisle
-            slots.append(Slot(float(p[0]), float(p[1]), face, zone.name, size))
+    ii, jj = np.meshgrid(np.arange(-n_al, n_al + 1), np.arange(-n_ac, n_ac + 1), indexing="xy" if rows_first else "ij")
+    ii, jj = ii.ravel(), jj.ravel()
+    pts = centre[None] + along[None] * ii[:, None] * pitch_along_px + across[None] * jj[:, None] * pitch_across_px
+    inside = contains_xy(inner, pts[:, 1], pts[:, 0])
+    for (r, c), j in zip(pts[inside], jj[inside], strict=True):
+        face = (heading + 90.0 + (180.0 if j % 2 else 0.0)) % 360.0  # side by side, facing the aisle
+        slots.append(Slot(float(r), float(c), face, zone.name, size))
     return slots
 
 
@@ -278,38 +278,41 @@ def _paint_static(canvas: Canvas, layout: SiteLayout, zones, roads, rng, pal) ->
             rw = min(runways, key=lambda r: r.polygon.distance(c))
             p = rw.polygon.exterior.interpolate(rw.polygon.exterior.project(c))
             painters.paint_polyline(canvas, np.array([[c.y, c.x], [p.y, p.x]]), 23.0, concrete * 0.95)
-    # local roads (not egress): a few straight-ish lines across the grid
+    # local roads (not egress): straight-ish lines across the grid, cut where they would cross water or the base
+    keep_out = unary_union([z.polygon.buffer(2.0) for z in zones
+                            if z.kind in ("water", "runway", "apron", "vehicle_park", "pier")])
+    keep_out_prep = prep(keep_out) if not keep_out.is_empty else None
     local: list[PixelRoad] = []
     for k in range(int(rng.integers(2, 5))):
         ang = rng.uniform(0, np.pi)
         centre = rng.uniform(0.1, 0.9, 2) * np.array([h, w])
         d = np.array([-np.cos(ang), np.sin(ang)])
         ext = np.hypot(h, w)
-        pts = np.array([centre + d * t for t in np.linspace(-ext, ext, 12)])
-        pts += rng.normal(0, 1.5, pts.shape)
-        local.append(PixelRoad(f"local_{k}", pts, float(rng.choice([6.0, 7.0, 9.0])), False))
+        pts = np.array([centre + d * t for t in np.linspace(-ext, ext, 24)])
+        pts += rng.normal(0, 1.0, pts.shape)
+        width = float(rng.choice([6.0, 7.0, 9.0]))
+        line = LineString(pts[:, ::-1])
+        pieces = line.difference(keep_out) if keep_out_prep is not None else line
+        for n, piece in enumerate(getattr(pieces, "geoms", [pieces])):
+            if piece.is_empty or piece.length < 20:
+                continue
+            local.append(PixelRoad(f"local_{k}_{n}", np.asarray(piece.coords)[:, ::-1].copy(), width, False))
     for r in local:
         painters.paint_polyline(canvas, r.points, r.width_m, asphalt * rng.uniform(0.9, 1.3))
     for r in roads:
         painters.paint_polyline(canvas, r.points, r.width_m, asphalt)
     layout.roads = list(roads) + local
-    # buildings in built zones; farm buildings elsewhere
+    # towns: a street grid and flat concrete roofs; scattered farm buildings elsewhere (never in water / on the base)
     for z in zones:
         if z.kind != "built":
             continue
-        minx, miny, maxx, maxy = z.polygon.bounds
-        n = int(min(z.polygon.area / 14.0, 1200))
-        for _ in range(n):
-            x, y = rng.uniform(minx, maxx), rng.uniform(miny, maxy)
-            if not z.polygon.contains(Point(x, y)):
-                continue
-            roof = _roof(rng)
-            painters.paint_box(canvas, y, x, rng.uniform(8, 40), rng.uniform(8, 25), rng.uniform(0, 180), roof,
-                               height_m=rng.uniform(3, 25), shadow_dir_deg=shadow_dir, sun_elev_deg=sun_elev)
+        _paint_town(canvas, z, rng, asphalt, shadow_dir, sun_elev)
     for _ in range(int(h * w / 4000)):
-        painters.paint_box(canvas, rng.uniform(0, h), rng.uniform(0, w), rng.uniform(8, 30), rng.uniform(8, 20),
-                           rng.uniform(0, 180), _roof(rng), height_m=rng.uniform(3, 8), shadow_dir_deg=shadow_dir,
-                           sun_elev_deg=sun_elev)
+        r, c = rng.uniform(0, h), rng.uniform(0, w)
+        if keep_out_prep is not None and keep_out_prep.contains(Point(c, r)):
+            continue
+        painters.paint_box(canvas, r, c, rng.uniform(8, 30), rng.uniform(8, 20), rng.uniform(0, 180), _roof(rng),
+                           height_m=rng.uniform(3, 8), shadow_dir_deg=shadow_dir, sun_elev_deg=sun_elev)
     # aprons: concrete parking strips with taxi lanes between (aircraft slots on them), hangars alongside
     for z in zones:
         if z.kind == "apron":
@@ -390,6 +393,40 @@ def _line_slots(zone: PixelZone, point: np.ndarray, along: np.ndarray, pitch: fl
         if inner.contains(Point(p[1], p[0])):
             out.append(Slot(float(p[0]), float(p[1]), 0.0, zone.name, size))
     return out
+
+
+def _paint_town(canvas: Canvas, z: PixelZone, rng, asphalt, shadow_dir: float, sun_elev: float) -> None:
+    """Blocks between streets, densely built with flat roofs (mostly concrete-grey, some bright or tiled)."""
+    minx, miny, maxx, maxy = z.polygon.bounds
+    inside = prep(z.polygon)
+    ang = rng.uniform(0, 90)
+    block = rng.uniform(8, 14)  # pixels between streets
+    h = np.deg2rad(ang)
+    u, v = np.array([-np.cos(h), np.sin(h)]), np.array([np.sin(h), np.cos(h)])
+    centre = np.array([(miny + maxy) / 2, (minx + maxx) / 2])
+    half = np.hypot(maxx - minx, maxy - miny) / 2
+    for axis, other in ((u, v), (v, u)):
+        for k in np.arange(-half, half, block):
+            pts = np.array([centre + other * k + axis * t for t in np.linspace(-half, half, 16)])
+            line = LineString(pts[:, ::-1]).intersection(z.polygon)
+            for piece in getattr(line, "geoms", [line]):
+                if not piece.is_empty and piece.length > 2:
+                    painters.paint_polyline(canvas, np.asarray(piece.coords)[:, ::-1], float(rng.uniform(8, 14)),
+                                            asphalt * rng.uniform(1.0, 1.4), ss=2)
+    n = int(min(z.polygon.area / 9.0, 1200))
+    for _ in range(n):
+        x, y = rng.uniform(minx, maxx), rng.uniform(miny, maxy)
+        if not inside.contains(Point(x, y)):
+            continue
+        k = rng.random()
+        if k < 0.75:
+            roof = np.array([0.15, 0.165, 0.18, 0.21]) * rng.uniform(0.75, 1.25)
+        elif k < 0.88:
+            roof = _roof(rng, metal=True)
+        else:
+            roof = np.array([0.09, 0.10, 0.17, 0.24]) * rng.uniform(0.8, 1.2)
+        painters.paint_box(canvas, y, x, rng.uniform(10, 35), rng.uniform(10, 25), ang + rng.normal(0, 3), roof,
+                           height_m=rng.uniform(6, 30), shadow_dir_deg=shadow_dir, sun_elev_deg=sun_elev, ss=3)
 
 
 def _roof(rng, metal: bool = False) -> np.ndarray:
