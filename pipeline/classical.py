@@ -23,11 +23,12 @@ B02_TO_B04_S = 1.005  # s, ESA figure cited by Fisser et al. 2022: time between 
 class ClassicalParams:
     """Thresholds of the heuristic, in robust standard deviations of the local-contrast image."""
 
-    background_px: int = 15
-    blob_sigma: float = 6.0
-    large_min_px: int = 16
+    background_px: int = 13
+    blob_sigma: float = 8.0
+    min_contrast: float = 0.09
+    large_min_px: int = 12
     small_min_px: int = 4
-    large_max_px: int = 160
+    large_max_px: int = 90
     offset_sigma: float = 5.0
     pair_min_px: float = 0.8
     pair_max_px: float = 3.5
@@ -39,6 +40,12 @@ def _robust_sigma(values: np.ndarray) -> float:
     med = np.median(values)
     mad = np.median(np.abs(values - med))
     return float(max(mad * 1.4826, 1e-4))
+
+
+def _noise_sigma(img: np.ndarray, valid: np.ndarray) -> float:
+    """Pixel noise from neighbour differences: texture-free, unlike the spread of the image itself."""
+    d = (img[:, 1:] - img[:, :-1])[valid[:, 1:] & valid[:, :-1]]
+    return _robust_sigma(d) / math.sqrt(2.0)
 
 
 def _robust_background(img: np.ndarray, valid: np.ndarray, size_px: int) -> np.ndarray:
@@ -80,33 +87,42 @@ class ClassicalDetector:
         return self._aircraft(scene) + self._moving_vehicles(scene)
 
     def _aircraft(self, scene: Scene) -> list[Detection]:
+        """Morphological top-hats keep objects smaller than the structuring element (aircraft), not the edges
+        of large bright or dark surfaces (aprons, roofs, fields)."""
         p = self.params
         valid = ndimage.binary_erosion(scene.valid, iterations=2)
         vis = (scene.band("B02") + scene.band("B03") + scene.band("B04")) / 3.0
-        contrast = vis - _robust_background(vis, scene.valid, p.background_px)
-        sigma = _robust_sigma(contrast[valid])
+        vis = np.where(scene.valid, vis, np.median(vis[scene.valid]) if scene.valid.any() else 0.0)
         out: list[Detection] = []
-        for sign in (1.0, -1.0):  # bright paint and dark camouflage are separate blobs, never one ring
-            out.extend(self._blobs(scene, sign * contrast, valid, sigma))
+        for tophat in (ndimage.white_tophat, ndimage.black_tophat):
+            contrast = tophat(vis, size=p.background_px)
+            sigma = max(_noise_sigma(vis, valid), p.min_contrast / p.blob_sigma)
+            out.extend(self._blobs(scene, contrast, valid, sigma))
         return out
 
     def _blobs(self, scene: Scene, contrast: np.ndarray, valid: np.ndarray, sigma: float) -> list[Detection]:
         p = self.params
-        mask = (contrast > p.blob_sigma * sigma) & valid
-        mask = ndimage.binary_opening(mask, structure=np.ones((2, 2), bool))
+        strong = (contrast > p.blob_sigma * sigma) & valid
+        weak = (contrast > 0.5 * p.blob_sigma * sigma) & valid  # hysteresis: grow strong seeds into their blob
+        labels, n = ndimage.label(weak, structure=np.ones((3, 3), bool))
+        if n == 0:
+            return []
+        seeded = np.unique(labels[strong])
+        mask = np.isin(labels, seeded[seeded > 0])
         labels, n = ndimage.label(mask, structure=np.ones((3, 3), bool))
         if n == 0:
             return []
         idx = np.arange(1, n + 1)
         areas = ndimage.sum(mask, labels, idx)
+        cores = ndimage.sum(strong, labels, idx)
         weights = np.clip(contrast, 0, None)
         centres = ndimage.center_of_mass(weights, labels, idx)
         peaks = ndimage.maximum(weights, labels, idx)
         out: list[Detection] = []
-        for area, (row, col), peak in zip(areas, centres, peaks, strict=True):
-            if area >= p.large_min_px and area <= p.large_max_px:
+        for area, core, (row, col), peak in zip(areas, cores, centres, peaks, strict=True):
+            if p.large_min_px <= area <= p.large_max_px and core >= p.large_min_px / 2:
                 cls = "large_aircraft"
-            elif area >= p.small_min_px and area < p.large_min_px:
+            elif p.small_min_px <= area < p.large_min_px and core >= 2:
                 cls = "small_aircraft"
             else:
                 continue
@@ -128,6 +144,7 @@ class ClassicalDetector:
         valid = ndimage.binary_erosion(scene.valid, iterations=2)
         blue = _local_contrast(scene.band("B02"), scene.valid, 7)
         red = _local_contrast(scene.band("B04"), scene.valid, 7)
+        green = _local_contrast(scene.band("B03"), scene.valid, 7)
         excess = blue - red
         sigma = _robust_sigma(excess[valid])
         thr = p.offset_sigma * sigma
@@ -141,6 +158,10 @@ class ClassicalDetector:
         for bi, (br, bc) in enumerate(blue_peaks):
             d = np.hypot(red_peaks[:, 0] - br, red_peaks[:, 1] - bc)
             for ri in np.nonzero((d >= p.pair_min_px) & (d <= p.pair_max_px))[0]:
+                rr, rc = red_peaks[ri]
+                mid = green[min(br, rr):max(br, rr) + 1, min(bc, rc):max(bc, rc) + 1]
+                if mid.max() < 0.5 * thr:  # the green exposure lies between blue and red (S2TD's cue)
+                    continue
                 strength = excess[br, bc] - excess[tuple(red_peaks[ri])]
                 candidates.append((strength, bi, int(ri)))
         candidates.sort(reverse=True)
