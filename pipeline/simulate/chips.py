@@ -126,7 +126,15 @@ class _Layout:
     def full(self) -> int:
         return self.canvas.shape[0]
 
+    def on_water(self, row: float, col: float) -> bool:
+        i, j = int(row), int(col)
+        h, w = self.labels.shape
+        return 0 <= i < h and 0 <= j < w and self.labels[i, j] == landcover.cover_id("water")
+
     def free(self, row: float, col: float, radius_px: float) -> bool:
+        """No other object within the radius, and dry land (roads may bridge water; vehicles do not stop there)."""
+        if self.on_water(row, col):
+            return False
         return all(np.hypot(row - r, col - c) > radius_px + rad for r, c, rad in self.occupied)
 
 
@@ -210,18 +218,28 @@ def _add_clutter(lay: _Layout, style: str) -> None:
             painters.paint_tank(c, row + rng.normal(0, 4), col + rng.normal(0, 4), rng.uniform(6, 20),
                                 np.array([0.38, 0.40, 0.41, 0.43]) * rng.uniform(0.7, 1.2), lay.shadow_dir,
                                 lay.sun_elev)
-    water = lay.labels == landcover.cover_id("water")
-    if water.any():
-        wr, wc = np.nonzero(water)
-        for _ in range(int(rng.integers(0, 8))):
-            i = int(rng.integers(len(wr)))
-            refl = np.array([0.25, 0.26, 0.26, 0.27]) * rng.uniform(0.5, 1.6)
-            painters.paint_boat(c, wr[i] + rng.random(), wc[i] + rng.random(), rng.uniform(6, 45),
-                                rng.uniform(0, 360), refl, wake=rng.random() < 0.3)
     for _ in range(int(rng.integers(0, 25))):  # cars: too small to matter, but they are there
         row, col = _on_road(lay) if lay.roads and rng.random() < 0.8 else tuple(rng.uniform(0, n, 2))
+        if lay.on_water(row, col):
+            continue
         refl = np.array([0.3, 0.3, 0.3, 0.32]) * rng.uniform(0.2, 1.5)
         painters.paint_car(c, row, col, rng.uniform(0, 360), refl, speed_mps=float(rng.uniform(0, 30)))
+
+
+def _flood_and_boats(lay: _Layout, dry: np.ndarray) -> None:
+    """Water covers whatever land features were drawn over it (bridges excepted), then boats go on it."""
+    rng = lay.rng
+    water = lay.labels == landcover.cover_id("water")
+    if not water.any():
+        return
+    if rng.random() > 0.15:  # most roads stop at the shore; sometimes a bridge/causeway stays
+        lay.canvas.bands[:, water] = dry[:, water]
+    wr, wc = np.nonzero(water)
+    for _ in range(int(rng.integers(0, 8))):
+        i = int(rng.integers(len(wr)))
+        refl = np.array([0.25, 0.26, 0.26, 0.27]) * rng.uniform(0.5, 1.6)
+        painters.paint_boat(lay.canvas, wr[i] + rng.random(), wc[i] + rng.random(), rng.uniform(6, 45),
+                            rng.uniform(0, 360), refl, wake=rng.random() < 0.3)
 
 
 def _on_road(lay: _Layout) -> tuple[float, float]:
@@ -336,6 +354,8 @@ def _add_trucks(lay: _Layout) -> None:
             r0, c0 = ar + rng.normal(0, 4), ac + rng.normal(0, 4)
         else:
             r0, c0 = rng.uniform(0, n, 2)
+            if lay.on_water(r0, c0):
+                continue
             lot = landcover.palette()[landcover.cover_id(str(rng.choice(["gravel", "concrete", "asphalt"])))]
             painters.paint_box(lay.canvas, r0, c0, rng.uniform(60, 200), rng.uniform(40, 150), rng.uniform(0, 180),
                                lot * rng.uniform(0.8, 1.2))
@@ -381,9 +401,11 @@ def render_chip(seed: int, size: int = 128) -> Chip:
     surface = landcover.render_cover(labels, rng, pal=pal, texture_scale=float(rng.uniform(0.5, 1.8)))
     lay = _Layout(Canvas(surface), rng, labels, shadow_dir=float(rng.uniform(0, 360)),
                   sun_elev=float(rng.uniform(25, 70)))
+    dry = lay.canvas.bands.copy()
     _add_aprons(lay, style)
     _add_roads(lay, style)
     _add_clutter(lay, style)
+    _flood_and_boats(lay, dry)
     _add_aircraft(lay, style)
     _add_trucks(lay)
 
