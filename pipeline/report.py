@@ -106,6 +106,7 @@ class AlertView:
     geojson: str = ""
     baseline_acquisition: str | None = None
     current_acquisition: str | None = None
+    in_run: bool = True  # raised/updated by this run (else: still open from an earlier run)
 
 
 @dataclass
@@ -287,6 +288,7 @@ def _build(store, run, out: Path) -> None:
     detection_features, column_features, alert_features, csv_rows = [], [], [], []
     aoi_views: list[AOIView] = []
     records: list[dict] = []
+    open_records: list[dict] = []  # still-open alerts raised by earlier runs at these AOIs
     run_alerts = sort_alerts(store.run_alerts(run.id))
 
     for aoi_name in run.aois:
@@ -335,7 +337,11 @@ def _build(store, run, out: Path) -> None:
                 acq = latest.acquisition
                 view.overview_caption = (f"{acq.datetime:%Y-%m-%d %H:%M} UTC, {acq.sensor}, "
                                          f"{latest.valid_fraction:.0%} cloud-free")
-        for n, alert in enumerate(aoi_alerts, start=1):
+        run_ids = {a.id for a in run_alerts}
+        still_open = [a for a in sort_alerts(store.alerts(aoi_name, model=model))
+                      if a.status != "closed" and a.id not in run_ids]
+        for n, alert in enumerate(aoi_alerts + still_open, start=1):
+            in_run = alert.id in run_ids
             prefix = f"{fname}-{n:02d}-{slug(alert.kind)}"
             try:
                 pairs, before_id, current_id = _evidence_pairs(store, scenes, alert, model, cfg, out / "chips",
@@ -351,12 +357,13 @@ def _build(store, run, out: Path) -> None:
             record = alert_record(alert, chip_paths)
             evidence = store.detections_by_id(list(alert.evidence))
             feature = _alert_feature(alert, record, evidence, aoi)
+            feature["properties"]["in_run"] = in_run
             geojson_name = f"alerts/{prefix}.geojson"
             write_geojson(feature_collection([feature], simulated=bool(run.simulated), run_id=run.id),
                           out / geojson_name)
             alert_features.append(feature)
-            records.append(record)
-            view.alerts.append(AlertView(alert, record, pairs, geojson_name, before_id, current_id))
+            (records if in_run else open_records).append(record)
+            view.alerts.append(AlertView(alert, record, pairs, geojson_name, before_id, current_id, in_run))
         aoi_views.append(view)
 
     # alerts of AOIs outside the run's list (should not happen, but never drop one silently)
@@ -367,9 +374,11 @@ def _build(store, run, out: Path) -> None:
             records.append(record)
             alert_features.append(_alert_feature(alert, record, store.detections_by_id(list(alert.evidence)), None))
 
-    records.sort(key=lambda r: (SEVERITY_ORDER.get(r["severity"], 9), -r["confidence"], r["aoi"], r["kind"]))
+    for recs in (records, open_records):
+        recs.sort(key=lambda r: (SEVERITY_ORDER.get(r["severity"], 9), -r["confidence"], r["aoi"], r["kind"]))
     foreign = {"simulated": bool(run.simulated), "run_id": run.id}
-    _write_text(out / "alerts.json", json.dumps({**envelope, "alerts": records}, indent=1, default=str))
+    _write_text(out / "alerts.json", json.dumps({**envelope, "alerts": records, "open_alerts": open_records},
+                                                indent=1, default=str))
     write_geojson(feature_collection(detection_features, **foreign), out / "detections.geojson")
     write_geojson(feature_collection(column_features, **foreign), out / "columns.geojson")
     write_geojson(feature_collection(alert_features, **foreign), out / "alerts.geojson")
@@ -379,9 +388,10 @@ def _build(store, run, out: Path) -> None:
     writer.writerows(csv_rows)
     _write_text(out / "observations.csv", buf.getvalue())
 
-    all_views = [av for v in aoi_views for av in v.alerts]
+    all_views = sort_alerts_views([av for v in aoi_views for av in v.alerts])
     html = _environment().get_template("report.html.j2").render(
-        run=run, envelope=envelope, aois=aoi_views, alerts=sort_alerts_views(all_views), cfg=cfg,
+        run=run, envelope=envelope, aois=aoi_views, alerts=[v for v in all_views if v.in_run],
+        open_alerts=[v for v in all_views if not v.in_run], cfg=cfg,
         n_detections=len(detection_features), n_columns=len(column_features), min_valid=min_valid,
         generated=datetime.now().astimezone(),
     )

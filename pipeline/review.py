@@ -194,9 +194,9 @@ class ReviewSession:
                 ax.scatter([d.x for d in pts], [d.y for d in pts], s=22, marker="s", facecolors="none",
                            edgecolors=[np.array(colour) / 255], linewidths=1.0,
                            label=f"detected {cls.replace('_', ' ')} ({len(pts)})")
-        if window:
-            ax.set_xlim(window[0], window[2])
-            ax.set_ylim(window[1], window[3])
+        if window:  # clamped to the scene, so a zoom near the edge shows no blank band
+            ax.set_xlim(max(window[0], minx), min(window[2], maxx))
+            ax.set_ylim(max(window[1], miny), min(window[3], maxy))
         ax.set_xticks([])
         ax.set_yticks([])
         acq = scene.acquisition

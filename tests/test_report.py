@@ -99,6 +99,12 @@ def test_latest_points_at_the_newest_run_and_an_old_run_does_not_move_it(world):
         store.finish_run(newer, "ok", {})
         render_report(store, newer, w.data_dir)
         assert latest.resolve().name == newer
+        # a run that changed nothing still shows the alerts that are open at its AOIs, apart from its own
+        doc = json.loads((latest / "alerts.json").read_text())
+        assert doc["alerts"] == [] and {a["kind"] for a in doc["open_alerts"]} == {"airlift_surge", "outbound_columns"}
+        assert all((latest / p).is_file() for a in doc["open_alerts"] for p in a["evidence"])
+        page = (latest / "index.html").read_text()
+        assert "This run raised or updated no alert." in page and "Still open from earlier runs (2)" in page
         render_report(store, w.run_id, w.data_dir)  # regenerating the older one leaves latest alone
         assert latest.resolve().name == newer
 
