@@ -392,7 +392,11 @@ def test_acquisition_without_data_is_refused_and_not_cached(tmp_path, emulator):
     ghost = dc_replace(real, id="S2A_ghost", datetime=real.datetime + timedelta(days=1))
     with pytest.raises(SourceError, match="no data over tiny"):
         source.load(ghost, TINY)
-    assert not [p for p in cache_files(tmp_path) if p.is_file()]
+    assert [p.suffix for p in cache_files(tmp_path) if p.is_file()] == [".nodata"]  # no scene, only the answer
+    emulator.reset_counters()
+    with pytest.raises(SourceError, match="answer cached"):
+        source.load(ghost, TINY)
+    assert emulator.process_requests == 0  # no processing units spent twice on nothing
 
 
 def _http_failure(status: int, body: dict | str):

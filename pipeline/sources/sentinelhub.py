@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time as time_module
 from collections.abc import Callable, Iterable
@@ -48,7 +49,7 @@ from shapely.ops import unary_union
 
 from pipeline.config import SourceConfig
 from pipeline.errors import AuthError, SourceError
-from pipeline.geotiff import read_scene, write_scene
+from pipeline.geotiff import atomic_path, read_scene, write_scene
 from pipeline.sources.cache import SceneCache, request_hash
 from pipeline.sources.credentials import REDACTOR, Credentials, is_loopback_http, resolve_credentials
 from pipeline.sources.evalscript import EVALSCRIPT, OUTPUT_BANDS, REFLECTANCE_BANDS, SCL_INVALID
@@ -65,6 +66,10 @@ PASS_WINDOW = timedelta(minutes=10)
 """Process API time range around an acquisition: wide enough for all its tiles, far narrower than any revisit."""
 EMULATOR_TAG = "BASEWATCH_EMULATOR"
 EMULATOR_HEADER = "X-Basewatch-Emulator"
+
+
+class NoDataError(SourceError):
+    """The service answered, but with no data at all (dataMask 0 everywhere) for this acquisition and AOI."""
 
 
 class CorruptDownload(Exception):
@@ -446,10 +451,9 @@ class SentinelHubSource:
             stack[:, tile.row_off : tile.row_off + tile.height, tile.col_off : tile.col_off + tile.width] = data
             simulated |= from_emulator
         if not np.nan_to_num(stack[-1]).any():
-            raise SourceError(
+            raise NoDataError(
                 f"{acquisition.id}: the service has no data over {aoi.name} within {PASS_WINDOW} of "
-                f"{acquisition.datetime:%Y-%m-%d %H:%M:%S} UTC (dataMask 0 everywhere); nothing cached. "
-                "Use acquisitions from `search` (the catalog) rather than hand-made ones"
+                f"{acquisition.datetime:%Y-%m-%d %H:%M:%S} UTC (dataMask 0 everywhere)"
             )
         return scene_from_stack(stack, grid, acquisition, simulated)
 
@@ -471,7 +475,16 @@ class SentinelHubSource:
         if cached is not None:
             LOGGER.debug("cache hit %s", cached.name)
             return self._cached_scene(cached, acquisition), False, cached
-        scene = self._fetch_scene(acquisition, aoi, tiles, workers)
+        marker = self.cache.path(aoi.name, acquisition.id, req_hash).with_suffix(".nodata")
+        if marker.exists():  # the service already said it has nothing here: do not spend processing units again
+            raise SourceError(f"{marker.read_text(encoding='utf-8').strip()} (answer cached in {marker}; delete it "
+                              "to ask the service again)")
+        try:
+            scene = self._fetch_scene(acquisition, aoi, tiles, workers)
+        except NoDataError as exc:
+            write_text_atomic(marker, str(exc))
+            raise SourceError(f"{exc}; nothing cached but this answer. Use acquisitions from `search` (the "
+                              "catalog) rather than hand-made ones") from None
         path = write_scene(scene, self.cache.path(aoi.name, acquisition.id, req_hash))
         LOGGER.info("fetched %s over %s (%d request%s, valid %.0f%%%s) -> %s", acquisition.id, aoi.name, len(tiles),
                     "" if len(tiles) == 1 else "s", 100 * scene.valid_fraction,
@@ -519,6 +532,15 @@ class SentinelHubSource:
                 f"({done} fetched or cached; re-run to fetch only the missing ones). First: {first_id}: {first_msg}"
             )
         return report
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    tmp = atomic_path(path)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def scene_from_stack(stack: np.ndarray, grid: GridSpec, acquisition: Acquisition, simulated: bool) -> Scene:
