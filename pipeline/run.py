@@ -184,7 +184,9 @@ def run(config: BasewatchConfig, *, data_dir: Path, config_path: Path | None = N
     data_dir = Path(data_dir)
     scen = scenario if isinstance(scenario, ScenarioFile) else load_scenario(scenario or config.scenario)
     kind = source_kind or config.source.kind
-    updates: dict = {"source": config.source.model_copy(update={"kind": kind})}
+    updates: dict = {"source": config.source.model_copy(update={"kind": kind}), "data_dir": str(data_dir)}
+    if isinstance(scenario, str | Path):
+        updates["scenario"] = str(scenario)
     if detector:
         updates["detector"] = config.detector.model_copy(update={"name": detector})
     config = config.model_copy(update=updates)

@@ -61,6 +61,7 @@ def test_run_end_to_end_and_incremental(tmp_path, config):
         rec = store.run(first.run_id)
         assert rec.status == "ok" and rec.simulated and rec.aois == ["tartus"] and rec.start == START
         assert rec.config["detector"]["name"] == "classical" and rec.config["source"]["kind"] == "simulated"
+        assert rec.config["data_dir"] == str(data) and rec.config["scenario"] == str(scen)
         assert rec.summary["processed"] == 4
         acqs = store.acquisitions("tartus")
         assert len(acqs) == 4 and all(Path(a.scene_path).exists() for a in acqs)
