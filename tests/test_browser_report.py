@@ -7,6 +7,7 @@ Set BASEWATCH_SCREENSHOT=path to also copy the screenshot there (docs/report-scr
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -78,3 +79,29 @@ def test_escaped_names_show_as_text_in_chromium(browser, tmp_path):
     assert EVIL in page.text  # shown literally, as text
     assert page.dialogs == []
     assert EVIL in page.title or "basewatch report" in page.title
+
+
+def test_run_then_report_latest_renders_cleanly_in_chromium(browser, tmp_path):
+    """The acceptance path: `basewatch run` then `basewatch report latest`, opened in the browser."""
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+
+    data = tmp_path / "data"
+    runner = CliRunner()
+    ran = runner.invoke(app, ["run", "--data-dir", str(data), "--source", "simulated", "--detector", "classical",
+                              "--aoi", "tartus", "--start", "2024-12-08", "--end", "2024-12-18"])
+    assert ran.exit_code == 0, ran.output
+    regenerated = runner.invoke(app, ["report", "latest", "--data-dir", str(data)])
+    assert regenerated.exit_code == 0, regenerated.output
+    folder = (data / "reports" / "latest").resolve()
+    for name in ("index.html", "alerts.json", "detections.geojson", "columns.geojson", "alerts.geojson",
+                 "observations.csv"):
+        assert (folder / name).is_file(), name
+    page = browser.open((folder / "index.html").as_uri())
+    _check_page(page, folder)
+    assert "Tartus" in page.text and "SIMULATED SCENES" in page.text
+    assert len(page.images) >= 2  # time series + overview at least
+    doc = json.loads((folder / "alerts.json").read_text())
+    for a in doc["alerts"] + doc["open_alerts"]:
+        assert a["kind"] in page.text
