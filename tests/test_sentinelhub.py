@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import warnings
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import numpy as np
@@ -464,3 +464,44 @@ def test_concurrency_is_bounded_and_a_shared_401_renews_the_token_once(tmp_path,
     again = source.fetch(TINY, acqs)
     assert len(again.fetched) == 3 and emulator.token_requests == 1 and tokens_before == 1
     assert [r.status for r in emulator.records if r.endpoint == "process"].count(401) >= 1
+
+
+def test_valid_mask_table_of_scl_classes_and_datamask():
+    from pipeline.sources.sentinelhub import scene_from_stack
+    from pipeline.types import Acquisition, GridSpec
+
+    scl = np.arange(12, dtype=np.float32).reshape(1, 12)
+    stack = np.concatenate([np.full((4, 1, 12), 0.1, np.float32), scl[None], np.ones((1, 1, 12), np.float32)])
+    stack[5, 0, 4] = 0  # vegetation but outside the data footprint
+    grid = GridSpec("EPSG:32636", TINY.grid().transform, 12, 1)
+    acq = Acquisition(source="sentinelhub", id="x", sensor="Sentinel-2A", datetime=datetime(2024, 12, 13, tzinfo=UTC))
+    scene = scene_from_stack(stack, grid, acq, simulated=False)
+    assert scene.valid[0].tolist() == [False, False, True, False, False, True, True, True, False, False, False, True]
+    assert np.isnan(scene.bands[:, 0, 4]).all() and not scene.simulated
+
+
+def test_a_geotiff_without_the_emulator_marker_is_real_imagery(tmp_path):
+    """What the real service returns (no emulator tag or header) is written with SIMULATED=false."""
+    from rasterio.io import MemoryFile
+
+    from pipeline.geotiff import write_scene
+    from pipeline.sources.sentinelhub import TileRequest, scene_from_stack
+
+    grid = TINY.grid()
+    data = np.zeros((6, grid.height, grid.width), np.float32)
+    data[:4] = 0.12
+    data[4] = 4
+    data[5] = 1
+    with MemoryFile() as mem:
+        with mem.open(driver="GTiff", width=grid.width, height=grid.height, count=6, dtype="float32",
+                      crs=grid.crs, transform=grid.transform) as dst:
+            dst.write(data)
+        content = mem.read()
+    tile = TileRequest(0, 0, grid.width, grid.height, request=None, payload={})
+    decoded, from_emulator = SentinelHubSource._decode(content, {"Content-Type": "image/tiff"}, tile)
+    assert not from_emulator
+    acq = group_passes([{"properties": {"datetime": "2024-12-13T08:25:41Z", "platform": "sentinel-2b"}}])[0]
+    path = write_scene(scene_from_stack(decoded, grid, acq, from_emulator), tmp_path / "real.tif")
+    with rasterio.open(path) as src:
+        assert src.tags()["SIMULATED"] == "false"
+    assert SentinelHubSource._decode(content, {"X-Basewatch-Emulator": "simulated"}, tile)[1]
