@@ -53,19 +53,8 @@ class Chip:
 
 
 def _parcels(shape, rng, size_px: tuple[float, float], classes: list[str]) -> np.ndarray:
-    """Rotated grid of agricultural parcels, each with its own cover."""
-    h, w = shape
-    ang = rng.uniform(0, np.pi)
-    rr, cc = np.mgrid[0:h, 0:w].astype(np.float32)
-    u = rr * np.cos(ang) + cc * np.sin(ang)
-    v = -rr * np.sin(ang) + cc * np.cos(ang)
     a, b = size_px
-    iu = np.floor(u / a + rng.random()).astype(np.int64)
-    iv = np.floor(v / b + rng.random()).astype(np.int64)
-    cell = (iu * 7919 + iv * 104729) % 100003
-    ids = np.array([landcover.cover_id(c) for c in classes])
-    lut = ids[np.random.default_rng(int(rng.integers(1 << 31))).integers(0, len(ids), 100003)]
-    return lut[cell]
+    return landcover.parcels(shape, rng, (a * 0.7, a * 1.4), (b * 0.3, b * 1.2), classes)
 
 
 def _labels(style: str, shape, rng) -> np.ndarray:

@@ -77,3 +77,26 @@ def render_cover(labels: np.ndarray, rng: np.random.Generator, *, pal: np.ndarra
     towards = np.where(g[None] > 0, VEGETATION[:, None, None], SOIL[:, None, None])
     out = base * bright[None] + np.abs(g)[None] * (towards - base)
     return np.clip(out, 0.003, 1.0).astype(np.float32)
+
+
+def parcels(shape: tuple[int, int], rng: np.random.Generator, block_px: tuple[float, float],
+            strip_px: tuple[float, float], classes: list[str]) -> np.ndarray:
+    """Agricultural parcels: rotated blocks, each cut into strips of its own width and offset, each strip one cover.
+
+    Field patterns of uneven sizes, as on real farmland (a plain checkerboard looks synthetic).
+    """
+    h, w = shape
+    ang = rng.uniform(0, np.pi)
+    rr, cc = np.mgrid[0:h, 0:w].astype(np.float32)
+    u = rr * np.cos(ang) + cc * np.sin(ang)
+    v = -rr * np.sin(ang) + cc * np.cos(ang)
+    n = 100003
+    table = np.random.default_rng(int(rng.integers(1 << 31)))
+    iu = np.floor(u / rng.uniform(*block_px) + rng.random()).astype(np.int64)
+    key_u = (iu * 7919) % n
+    width = table.uniform(*strip_px, n)[key_u]
+    offset = table.uniform(0, 50, n)[key_u]
+    iv = np.floor((v + offset) / width).astype(np.int64)
+    cell = (iu * 7919 + iv * 104729) % n
+    ids = np.array([cover_id(c) for c in classes])
+    return ids[table.integers(0, len(ids), n)][cell]

@@ -162,15 +162,8 @@ def _terrain_labels(shape, rng, desert: bool) -> np.ndarray:
         lab[noise < -1.2] = cid("shrub")
         return lab
     # Mediterranean farmland: parcels of soil / winter crops / orchards / scrub
-    ang = rng.uniform(0, np.pi)
-    rr, cc = np.mgrid[0:h, 0:w].astype(np.float32)
-    u = rr * np.cos(ang) + cc * np.sin(ang)
-    v = -rr * np.sin(ang) + cc * np.cos(ang)
-    a, b = rng.uniform(12, 25), rng.uniform(15, 40)
-    cell = ((np.floor(u / a).astype(np.int64) * 7919 + np.floor(v / b).astype(np.int64) * 104729) % 100003)
-    classes = np.array([cid(c) for c in ("soil", "red_soil", "vegetation", "vegetation", "shrub", "dry_grass")])
-    lut = classes[np.random.default_rng(int(rng.integers(1 << 31))).integers(0, len(classes), 100003)]
-    lab = lut[cell]
+    lab = landcover.parcels(shape, rng, (15.0, 45.0), (4.0, 25.0),
+                            ["soil", "red_soil", "vegetation", "vegetation", "shrub", "dry_grass"])
     lab[noise > 1.3] = cid("shrub")
     return lab
 
@@ -195,7 +188,7 @@ def _synthetic_geometry(grid: GridSpec, rng) -> tuple[list[PixelZone], list[Pixe
     zones: list[PixelZone] = []
     roads: list[PixelRoad] = []
     cx, cy = rng.uniform(0.3, 0.7) * w, rng.uniform(0.3, 0.7) * h
-    if rng.random() < 0.8 and min(h, w) > 120:
+    if min(h, w) > 120 and (min(h, w) > 250 or rng.random() < 0.8):  # big enough: always an airfield
         ang = rng.uniform(0, np.pi)
         length = min(rng.uniform(2400, 3600) / 10, 0.9 * max(h, w))
         d = np.array([np.cos(ang), np.sin(ang)])
