@@ -168,8 +168,10 @@ def test_429_waits_at_least_retry_after(tmp_path, emulator):
         ({"status": 429, "retry_after_ms": 5}, "rate limited"),
         ({"corrupt": True}, "not a readable GeoTIFF"),
         ({"delay_s": 1.0}, "no answer within"),
+        ({"truncate": True}, "body was cut off"),
+        ({"status": 401}, "refused the access token"),
     ],
-    ids=["500", "429", "corrupt", "timeout"],
+    ids=["500", "429", "corrupt", "timeout", "truncated", "401"],
 )
 def test_persistent_fault_fails_clearly_and_rerun_fetches_only_what_is_missing(tmp_path, emulator, fault, words):
     first = make_source(tmp_path).fetch_window(TINY, date(2024, 12, 7), date(2024, 12, 9))
