@@ -238,3 +238,13 @@ def test_basewatch_evalscript_is_understood():
     assert parsed.input_bands == ("B02", "B03", "B04", "B08", "SCL", "dataMask")
     assert parsed.output_bands == 6 and parsed.sample_type == "FLOAT32"
     assert [b for b, _ in parsed.terms] == list(parsed.input_bands)
+
+
+def test_bounds_geometry_clips_like_the_service(emu, token):
+    body = process_body()
+    x0, y0, x1, y1 = BBOX
+    body["input"]["bounds"]["geometry"] = {"type": "Polygon", "coordinates": [
+        [[x0, y0], [x0 + 320, y0], [x0 + 320, y1], [x0, y1], [x0, y0]]]}  # the western half
+    data, *_ = read_tiff(post(emu, token, "/api/v1/process", body).content)
+    assert data[5, :, :32].all() and not data[5, :, 32:].any()  # dataMask 1 inside, 0 outside
+    assert not data[:, :, 32:].any()

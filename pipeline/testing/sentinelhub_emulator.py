@@ -36,6 +36,7 @@ from urllib.parse import parse_qs, urlparse
 import numpy as np
 from affine import Affine
 from pyproj import CRS as ProjCRS
+from rasterio.features import geometry_mask
 from rasterio.io import MemoryFile
 from shapely.geometry import box, mapping, shape
 
@@ -643,12 +644,18 @@ class SentinelHubEmulator:
             if not (isinstance(bb, list) and len(bb) == 4 and all(isinstance(v, int | float) for v in bb)
                     and bb[0] < bb[2] and bb[1] < bb[3]):
                 raise ServiceError(400, "Invalid request: bounds.bbox must be [minX, minY, maxX, maxY]")
-        elif "geometry" in bounds:
+        if "geometry" in bounds:
             try:
-                bb = list(shape(bounds["geometry"]).bounds)
+                clip = shape(bounds["geometry"])
             except Exception:
                 raise ServiceError(400, "Invalid request: bounds.geometry is not valid GeoJSON") from None
+            if clip.is_empty or not clip.is_valid:
+                raise ServiceError(400, "Invalid request: bounds.geometry is empty or not valid")
+            if "bbox" not in bounds:
+                bb = list(clip.bounds)
         else:
+            clip = None
+        if "bbox" not in bounds and clip is None:
             raise ServiceError(400, "Invalid request: bounds needs bbox or geometry")
         data = inp.get("data")
         if not isinstance(data, list) or len(data) != 1 or not isinstance(data[0], dict):
@@ -674,7 +681,7 @@ class SentinelHubEmulator:
         transform = Affine((bb[2] - bb[0]) / width, 0, bb[0], 0, -(bb[3] - bb[1]) / height, bb[3])
         grid = GridSpec(crs=f"EPSG:{epsg}", transform=transform, width=width, height=height)
         chosen = self._choose_pass(t0, t1, flt.get("mosaickingOrder", "mostRecent"), flt.get("maxCloudCoverage"))
-        stack = self._render_stack(grid, chosen, script, harmonize)
+        stack = self._render_stack(grid, chosen, script, harmonize, clip)
         return _geotiff(stack, grid, chosen), {EMULATOR_HEADER: "simulated"}
 
     def _output_size(self, out: dict, bb: list[float]) -> tuple[int, int]:
@@ -749,7 +756,9 @@ class SentinelHubEmulator:
                 self._render_cache.popitem(last=False)
         return pixels
 
-    def _render_stack(self, grid: GridSpec, p: Pass | None, script: ParsedEvalscript, harmonize: bool) -> np.ndarray:
+    def _render_stack(self, grid: GridSpec, p: Pass | None, script: ParsedEvalscript, harmonize: bool,
+                      clip=None) -> np.ndarray:
+        """The evalscript's outputs; like the service, outside ``clip`` (bounds.geometry) everything is 0."""
         shape_ = (grid.height, grid.width)
         if p is None:  # no acquisition in the time range: the service returns an empty (nodata) image
             values = {b: np.zeros(shape_, np.float32) for b in KNOWN_BANDS}
@@ -763,6 +772,9 @@ class SentinelHubEmulator:
                 for b in BAND_NAMES:
                     values[b] = values[b] * 10000.0 + offset
         stack = np.stack([values[band] * factor for band, factor in script.terms]).astype(np.float32)
+        if clip is not None:
+            outside = geometry_mask([mapping(clip)], out_shape=shape_, transform=grid.transform)
+            stack[:, outside] = 0.0
         return _to_sample_type(stack, script.sample_type)
 
 
