@@ -115,3 +115,24 @@ def test_emulator_command_serves_until_interrupted():
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_fetch_command_reports_failures_and_resumes(tmp_path, small_config, monkeypatch):
+    square = AOI(name="square", title="square", outline=box(35.940, 35.392, 35.952, 35.402))
+    monkeypatch.setenv("OAUTHLIB_INSECURE_TRANSPORT", "0")
+    args = ["fetch", "--config", str(small_config), "--data-dir", str(tmp_path / "data"), "--start", "2024-12-01",
+            "--end", "2024-12-20", "--max-cloud", "100"]
+    with SentinelHubEmulator(renderer=pattern_renderer, aois=[square]) as emu:
+        for key, value in emu.env().items():
+            monkeypatch.setenv(key, value)
+        emu.inject("process", status=503, times=-1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            failed = CliRunner().invoke(app, args)
+            assert failed.exit_code == 2
+            assert "fetch incomplete" in failed.output and "HTTP 503" in failed.output
+            assert "Traceback" not in failed.output
+            emu.clear_faults()
+            emu.reset_counters()
+            resumed = CliRunner().invoke(app, args)
+        assert resumed.exit_code == 0 and emu.process_requests == 4
