@@ -214,3 +214,40 @@ def test_email_for_real_imagery_has_no_simulated_marker():
     msg = build_email({**RUN, "simulated": False}, [alert(1)], "a@b.c", ["d@e.f"])
     assert "SIMULATED" not in msg["Subject"]
     assert msg["Subject"] == "[basewatch] 1 new alert: airlift_surge at khmeimim"
+
+
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
+def test_smtp_login_uses_credentials_from_the_environment_and_never_logs_them(tmp_path, caplog):
+    aiosmtpd = pytest.importorskip("aiosmtpd.controller")
+    from aiosmtpd.handlers import Sink
+    from aiosmtpd.smtp import AuthResult, LoginPassword
+
+    seen = []
+
+    def authenticator(server, session, envelope, mechanism, data):
+        ok = isinstance(data, LoginPassword) and (data.login, data.password) == (b"watcher", b"pa55-w0rd")
+        seen.append((mechanism, data.login if isinstance(data, LoginPassword) else None, ok))
+        return AuthResult(success=ok, handled=False)
+
+    def serve(port):
+        c = aiosmtpd.Controller(Sink(), hostname="127.0.0.1", port=port, authenticator=authenticator,
+                                auth_require_tls=False, auth_required=True)
+        c.start()
+        return c
+
+    port = free_port()
+    controller = serve(port)
+    try:
+        config = cfg(smtp_host="127.0.0.1", smtp_port=port, smtp_starttls=False, mail_to=["a@example.org"],
+                     max_attempts=1)
+        good = {"BASEWATCH_SMTP_USER": "watcher", "BASEWATCH_SMTP_PASSWORD": "pa55-w0rd"}
+        with caplog.at_level(logging.DEBUG):
+            bad = notify_new_alerts(tmp_path / "db.sqlite", RUN, [alert(1)], config,
+                                    env={**good, "BASEWATCH_SMTP_PASSWORD": "wrong-secret"})
+            assert bad[0].failed and "refused the login for 'watcher'" in bad[0].errors[0]
+            ok = notify_new_alerts(tmp_path / "db.sqlite", RUN, [], config, env=good)  # pending, retried
+        assert ok[0].delivered == [alert(1)["id"]]
+        assert seen[-1] == ("PLAIN", b"watcher", True) and not any(ok for *_, ok in seen[:-1])
+        assert "pa55-w0rd" not in caplog.text and "wrong-secret" not in caplog.text
+    finally:
+        controller.stop()
