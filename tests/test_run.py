@@ -128,18 +128,19 @@ def test_real_source_needs_a_window(tmp_path, config):
         run(config, data_dir=tmp_path, source_kind="files", progress=False, report=False)
 
 
-def _observations(db: Path) -> int:
+def _count(db: Path, table: str) -> int:
     try:
         con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)
         try:
-            return con.execute("SELECT COUNT(*) FROM observations").fetchone()[0]
+            return con.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
         finally:
             con.close()
     except sqlite3.Error:
         return 0
 
 
-def test_kill_9_mid_run_then_rerun_equals_uninterrupted(tmp_path, config):
+@pytest.mark.parametrize("stored_before_kill", [0, 2])
+def test_kill_9_mid_run_then_rerun_equals_uninterrupted(tmp_path, config, stored_before_kill):
     scen = tiny_scenario(tmp_path)
     killed = tmp_path / "killed"
     cmd = [sys.executable, "-c", "from pipeline.cli import app; app()", "run", "--scenario", str(scen),
@@ -147,12 +148,14 @@ def test_kill_9_mid_run_then_rerun_equals_uninterrupted(tmp_path, config):
     env = {**os.environ, "BASEWATCH_LOG": "WARNING"}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 90
-    while _observations(killed / "basewatch.sqlite") < 2 and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.05)
+    db = killed / "basewatch.sqlite"
+    while time.time() < deadline and proc.poll() is None and not (
+            _count(db, "runs") and _count(db, "observations") >= stored_before_kill):
+        time.sleep(0.02)
     assert proc.poll() is None, "run finished before it could be killed; make the scenario longer"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert 2 <= _observations(killed / "basewatch.sqlite") < 4
+    assert stored_before_kill <= _count(db, "observations") < 4
     with open_store(killed) as store:
         assert store.runs()[-1].status == "running"  # the killed run never finished
     subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)
