@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 from pyproj import CRS
@@ -124,7 +124,10 @@ def rediff(store: Store, run_id: str, aoi: AOI, model: str, config: BasewatchCon
     """Re-derive events of every observation at/after ``since`` and replay the AOI's alerts (inside the caller's
     transaction). Normally only the newest observation is affected; an older acquisition added later (history
     extended with --start) re-scores the ones after it. Returns what changed in the alerts."""
-    history = store.observations(aoi.name, model)
+    # what the diff of an observation at/after ``since`` can look at: its baseline window, and the baseline
+    # windows of the observations in its co-occurrence window
+    reach = timedelta(days=2 * config.diff.baseline_window_days + config.diff.cooccurrence_days + 1)
+    history = store.observations(aoi.name, model, since=since - reach)
     fresh = fresh or {}
     for obs in history:
         if obs.acquisition.datetime < since:
@@ -133,7 +136,7 @@ def rediff(store: Store, run_id: str, aoi: AOI, model: str, config: BasewatchCon
         if dets is None:
             dets = store.detections(aoi.name, obs.acquisition.id, model)
         store.replace_events(aoi.name, obs.acquisition.id, model, compare(aoi, history, obs, dets, config.diff))
-    observed = [o.acquisition.datetime for o in history if o.valid_fraction > 0]
+    observed = [when for when, valid in store.observation_times(aoi.name, model) if valid > 0]
     alerts = replay(store.events(aoi.name, model), observed, config.alerts, model=model)
     return store.replace_alerts(run_id, aoi.name, model, alerts)
 

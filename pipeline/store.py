@@ -348,14 +348,17 @@ class Store:
             sql, args = sql + " WHERE aoi = ?", (aoi,)
         return [r[0] for r in self._conn.execute(sql + " ORDER BY model", args)]
 
-    def observations(self, aoi: str, model: str | None = None) -> list[Observation]:
-        """Time-ordered observations of one AOI (all models, or one), columns included."""
+    def observations(self, aoi: str, model: str | None = None, since: datetime | None = None) -> list[Observation]:
+        """Time-ordered observations of one AOI (all models, or one; all dates or from ``since``), with columns."""
         sql = ("SELECT o.*, a.source, a.sensor, a.cloud_cover, a.footprint, a.simulated FROM observations o "
                "JOIN acquisitions a ON a.aoi = o.aoi AND a.acquisition_id = o.acquisition_id WHERE o.aoi = ?")
         args: tuple = (aoi,)
         if model is not None:
             sql += " AND o.model = ?"
             args += (model,)
+        if since is not None:
+            sql += " AND o.datetime >= ?"
+            args += (_iso(since),)
         rows = self._conn.execute(sql + " ORDER BY o.datetime, o.acquisition_id, o.model", args).fetchall()
         out = []
         for r in rows:
@@ -367,6 +370,12 @@ class Store:
                 detection_ids=tuple(json.loads(r["detection_ids"])),
             ))
         return out
+
+    def observation_times(self, aoi: str, model: str) -> list[tuple[datetime, float]]:
+        """(time, valid fraction) of every observation of an AOI by a model, time-ordered (cheap)."""
+        rows = self._conn.execute("SELECT datetime, valid_fraction FROM observations WHERE aoi = ? AND model = ? "
+                                  "ORDER BY datetime", (aoi, model))
+        return [(_dt(r[0]), r[1]) for r in rows]
 
     def detections(self, aoi: str, acquisition_id: str, model: str | None = None) -> list[Detection]:
         sql = "SELECT * FROM detections WHERE aoi = ? AND acquisition_id = ?"
