@@ -162,3 +162,20 @@ def test_kill_9_mid_run_then_rerun_equals_uninterrupted(tmp_path, config, stored
     _run(config, tmp_path / "clean", scen)
     assert _content(killed) == _content(tmp_path / "clean")
     assert not list((killed / "scenes").glob("*/.*.part"))
+
+
+def test_cli_run_prints_summary_and_says_simulated(tmp_path):
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+
+    scen = tiny_scenario(tmp_path, end=date(2024, 12, 13))
+    args = ["run", "--scenario", str(scen), "--data-dir", str(tmp_path / "d"), "--detector", "classical",
+            "--no-report"]
+    out = CliRunner().invoke(app, args)
+    assert out.exit_code == 0, out.output
+    assert "SIMULATED" in out.output and "tartus" in out.output and "classical-1.0" in out.output
+    bad = CliRunner().invoke(app, ["run", "--source", "satellite", "--data-dir", str(tmp_path / "d")])
+    assert bad.exit_code == 2 and "--source 'satellite' is not one of" in bad.output
+    backwards = CliRunner().invoke(app, [*args, "--start", "2024-12-20", "--end", "2024-12-10"])
+    assert backwards.exit_code == 2 and "before --start" in backwards.output
