@@ -15,6 +15,7 @@ from pipeline.store import detection_id
 from pipeline.types import AOI, Column, Detection, Observation, Scene, reproject_geometry
 
 PARKED_VEHICLE = "parked_vehicle"
+ROAD_PREFIX = "road:"  # zone_counts keys of egress roads (columns and their vehicles by direction)
 MOVING_VEHICLE = "moving_vehicle"
 
 
@@ -53,7 +54,8 @@ def observe(aoi: AOI, scene: Scene, detections: list[Detection], columns: list[C
     """Summarise one scene at one AOI. ``detections`` come from :func:`prepare_detections` (ids and zones set).
 
     counts: every class, plus parked/moving vehicles and per-direction column and vehicle totals.
-    zone_counts: zone -> class -> count, with vehicles split into ``parked_vehicle`` / ``moving_vehicle``.
+    zone_counts: zone -> class -> count, with vehicles split into ``parked_vehicle`` / ``moving_vehicle``; and
+    ``road:<name>`` -> columns/vehicles per direction on each egress road.
     """
     counts: dict[str, int] = {}
     zone_counts: dict[str, dict[str, int]] = {z.name: {} for z in aoi.zones}
@@ -64,15 +66,21 @@ def observe(aoi: AOI, scene: Scene, detections: list[Detection], columns: list[C
             counts[key] = counts.get(key, 0) + 1
         if d.zone is not None and d.zone in zone_counts:
             zone_counts[d.zone][key] = zone_counts[d.zone].get(key, 0) + 1
+    roads = {r.name: {} for r in aoi.roads}
     for direction in ("outbound", "inbound", "unknown"):
         chosen = [c for c in columns if c.direction == direction]
         counts[f"columns_{direction}"] = len(chosen)
         counts[f"vehicles_{direction}"] = int(sum(c.vehicles for c in chosen))
+        for c in chosen:
+            if c.road in roads:
+                per_road = roads[c.road]
+                per_road[f"columns_{direction}"] = per_road.get(f"columns_{direction}", 0) + 1
+                per_road[f"vehicles_{direction}"] = per_road.get(f"vehicles_{direction}", 0) + c.vehicles
     return Observation(
         aoi=aoi.name,
         acquisition=scene.acquisition,
         counts=counts,
-        zone_counts=zone_counts,
+        zone_counts={**zone_counts, **{f"{ROAD_PREFIX}{name}": c for name, c in roads.items()}},
         zone_valid=zone_valid_fractions(aoi, scene),
         columns=tuple(columns),
         valid_fraction=round(float(np.mean(scene.valid)) if scene.valid.size else 0.0, 4),

@@ -72,6 +72,9 @@ def test_counts_per_class_zone_and_column_direction():
     assert obs.zone_counts["north_pier"] == {"parked_vehicle": 1}
     assert obs.zone_counts["tartus_city"] == {"moving_vehicle": 1}
     assert obs.counts["vehicles_outbound"] == 7 and obs.counts["columns_inbound"] == 1
+    assert obs.zone_counts["road:east_to_m1_highway"] == {"columns_outbound": 1, "vehicles_outbound": 7,
+                                                           "columns_inbound": 1, "vehicles_inbound": 4}
+    assert obs.zone_counts["road:north_coast_road"] == {}
     assert obs.detection_ids == tuple(d.id for d in dets) and obs.valid_fraction == 1.0
 
 
