@@ -33,14 +33,14 @@ TRUCKS: tuple[TruckType, ...] = (
 # (B02, B03, B04, B08) reflectance of truck tops: white/silver trailer roofs and tarpaulins are much brighter than
 # asphalt (~0.07-0.10); olive military paint is darker than concrete and only faintly visible. CALIBRATION.md.
 TRUCK_PAINTS: dict[str, tuple[float, float, float, float]] = {
-    "white": (0.40, 0.42, 0.43, 0.45),
-    "silver": (0.28, 0.29, 0.30, 0.32),
-    "tarp_khaki": (0.19, 0.22, 0.25, 0.30),  # dusty sand-coloured canvas
+    "white": (0.52, 0.54, 0.55, 0.57),  # white trailer roofs / cabs (peaks match the s2td_braunschweig rainbows)
+    "silver": (0.36, 0.37, 0.38, 0.40),
+    "tarp_khaki": (0.22, 0.26, 0.29, 0.34),  # dusty sand-coloured canvas
     "olive": (0.07, 0.09, 0.09, 0.18),
     "red": (0.08, 0.08, 0.25, 0.30),
     "blue": (0.20, 0.14, 0.08, 0.18),
 }
-MILITARY_PAINT_WEIGHTS = {"tarp_khaki": 0.4, "olive": 0.2, "silver": 0.2, "white": 0.2}
+MILITARY_PAINT_WEIGHTS = {"tarp_khaki": 0.4, "olive": 0.2, "silver": 0.2, "white": 0.2}  # grey/white cabs, tarps
 CIVIL_PAINT_WEIGHTS = {"white": 0.4, "silver": 0.25, "tarp_khaki": 0.1, "olive": 0.05, "red": 0.1, "blue": 0.1}
 
 
