@@ -403,13 +403,28 @@ def sort_alerts_views(views: list[AlertView]) -> list[AlertView]:
     return sorted(views, key=lambda v: order[id(v.alert)])
 
 
+def format_figure(value) -> str:
+    """Baseline/current figures for people: numbers rounded, nested dicts as 'key value' pairs, lists joined."""
+    if value is None:
+        return "–"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.2f}".rstrip("0").rstrip(".") if value != int(value) else f"{int(value)}"
+    if isinstance(value, dict):
+        return ", ".join(f"{k.replace('_', ' ')} {format_figure(v)}" for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return ", ".join(format_figure(v) for v in value)
+    return str(value)
+
+
 def _environment() -> Environment:
     env = Environment(loader=PackageLoader("pipeline", "templates"), autoescape=select_autoescape(default=True),
                       trim_blocks=True, lstrip_blocks=True)
     env.filters["pct"] = lambda v: "–" if v is None else f"{v:.0%}"
     env.filters["dt"] = lambda v: "–" if v is None else v.strftime("%Y-%m-%d %H:%M UTC")
     env.filters["day"] = lambda v: "–" if v is None else v.strftime("%Y-%m-%d")
-    env.filters["tojson_pretty"] = lambda v: json.dumps(v, sort_keys=True)
+    env.filters["figure"] = format_figure
     return env
 
 
