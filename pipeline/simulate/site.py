@@ -123,9 +123,9 @@ def _long_axis_heading(poly: Polygon) -> tuple[float, float, float]:
     return heading, float(np.hypot(*long_)), float(np.hypot(*short))
 
 
-def _grid_slots(zone: PixelZone, pitch_along_px: float, pitch_across_px: float, size: str, rng,
-                margin_px: float, rows_first: bool = False) -> list[Slot]:
-    """Slots on a rotated grid inside the zone; ``rows_first`` orders them row by row (side-by-side parking)."""
+def _truck_slots(zone: PixelZone, rng, margin_px: float = 0.6) -> list[Slot]:
+    """Parking places in blocks: rows of 8-16 trucks side by side (~5 m apart), rows ~20 m apart, lanes between
+    blocks. Ordered block by block, row by row, so filling the first N gives compact, realistic groups."""
     heading, _, _ = _long_axis_heading(zone.polygon)
     h = np.deg2rad(heading)
     along = np.array([-np.cos(h), np.sin(h)])  # (drow, dcol)
@@ -135,17 +135,23 @@ def _grid_slots(zone: PixelZone, pitch_along_px: float, pitch_across_px: float, 
     inner = zone.polygon.buffer(-margin_px)
     if inner.is_empty:
         return []
+    pitch_al, pitch_ac = rng.uniform(0.45, 0.55), rng.uniform(1.8, 2.2)
+    block = int(rng.integers(8, 17))
     span = max(inner.bounds[2] - inner.bounds[0], inner.bounds[3] - inner.bounds[1])
-    n_al = int(span / pitch_along_px) + 2
-    n_ac = int(span / pitch_across_px) + 2
-    slots = []
-    ii, jj = np.meshgrid(np.arange(-n_al, n_al + 1), np.arange(-n_ac, n_ac + 1), indexing="xy" if rows_first else "ij")
+    n_al = int(span / pitch_al) + 2
+    n_ac = int(span / pitch_ac) + 2
+    ii, jj = np.meshgrid(np.arange(-n_al, n_al + 1), np.arange(-n_ac, n_ac + 1), indexing="ij")
     ii, jj = ii.ravel(), jj.ravel()
-    pts = centre[None] + along[None] * ii[:, None] * pitch_along_px + across[None] * jj[:, None] * pitch_across_px
+    keep = (ii % (block + 2)) < block  # two empty places between blocks
+    ii, jj = ii[keep], jj[keep]
+    order = np.lexsort((ii, jj, ii // (block + 2)))  # block, then row, then place
+    ii, jj = ii[order], jj[order]
+    pts = centre[None] + along[None] * ii[:, None] * pitch_al + across[None] * jj[:, None] * pitch_ac
     inside = contains_xy(inner, pts[:, 1], pts[:, 0])
+    slots = []
     for (r, c), j in zip(pts[inside], jj[inside], strict=True):
         face = (heading + 90.0 + (180.0 if j % 2 else 0.0)) % 360.0  # side by side, facing the aisle
-        slots.append(Slot(float(r), float(c), face, zone.name, size))
+        slots.append(Slot(float(r), float(c), face, zone.name, "truck"))
     return slots
 
 
@@ -330,7 +336,7 @@ def _paint_static(canvas: Canvas, layout: SiteLayout, zones, roads, rng, pal) ->
                 layout.runway_ends.append((float(p[0]), float(p[1]), float((heading + (180 if sign > 0 else 0)) % 360),
                                            z.name))
         elif z.kind in ("vehicle_park", "pier"):
-            layout.vehicle_slots += _grid_slots(z, 0.5, 2.0, "truck", rng, margin_px=0.6, rows_first=True)
+            layout.vehicle_slots += _truck_slots(z, rng)
 
 
 def _apron_strips(canvas: Canvas, z: PixelZone, heading: float, width_px: float, rng, concrete) -> list[Slot]:
