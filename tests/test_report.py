@@ -175,3 +175,22 @@ def test_chip_near_the_scene_edge_shifts_but_keeps_the_object(world):
     window = window_around(scene.grid, x, y, 64)
     assert (window.row0, window.col0 + window.cols) == (0, scene.width)
     assert window.rows == window.cols == 64 and window.contains(x, y)
+
+
+def test_latest_falls_back_to_a_redirect_folder_where_symlinks_fail(tmp_path, monkeypatch):
+    from pipeline import report as report_module
+
+    def no_symlinks(*args, **kwargs):
+        raise OSError("symlinks not supported here (test)")
+
+    monkeypatch.setattr(report_module.os, "symlink", no_symlinks)
+    reports = tmp_path / "reports"
+    (reports / "run-a").mkdir(parents=True)
+    latest = report_module.point_latest(reports, "run-a")
+    assert latest.is_dir() and not latest.is_symlink()
+    assert (latest / "RUN_ID").read_text().strip() == "run-a"
+    assert 'url=../run-a/index.html' in (latest / "index.html").read_text()
+    report_module.point_latest(reports, "run-b")  # moves on
+    assert (latest / "RUN_ID").read_text().strip() == "run-b"
+    monkeypatch.undo()
+    assert report_module.point_latest(reports, "run-a").resolve() == (reports / "run-a").resolve()
