@@ -26,6 +26,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.message import EmailMessage
+from email.utils import formatdate, make_msgid
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -174,11 +175,14 @@ def build_email(envelope: dict, alerts: list[dict], mail_from: str, mail_to: lis
     simulated = bool(envelope.get("simulated"))
     tag = "SIMULATED " if simulated else ""
     what = ", ".join(f"{a['kind']} at {a['aoi']}" for a in alerts[:3]) + (" …" if len(alerts) > 3 else "")
+    what = " ".join(what.split())  # data never breaks a header line
     noun = "alert" if len(alerts) == 1 else "alerts"
     message = EmailMessage()
     message["Subject"] = f"[basewatch] {tag}{len(alerts)} new {noun}: {what}"
     message["From"] = mail_from
     message["To"] = ", ".join(mail_to)
+    message["Date"] = formatdate(localtime=False)
+    message["Message-ID"] = make_msgid(domain=mail_from.rpartition("@")[2] or None)
     lines = []
     if simulated:
         lines += ["SIMULATED SCENES: these alerts come from the built-in simulator, not from real imagery.", ""]
@@ -319,7 +323,10 @@ def deliver(channel: Channel, envelope: dict, alerts: list[dict], *, max_attempt
             delay = backoff_s * 2 ** (attempt - 1)
             if exc.retry_after is not None:
                 delay = max(delay, min(exc.retry_after, 60.0))
-            sleep(delay)
+        except Exception as exc:  # noqa: BLE001 - a bug or odd data must not stop the run; recorded, retried next tick
+            log.exception("%s: unexpected delivery failure", channel.describe())
+            return attempt, f"{type(exc).__name__}: {_reason(exc)}"
+        sleep(delay)
     return max_attempts, error
 
 

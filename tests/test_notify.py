@@ -251,3 +251,12 @@ def test_smtp_login_uses_credentials_from_the_environment_and_never_logs_them(tm
         assert "pa55-w0rd" not in caplog.text and "wrong-secret" not in caplog.text
     finally:
         controller.stop()
+
+
+def test_email_headers_are_well_formed_whatever_the_data():
+    odd = {**alert(1), "kind": "airlift_surge\r\nBcc: victim@example.org", "aoi": "khmeimim\n"}
+    msg = build_email(RUN, [odd], "basewatch@example.org", ["a@example.org"])
+    assert "\n" not in msg["Subject"] and "\r" not in msg["Subject"]
+    assert msg["Bcc"] is None
+    assert msg["Date"] and msg["Message-ID"].endswith("@example.org>")
+    assert email.message_from_bytes(msg.as_bytes(), policy=policy.default)["Bcc"] is None
