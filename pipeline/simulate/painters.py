@@ -114,3 +114,28 @@ def paint_car(canvas: Canvas, row: float, col: float, heading: float, reflectanc
     shifts = band_displacements_px(speed_mps, heading, canvas.pixel_size) if speed_mps > 0 else None
     canvas.paint(car_shapes(), Placement(row, col, heading, canvas.pixel_size), reflectance,
                  band_shifts_px=shifts, ss=10)
+
+
+def paint_runway_markings(canvas: Canvas, row: float, col: float, heading: float, length_m: float,
+                          width_m: float, rng: np.random.Generator) -> None:
+    """ICAO-style white paint: threshold 'piano keys', aiming-point bars, touchdown-zone pairs, centreline dashes,
+    and dark rubber deposits in the touchdown zones. At 10 m they are bright bars and patches: good distractors."""
+    where = Placement(row, col, heading, canvas.pixel_size)
+    white = np.array([0.55, 0.57, 0.58, 0.60], dtype=np.float32) * rng.uniform(0.8, 1.1)
+    half = length_m / 2.0
+    n_keys = max(4, int(width_m / 3.6) - 2)
+    for sign in (1.0, -1.0):
+        end = sign * (half - 6.0 - 15.0)  # keys start 6 m in from the end, 30 m long
+        keys = [rect(30.0, 1.8, cx=end, cy=(k - (n_keys - 1) / 2) * 3.6) for k in range(n_keys)]
+        canvas.paint(keys, where, white, alpha=0.9, ss=8)
+        rubber = rect(600.0, width_m * 0.4, cx=sign * (half - 400.0))
+        canvas.darken([rubber], where, float(rng.uniform(0.7, 0.9)), ss=2)
+        aim = sign * (half - 400.0)
+        canvas.paint([rect(50.0, 7.0, cx=aim, cy=w) for w in (-width_m * 0.3, width_m * 0.3)], where, white,
+                     alpha=0.9, ss=6)
+        for d in (150.0, 300.0, 600.0):
+            canvas.paint([rect(22.5, 1.8, cx=sign * (half - d), cy=w) for w in (-width_m * 0.3, width_m * 0.3)],
+                         where, white, alpha=0.8, ss=8)
+    dashes = [rect(30.0, 0.9, cx=x) for x in np.arange(-half + 450.0, half - 450.0, 50.0)]
+    if dashes:
+        canvas.paint(dashes, where, white, alpha=0.7, ss=10)

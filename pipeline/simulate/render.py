@@ -14,9 +14,11 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
 import numpy as np
+from affine import Affine
 from shapely.geometry import LineString, Point
 
 from pipeline.config import PhaseFile
+from pipeline.errors import SceneError
 from pipeline.georef import map_to_lonlat, object_at_pixel, pixel_to_map
 from pipeline.simulate import painters, physics
 from pipeline.simulate import sensor as msi
@@ -28,6 +30,7 @@ from pipeline.simulate.vehicles import pick_paint, pick_truck
 from pipeline.types import AOI, BAND_NAMES, Acquisition, Column, GridSpec, MapObject, Scene
 
 SOURCE_NAME = "simulated"
+PIXEL_M = 10.0
 GENERIC_ACTIVITY = PhaseFile(name="generic-routine", start=date(2000, 1, 1), parked_vehicles=12, local_traffic=4)
 
 
@@ -269,9 +272,18 @@ def render_grid(grid: GridSpec, when: datetime, *, seed: int, aoi: AOI | None = 
                 activity: PhaseFile | None = None, cloud_free: bool = False, sensor: str = "Sentinel-2A",
                 cloud_probability: float = 0.2, cloud_fraction_override: float | None = None,
                 terrain_seed: int | None = None, acquisition: Acquisition | None = None) -> SimulatedScene:
-    """Render ``grid`` at ``when``. Same arguments => same pixels (every random draw derives from ``seed``)."""
+    """Render ``grid`` at ``when``. Same arguments => same pixels (every random draw derives from ``seed``).
+
+    The renderer works at Sentinel-2's native 10 m; a grid of another pixel size is rendered at 10 m over the same
+    bounds and resampled (truth positions are map coordinates and need no change).
+    """
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
+    if abs(grid.pixel_size - PIXEL_M) > 1e-6 or grid.transform.b or grid.transform.d:
+        return _render_resampled(grid, when, seed=seed, aoi=aoi, activity=activity, cloud_free=cloud_free,
+                                 sensor=sensor, cloud_probability=cloud_probability,
+                                 cloud_fraction_override=cloud_fraction_override, terrain_seed=terrain_seed,
+                                 acquisition=acquisition)
     site_name = aoi.name if aoi is not None else "grid"
     if terrain_seed is None:
         terrain_seed = physics.derive_seed("terrain", site_name, grid.crs, *np.round(grid.bounds, 1))
@@ -319,6 +331,34 @@ def render_grid(grid: GridSpec, when: datetime, *, seed: int, aoi: AOI | None = 
     scene = Scene(bands=bands, band_names=BAND_NAMES, transform=grid.transform, crs=grid.crs, valid=valid,
                   acquisition=acquisition, simulated=True)
     return SimulatedScene(scene=scene, truth=painter.truth, truth_columns=painter.columns)
+
+
+def _render_resampled(grid: GridSpec, when: datetime, **kwargs) -> SimulatedScene:
+    """Render on a 10 m north-up grid covering ``grid`` and resample to it (area mean when coarser, else bilinear)."""
+    from scipy import ndimage
+
+    if grid.transform.b or grid.transform.d:
+        raise SceneError(f"the simulator renders north-up grids only (got a rotated transform {grid.transform})")
+    minx, miny, maxx, maxy = grid.bounds
+    x0, y1 = np.floor(minx / PIXEL_M) * PIXEL_M, np.ceil(maxy / PIXEL_M) * PIXEL_M
+    width, height = int(np.ceil((maxx - x0) / PIXEL_M)), int(np.ceil((y1 - miny) / PIXEL_M))
+    fine = GridSpec(crs=grid.crs, transform=Affine(PIXEL_M, 0.0, float(x0), 0.0, -PIXEL_M, float(y1)), width=width,
+                    height=height)
+    sim = render_grid(fine, when, **kwargs)
+    ratio = grid.pixel_size / PIXEL_M
+    bands = sim.scene.bands
+    if ratio > 1.0:  # coarser: average over the target footprint first
+        bands = np.stack([ndimage.uniform_filter(b, size=max(1, int(round(ratio))), mode="nearest") for b in bands])
+    cols = (grid.transform.c + (np.arange(grid.width) + 0.5) * grid.transform.a - x0) / PIXEL_M - 0.5
+    rows = (y1 - (grid.transform.f + (np.arange(grid.height) + 0.5) * grid.transform.e)) / PIXEL_M - 0.5
+    rr, cc = np.meshgrid(rows, cols, indexing="ij")
+    out = np.stack([ndimage.map_coordinates(b, [rr, cc], order=1, mode="nearest") for b in bands]).astype(np.float32)
+    invalid = ndimage.maximum_filter(~sim.scene.valid, size=max(1, int(np.ceil(ratio))), mode="nearest")
+    valid = ~ndimage.map_coordinates(invalid.astype(np.uint8), [rr, cc], order=0, mode="nearest").astype(bool)
+    scene = Scene(bands=out, band_names=sim.scene.band_names, transform=grid.transform, crs=grid.crs, valid=valid,
+                  acquisition=sim.scene.acquisition, simulated=True)
+    inside = [o for o in sim.truth if minx <= o.x < maxx and miny < o.y <= maxy]
+    return SimulatedScene(scene=scene, truth=inside, truth_columns=sim.truth_columns)
 
 
 def render_scene(aoi: AOI, when: datetime, *, seed: int, activity: PhaseFile | None = None,

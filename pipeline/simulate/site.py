@@ -267,6 +267,7 @@ def build_site(grid: GridSpec, aoi: AOI | None, terrain_seed: int) -> SiteLayout
 def _paint_static(canvas: Canvas, layout: SiteLayout, zones, roads, rng, pal) -> None:
     """Taxiways, roads (egress + local), buildings in built zones, hangars by aprons, parking slots."""
     h, w = layout.labels.shape
+    grid_m = canvas.pixel_size
     runways = [z for z in zones if z.kind == "runway"]
     shadow_dir, sun_elev = 330.0, 35.0  # static buildings: shadows baked for a winter late morning
     concrete = pal[landcover.cover_id("concrete")]
@@ -327,12 +328,13 @@ def _paint_static(canvas: Canvas, layout: SiteLayout, zones, roads, rng, pal) ->
                                    rng.uniform(25, 50), heading, _roof(rng, metal=True), height_m=12,
                                    shadow_dir_deg=shadow_dir, sun_elev_deg=sun_elev)
         elif z.kind == "runway":
-            heading, length, _ = _long_axis_heading(z.polygon)
+            heading, length, width = _long_axis_heading(z.polygon)
             c = z.polygon.centroid
+            painters.paint_runway_markings(canvas, c.y, c.x, heading, length * grid_m, width * grid_m, rng)
             hd = np.deg2rad(heading)
             d = np.array([-np.cos(hd), np.sin(hd)])
             for sign in (1, -1):
-                p = np.array([c.y, c.x]) + d * sign * (length / 2 - 6)
+                p = np.array([c.y, c.x]) + d * sign * (length / 2 - 12)  # past the threshold keys
                 layout.runway_ends.append((float(p[0]), float(p[1]), float((heading + (180 if sign > 0 else 0)) % 360),
                                            z.name))
         elif z.kind in ("vehicle_park", "pier"):
