@@ -228,6 +228,7 @@ def emulator_cmd(
 @user_errors
 def schedule_cmd(
     once: bool = typer.Option(False, "--once", help="Run every schedule once now and exit (cron / systemd timer)."),
+    list_only: bool = typer.Option(False, "--list", help="Show the schedules and their next run times; run nothing."),
     name: list[str] | None = typer.Option(None, "--name", help="Only this schedule (repeatable; default: all)."),
     config: Path | None = ConfigOption,
     data_dir: Path | None = DataDirOption,
@@ -244,6 +245,6 @@ def schedule_cmd(
 
     results = schedule_command(config_path=config, data_dir=data_dir, once=once, names=name or None, source=source,
                                detector=detector, start=start.date() if start else None,
-                               end=end.date() if end else None)
+                               end=end.date() if end else None, list_only=list_only)
     if any(not r.ok for r in results):
         raise typer.Exit(1)

@@ -258,11 +258,25 @@ def _report_evidence(report_dir: Path | None) -> dict[str, list[str]]:
     return {a["id"]: list(a.get("evidence", [])) for a in doc.get("alerts", [])}
 
 
+def upcoming(scheduler: Scheduler, now: datetime | None = None, count: int = 3) -> dict[str, list[datetime]]:
+    """The next ``count`` firing times (UTC) of each schedule."""
+    now = now or _utcnow()
+    out = {}
+    for e in scheduler.entries:
+        times, t = [], now
+        for _ in range(count):
+            t = scheduler.crons[e.name].next_after(t)
+            times.append(t)
+        out[e.name] = times
+    return out
+
+
 def schedule_command(*, config_path: Path | None, data_dir: Path | None, once: bool, names: list[str] | None,
                      source: str | None, detector: str | None, start: date | None,
-                     end: date | None) -> list[TickResult]:
-    """`basewatch schedule [--once]`: print what each tick did; exit status is the CLI's business."""
+                     end: date | None, list_only: bool = False) -> list[TickResult]:
+    """`basewatch schedule [--once | --list]`: print what each tick did; exit status is the CLI's business."""
     from rich.console import Console
+    from rich.table import Table
 
     from pipeline.config import load_config
 
@@ -270,6 +284,13 @@ def schedule_command(*, config_path: Path | None, data_dir: Path | None, once: b
     scheduler = Scheduler(cfg, data_dir=Path(data_dir or cfg.data_dir), config_path=config_path, names=names,
                           source_kind=source, detector=detector, start=start, end=end, progress=once)
     out = Console()
+    if list_only:
+        table = Table("schedule", "cron (UTC)", "AOIs", "next runs (UTC)")
+        for e in scheduler.entries:
+            times = upcoming(scheduler)[e.name]
+            table.add_row(e.name, e.cron, ", ".join(e.aois), ", ".join(f"{t:%Y-%m-%d %H:%M}" for t in times))
+        out.print(table)
+        return []
     if not once:
         out.print(f"scheduler on {scheduler.data_dir}: {len(scheduler.entries)} schedule(s), times in UTC; "
                   "Ctrl-C stops")

@@ -209,3 +209,20 @@ def test_schedule_once_posts_each_seed_alert_once_and_a_second_once_posts_nothin
         assert report["simulated"] is True
     finally:
         hook.close()
+
+
+def test_schedule_list_shows_next_runs_without_running(tmp_path):
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+
+    result = CliRunner().invoke(app, ["schedule", "--list", "--data-dir", str(tmp_path / "d")])
+    assert result.exit_code == 0, result.output
+    assert "syria-daily" in result.output and "30 12 * * *" in result.output and "libya-daily" in result.output
+    assert not (tmp_path / "d").exists()  # nothing ran, no lock taken
+    sched = Scheduler(BasewatchConfig(schedules=[ScheduleEntry(name="a", cron="0 */6 * * *", aois=["tartus"])]),
+                      data_dir=tmp_path)
+    from pipeline.schedule import upcoming
+
+    assert upcoming(sched, utc(2024, 12, 13, 5, 0))["a"] == [utc(2024, 12, 13, 6), utc(2024, 12, 13, 12),
+                                                             utc(2024, 12, 13, 18)]
