@@ -239,6 +239,16 @@ def _alert_feature(alert: Alert, record: dict, evidence: list[Detection], aoi: A
     return {"type": "Feature", "geometry": geom, "properties": props}
 
 
+def _safely(what: str, fn, *args, **kwargs) -> bool:
+    """Run one figure; a failure is logged with its traceback and leaves that figure out, not the report."""
+    try:
+        fn(*args, **kwargs)
+        return True
+    except Exception:  # noqa: BLE001 - the run calls the report last; one bad figure must not lose the rest
+        log.exception("report: %s failed; left out of the report", what)
+        return False
+
+
 def _write_text(path: Path, text: str) -> Path:
     tmp = atomic_path(path)
     try:
@@ -322,17 +332,18 @@ def _build(store, run, out: Path) -> None:
             for col in obs.columns:
                 column_features.append(column_feature(col, **extra))
         if observations:
-            time_series_plot(observations, out / "plots" / f"{fname}-timeseries.png", title=view.title,
-                             alerts=aoi_alerts, window_days=cfg.diff.baseline_window_days,
-                             min_history=cfg.diff.min_history, min_valid=min_valid, simulated=run.simulated)
-            view.time_series = f"plots/{fname}-timeseries.png"
+            if _safely(f"time series of {aoi_name}", time_series_plot, observations,
+                       out / "plots" / f"{fname}-timeseries.png", title=view.title, alerts=aoi_alerts,
+                       window_days=cfg.diff.baseline_window_days, min_history=cfg.diff.min_history,
+                       min_valid=min_valid, simulated=run.simulated):
+                view.time_series = f"plots/{fname}-timeseries.png"
             clear = [o for o in observations if o.valid_fraction >= min_valid]
             latest = (clear or observations)[-1]
             got = scenes.get(aoi_name, latest.acquisition.id)
-            if got is not None and aoi is not None:
-                scene, _ = got
-                overview_image(scene, aoi, store.detections(aoi_name, latest.acquisition.id, latest.model),
-                               list(latest.columns), out / "plots" / f"{fname}-overview.png", title=view.title)
+            if got is not None and aoi is not None and _safely(
+                    f"overview of {aoi_name}", overview_image, got[0], aoi,
+                    store.detections(aoi_name, latest.acquisition.id, latest.model), list(latest.columns),
+                    out / "plots" / f"{fname}-overview.png", title=view.title):
                 view.overview = f"plots/{fname}-overview.png"
                 acq = latest.acquisition
                 view.overview_caption = (f"{acq.datetime:%Y-%m-%d %H:%M} UTC, {acq.sensor}, "
@@ -348,6 +359,9 @@ def _build(store, run, out: Path) -> None:
                                                                prefix, min_valid)
             except BasewatchError as exc:
                 log.warning("report: no chips for alert %s (%s)", alert.id, exc)
+                pairs, before_id, current_id = [], None, None
+            except Exception:  # noqa: BLE001 - a chip must never cost the whole report (the run calls us last)
+                log.exception("report: chips of alert %s failed", alert.id)
                 pairs, before_id, current_id = [], None, None
             chip_paths = []
             for pair in pairs:
