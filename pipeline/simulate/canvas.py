@@ -68,14 +68,15 @@ def coverage(polys_px: list[np.ndarray], ss: int, shape: tuple[int, int]) -> tup
     inside_any = np.zeros((h * ss, w * ss), dtype=bool)
     for poly in polys_px:
         inside = np.ones_like(inside_any)
-        n = len(poly)
+        pts = poly.tolist()
+        n = len(pts)
         # orientation-independent convex test: all cross products share a sign
-        area2 = np.sum(poly[:, 0] * np.roll(poly[:, 1], -1) - np.roll(poly[:, 0], -1) * poly[:, 1])
+        area2 = sum(pts[k][0] * pts[(k + 1) % n][1] - pts[(k + 1) % n][0] * pts[k][1] for k in range(n))
         sign = 1.0 if area2 >= 0 else -1.0
         for k in range(n):
-            (ar, ac), (br, bc) = poly[k], poly[(k + 1) % n]
-            cross = (br - ar) * (cols - ac) - (bc - ac) * (rows - ar)
-            inside &= (sign * cross) >= 0
+            (ar, ac), (br, bc) = pts[k], pts[(k + 1) % n]
+            cross = (sign * (br - ar)) * (cols - ac) - (sign * (bc - ac)) * (rows - ar)
+            inside &= cross >= 0
         inside_any |= inside
     cov = inside_any.reshape(h, ss, w, ss).mean(axis=(1, 3))
     return cov.astype(np.float32), r0, c0

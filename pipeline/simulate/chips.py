@@ -162,13 +162,17 @@ def _add_aprons(lay: _Layout, style: str) -> None:
     heading = rng.uniform(0, 180)
     for i in range(k):
         L, W = rng.uniform(200, 1200), rng.uniform(100, 450)
-        if i == 0 and style == "airfield" and rng.random() < 0.5:
-            L, W = 3000.0, rng.uniform(45, 60)  # a runway strip
+        runway = i == 0 and style == "airfield" and rng.random() < 0.5
+        if runway:
+            L, W = rng.uniform(1800, 3600), rng.uniform(30, 60)  # a runway strip
         row, col = rng.uniform(0, n, 2)
         surface = "concrete" if rng.random() < 0.7 else "asphalt"
         refl = pal[landcover.cover_id(surface)] * rng.uniform(0.75, 1.3)
-        painters.paint_box(lay.canvas, row, col, L, W, heading + rng.choice([0, 90]) * (i > 0), refl)
-        lay.aprons.append((row, col, L, W, heading))
+        box_heading = heading + float(rng.choice([0, 90])) * (i > 0)
+        painters.paint_box(lay.canvas, row, col, L, W, box_heading, refl)
+        if runway and rng.random() < 0.8:
+            painters.paint_runway_markings(lay.canvas, row, col, box_heading, L, W, rng)
+        lay.aprons.append((row, col, L, W, box_heading))
         # concrete slab seams / stains: low-contrast patches
         for _ in range(int(rng.integers(0, 6))):
             painters.paint_box(lay.canvas, row + rng.normal(0, W / 40), col + rng.normal(0, L / 40),
@@ -180,6 +184,14 @@ def _add_clutter(lay: _Layout, style: str) -> None:
     rng = lay.rng
     n = lay.full
     c = lay.canvas
+    if style == "urban" and rng.random() < 0.7:  # a town: street grid and dense flat roofs
+        from shapely.geometry import box
+
+        from pipeline.simulate.site import PixelZone, paint_town
+
+        asphalt = landcover.palette()[landcover.cover_id("asphalt")]
+        paint_town(c, PixelZone("town", "built", box(0, 0, n, n)), rng, asphalt, lay.shadow_dir, lay.sun_elev,
+                   max_buildings=150)
     n_build = {"urban": 70, "port": 40, "airfield": 12, "mixed": 20}.get(style, 5)
     n_build = int(rng.integers(0, n_build + 1))
     for _ in range(n_build):

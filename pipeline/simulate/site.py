@@ -306,7 +306,7 @@ def _paint_static(canvas: Canvas, layout: SiteLayout, zones, roads, rng, pal) ->
     for z in zones:
         if z.kind != "built":
             continue
-        _paint_town(canvas, z, rng, asphalt, shadow_dir, sun_elev)
+        paint_town(canvas, z, rng, asphalt, shadow_dir, sun_elev)
     for _ in range(int(h * w / 4000)):
         r, c = rng.uniform(0, h), rng.uniform(0, w)
         if keep_out_prep is not None and keep_out_prep.contains(Point(c, r)):
@@ -396,7 +396,8 @@ def _line_slots(zone: PixelZone, point: np.ndarray, along: np.ndarray, pitch: fl
     return out
 
 
-def _paint_town(canvas: Canvas, z: PixelZone, rng, asphalt, shadow_dir: float, sun_elev: float) -> None:
+def paint_town(canvas: Canvas, z: PixelZone, rng, asphalt, shadow_dir: float, sun_elev: float,
+               max_buildings: int = 1200) -> None:
     """Blocks between streets, densely built with flat roofs (mostly concrete-grey, some bright or tiled)."""
     minx, miny, maxx, maxy = z.polygon.bounds
     inside = prep(z.polygon)
@@ -414,7 +415,7 @@ def _paint_town(canvas: Canvas, z: PixelZone, rng, asphalt, shadow_dir: float, s
                 if not piece.is_empty and piece.length > 2:
                     painters.paint_polyline(canvas, np.asarray(piece.coords)[:, ::-1], float(rng.uniform(8, 14)),
                                             asphalt * rng.uniform(1.0, 1.4), ss=2)
-    n = int(min(z.polygon.area / 9.0, 1200))
+    n = int(min(z.polygon.area / 9.0, max_buildings))
     for _ in range(n):
         x, y = rng.uniform(minx, maxx), rng.uniform(miny, maxy)
         if not inside.contains(Point(x, y)):
