@@ -156,7 +156,14 @@ class ReviewSession:
             from pipeline.sources.simulated import SimulatedSource
 
             source = SimulatedSource(load_scenario(self.config.scenario))
-            return list(source.truth(rec.acquisition, load_aoi(aoi)).truth)
+            rendered = source.truth(rec.acquisition, load_aoi(aoi))
+            stored = read_scene(rec.scene_path)
+            if rendered.scene.bands.shape != stored.bands.shape or not np.allclose(
+                    rendered.scene.bands[:, stored.valid], stored.bands[:, stored.valid], atol=1e-4):
+                log.warning("ground truth of %s/%s: re-rendering %s does not give the stored pixels (another "
+                            "scenario or simulator version); no truth shown", aoi, acquisition_id, self.config.scenario)
+                return None
+            return list(rendered.truth)
         except (BasewatchError, ImportError) as exc:
             log.warning("no ground truth for %s/%s: %s", aoi, acquisition_id, exc)
             return None
