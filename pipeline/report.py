@@ -21,6 +21,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -273,6 +274,7 @@ def render_report(store, run_id: str, data_dir: Path) -> Path:
     reports = data_dir / "reports"
     reports.mkdir(parents=True, exist_ok=True)
     final = reports / run.id
+    _sweep_stale(reports)
     work = Path(tempfile.mkdtemp(prefix=f".{run.id}.", dir=reports))
     try:
         _build(store, run, work)
@@ -443,6 +445,17 @@ def _environment() -> Environment:
 
 
 # ---------------------------------------------------------------- folder swaps
+
+
+def _sweep_stale(reports: Path, older_than_s: float = 3600.0) -> None:
+    """Remove half-built folders a killed report generation left behind (hidden, older than an hour)."""
+    now = time.time()
+    for path in reports.glob(".*"):
+        try:
+            if path.is_dir() and not path.is_symlink() and now - path.stat().st_mtime > older_than_s:
+                shutil.rmtree(path, ignore_errors=True)
+        except OSError:
+            continue
 
 
 def _readable(folder: Path) -> None:

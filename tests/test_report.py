@@ -194,3 +194,20 @@ def test_latest_falls_back_to_a_redirect_folder_where_symlinks_fail(tmp_path, mo
     assert (latest / "RUN_ID").read_text().strip() == "run-b"
     monkeypatch.undo()
     assert report_module.point_latest(reports, "run-a").resolve() == (reports / "run-a").resolve()
+
+
+def test_half_built_folders_of_a_killed_report_are_swept(world):
+    import os
+    import time
+
+    w, folder = world
+    stale = w.data_dir / "reports" / f".{w.run_id}.abandoned"
+    (stale / "chips").mkdir(parents=True)
+    fresh = w.data_dir / "reports" / ".someone-else.building"
+    fresh.mkdir()
+    old = time.time() - 7200
+    os.utime(stale, (old, old))
+    with open_store(w.data_dir) as store:
+        render_report(store, w.run_id, w.data_dir)
+    assert not stale.exists() and fresh.exists()  # only what is clearly abandoned
+    fresh.rmdir()
