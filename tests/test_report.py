@@ -211,3 +211,14 @@ def test_half_built_folders_of_a_killed_report_are_swept(world):
         render_report(store, w.run_id, w.data_dir)
     assert not stale.exists() and fresh.exists()  # only what is clearly abandoned
     fresh.rmdir()
+
+
+def test_a_run_on_real_imagery_has_no_simulated_banner(tmp_path):
+    w = build_world(tmp_path, simulated=False, n_dates=4)
+    with open_store(w.data_dir) as store:
+        folder = render_report(store, w.run_id, w.data_dir)
+    html = (folder / "index.html").read_text()
+    assert 'id="simulated-banner"' not in html and "(SIMULATED)" not in html
+    assert json.loads((folder / "alerts.json").read_text())["simulated"] is False
+    assert json.loads((folder / "detections.geojson").read_text())["simulated"] is False
+    assert {r["simulated"] for r in csv.DictReader((folder / "observations.csv").open())} == {"false"}
