@@ -15,7 +15,7 @@ import yaml
 from typer.testing import CliRunner
 
 from pipeline.cli import app
-from pipeline.config import load_config, load_scenario
+from pipeline.config import load_aoi, load_config, load_scenario
 from pipeline.scenarios import ColumnScore, default_scenarios, evaluate_scenario
 
 CONFIG = load_config()
@@ -98,3 +98,63 @@ def test_evaluate_scenarios_exits_non_zero_on_mismatch(tmp_path):
                                    "--data-dir", str(tmp_path / "data")])
     assert out.exit_code == 0, out.output
     assert "1/1 scenarios match" in out.output
+
+
+# ---------------------------------------------------------------- expectation checks on hand-built stores
+
+
+def _store_with(tmp_path, parked: list[int], valid: list[float], events=()):
+    from datetime import UTC, datetime, timedelta
+
+    from pipeline.store import Store
+    from pipeline.types import Acquisition, ChangeEvent, Observation
+
+    store = Store(tmp_path / "basewatch.sqlite")
+    run_id = store.begin_run(CONFIG, source="simulated", simulated=True, model="m", aois=["khmeimim"],
+                             start=date(2024, 12, 1), end=date(2024, 12, 31))
+    aoi = load_aoi("khmeimim")
+    aprons = [z.name for z in aoi.zones if z.kind == "apron"]
+    for i, (n, v) in enumerate(zip(parked, valid, strict=True)):
+        when = datetime(2024, 12, 1, 8, 25, tzinfo=UTC) + timedelta(days=5 * i)
+        acq = Acquisition(source="simulated", id=f"a{i}", sensor="Sentinel-2A", datetime=when, simulated=True)
+        zc = {z.name: {} for z in aoi.zones}
+        zc[aprons[0]] = {"small_aircraft": n}
+        obs = Observation(aoi="khmeimim", acquisition=acq, counts={"small_aircraft": n}, zone_counts=zc,
+                          zone_valid={z.name: v for z in aoi.zones}, columns=(), valid_fraction=v, model="m")
+        evs = [ChangeEvent(aoi="khmeimim", kind=k, acquisition_id=acq.id, when=when, score=1.0, confidence=c,
+                           baseline={}, current={}) for (day, k, c) in events if day == i]
+        store.save_acquisition(run_id, "khmeimim", f"{i}.tif", obs, [], [], evs)
+    return store, aoi
+
+
+def _exp(kind: str, expect: str = "present", **kw):
+    from pipeline.config import ExpectationFile
+
+    return ExpectationFile(id="x", claim="c", aoi="khmeimim", kind=kind, start=date(2024, 12, 1),
+                           end=date(2024, 12, 31), expect=expect, **kw)
+
+
+def test_expectation_present_absent_and_confidence(tmp_path):
+    from pipeline.scenarios import check_expectation
+
+    store, aoi = _store_with(tmp_path, [10, 10, 10], [1, 1, 1],
+                             events=[(1, "withdrawal_activity", 0.8), (2, "airlift_surge", 0.1)])
+    assert check_expectation(_exp("withdrawal_activity"), store, aoi, "m", CONFIG).ok
+    assert check_expectation(_exp("withdrawal_activity"), store, aoi, "other-model", CONFIG).ok is False
+    assert not check_expectation(_exp("withdrawal_activity", "absent"), store, aoi, "m", CONFIG).ok
+    assert not check_expectation(_exp("withdrawal_activity", max_confidence=0.7), store, aoi, "m", CONFIG).ok
+    # under min_confidence an event stays silent, so it neither confirms nor breaks an expectation
+    assert check_expectation(_exp("airlift_surge", "absent"), store, aoi, "m", CONFIG).ok
+    store.close()
+
+
+def test_no_abandonment_sees_empty_aprons_but_not_clouded_ones(tmp_path):
+    from pipeline.scenarios import check_expectation
+
+    store, aoi = _store_with(tmp_path / "a", [10, 10, 10, 0], [1, 1, 1, 1])
+    res = check_expectation(_exp("no_abandonment"), store, aoi, "m", CONFIG)
+    assert not res.ok and res.fired == [("2024-12-16", 1.0)]
+    store.close()
+    store, aoi = _store_with(tmp_path / "b", [10, 10, 10, 0], [1, 1, 1, 0.2])  # the empty look was clouded
+    assert check_expectation(_exp("no_abandonment"), store, aoi, "m", CONFIG).ok
+    store.close()
