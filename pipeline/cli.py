@@ -179,13 +179,14 @@ def simulate_cmd(
     seed: int | None = typer.Option(None, "--seed", help="Master seed (default: scenario's); same seed, same pixels."),
     scenario: Path | None = typer.Option(None, "--scenario", help="Scenario file (default: the seed scenario)."),
     held_out: int | None = typer.Option(None, "--held-out", help="Write N random evaluation scenes instead."),
+    size: int = typer.Option(512, "--size", min=64, max=4000, help="Side of --held-out scenes (pixels, +-25%)."),
     config: Path | None = ConfigOption,
 ) -> None:
     """Write SIMULATED Sentinel-2 L2A scenes (GeoTIFF) and their ground truth (GeoJSON) for an AOI and dates."""
     from pipeline.simulate.command import simulate_command
 
     written = simulate_command(aoi, out, day.date() if day else None, start.date() if start else None,
-                               end.date() if end else None, seed, scenario, held_out, config_path=config)
+                               end.date() if end else None, seed, scenario, held_out, config_path=config, size=size)
     for w in written:
         Console(soft_wrap=True).print(f"{w.scene}  ({w.objects} objects, {w.columns} columns)  truth: {w.truth.name}")
 

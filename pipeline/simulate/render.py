@@ -31,6 +31,7 @@ from pipeline.types import AOI, BAND_NAMES, Acquisition, Column, GridSpec, MapOb
 
 SOURCE_NAME = "simulated"
 PIXEL_M = 10.0
+MAX_PIXELS = 16_000_000  # 4000 x 4000 at 10 m = 40 x 40 km; keeps one render under ~1.5 GB
 GENERIC_ACTIVITY = PhaseFile(name="generic-routine", start=date(2000, 1, 1), parked_vehicles=12, local_traffic=4)
 
 
@@ -279,6 +280,9 @@ def render_grid(grid: GridSpec, when: datetime, *, seed: int, aoi: AOI | None = 
     """
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
+    if grid.width < 1 or grid.height < 1 or grid.width * grid.height > MAX_PIXELS:
+        raise SceneError(f"cannot simulate a {grid.width} x {grid.height} px grid: give 1 to {MAX_PIXELS:,} pixels "
+                         "(split a large area into tiles of at most 4000 x 4000)")
     if abs(grid.pixel_size - PIXEL_M) > 1e-6 or grid.transform.b or grid.transform.d:
         return _render_resampled(grid, when, seed=seed, aoi=aoi, activity=activity, cloud_free=cloud_free,
                                  sensor=sensor, cloud_probability=cloud_probability,
@@ -347,10 +351,13 @@ def _render_resampled(grid: GridSpec, when: datetime, **kwargs) -> SimulatedScen
     sim = render_grid(fine, when, **kwargs)
     ratio = grid.pixel_size / PIXEL_M
     bands = sim.scene.bands
+    shift = 0.0
     if ratio > 1.0:  # coarser: average over the target footprint first
-        bands = np.stack([ndimage.uniform_filter(b, size=max(1, int(round(ratio))), mode="nearest") for b in bands])
-    cols = (grid.transform.c + (np.arange(grid.width) + 0.5) * grid.transform.a - x0) / PIXEL_M - 0.5
-    rows = (y1 - (grid.transform.f + (np.arange(grid.height) + 0.5) * grid.transform.e)) / PIXEL_M - 0.5
+        k = max(1, int(round(ratio)))
+        bands = np.stack([ndimage.uniform_filter(b, size=k, mode="nearest") for b in bands])
+        shift = k // 2 - (k - 1) / 2  # an even box filter is centred half a pixel early
+    cols = (grid.transform.c + (np.arange(grid.width) + 0.5) * grid.transform.a - x0) / PIXEL_M - 0.5 + shift
+    rows = (y1 - (grid.transform.f + (np.arange(grid.height) + 0.5) * grid.transform.e)) / PIXEL_M - 0.5 + shift
     rr, cc = np.meshgrid(rows, cols, indexing="ij")
     out = np.stack([ndimage.map_coordinates(b, [rr, cc], order=1, mode="nearest") for b in bands]).astype(np.float32)
     invalid = ndimage.maximum_filter(~sim.scene.valid, size=max(1, int(np.ceil(ratio))), mode="nearest")
