@@ -421,6 +421,12 @@ def render_chip(seed: int, size: int = 128) -> Chip:
     bands, valid = sensor.observe(lay.canvas.bands, params, rng, clouds)
     bands = np.ascontiguousarray(bands[:, PAD:PAD + size, PAD:PAD + size])
     valid = np.ascontiguousarray(valid[PAD:PAD + size, PAD:PAD + size])
+    if rng.random() < 0.04:  # the edge of the swath / tile: no data (0) beyond a straight line
+        ang = rng.uniform(0, 2 * np.pi)
+        rr, cc = np.mgrid[0:size, 0:size]
+        nodata = (rr - size / 2) * np.cos(ang) + (cc - size / 2) * np.sin(ang) > rng.uniform(0.1, 0.45) * size
+        bands[:, nodata] = 0.0
+        valid &= ~nodata
     objects = []
     for o in lay.objects:
         row, col = o.row - PAD, o.col - PAD
