@@ -50,7 +50,7 @@ def write_simulated(sim: SimulatedScene, out_dir: Path, name: str | None = None)
     fc = feature_collection(
         [object_feature(o) for o in sim.truth] + [column_feature(c) for c in sim.truth_columns],
         simulated=True, acquisition_id=acq.id, acquisition_datetime=acq.datetime.astimezone(UTC).isoformat(),
-        crs=sim.scene.crs, cloud_cover=acq.cloud_cover,
+        scene_crs=sim.scene.crs, cloud_cover=acq.cloud_cover,  # not "crs": GDAL would read that as the CRS
     )
     truth = write_geojson(fc, out_dir / f"{name}.truth.geojson")
     return Written(tif, truth, len(sim.truth), len(sim.truth_columns))
