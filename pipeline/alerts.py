@@ -44,9 +44,11 @@ def _update(alert: Alert, event: ChangeEvent, cfg: AlertsConfig) -> Alert:
     evidence = list(dict.fromkeys([*event.evidence, *alert.evidence]))[:MAX_EVIDENCE]
     acquisitions = alert.acquisitions + ([event.acquisition_id] if event.acquisition_id not in alert.acquisitions
                                          else [])
+    # baseline: as first seen (what "normal" was before the change), new keys added; current: latest per key
     return replace(alert, status="updated", last_seen=max(alert.last_seen, event.when), confidence=confidence,
                    severity=severity(alert.kind, confidence, cfg), acquisitions=acquisitions,
-                   current=dict(event.current), evidence=evidence)
+                   baseline={**event.baseline, **alert.baseline}, current={**alert.current, **event.current},
+                   evidence=evidence)
 
 
 def replay(events: Sequence[ChangeEvent], observed: Sequence[datetime], cfg: AlertsConfig,

@@ -259,9 +259,9 @@ def _withdrawal(aoi: AOI, history: Sequence[Observation], obs: Observation, now:
     for h, s in seen:
         current["signals"].append({"kind": s.kind, "acquisition_id": h.acquisition.id,
                                    "when": h.acquisition.datetime.isoformat(), "confidence": s.confidence})
-        if h is obs:
-            baseline.update(s.baseline)
-            current.update(s.current)
+        if h is obs:  # figures of this observation's own signals, one entry per kind
+            baseline[s.kind] = s.baseline
+            current[s.kind] = s.current
     return Signal("withdrawal_activity", score=round(sum(s.score for s in now), 2), confidence=round(confidence, 3),
                   baseline=baseline, current=current,
                   zones=tuple(z for s in now for z in s.zones), classes=tuple(c for s in now for c in s.classes),

@@ -75,3 +75,15 @@ def test_changes_between_states():
     assert changes(after, after) == {}
     closed = replay([ev(0), ev(5)], [day(0), day(5), day(30)], CFG)
     assert changes(after[:1], closed) == {before[0].id: "closed"}
+
+
+def test_update_keeps_first_baseline_per_key_and_latest_current():
+    first = ChangeEvent(aoi="k", kind="withdrawal_activity", acquisition_id="a0", when=day(0), score=1, confidence=0.8,
+                        baseline={"airlift_surge": {"median": 2}}, current={"airlift_surge": {"count": 6}})
+    later = ChangeEvent(aoi="k", kind="withdrawal_activity", acquisition_id="a5", when=day(5), score=1, confidence=0.6,
+                        baseline={"airlift_surge": {"median": 4}, "asset_drawdown": {"median": 40}},
+                        current={"asset_drawdown": {"count": 20}})
+    [alert] = replay([first, later], [day(0), day(5)], CFG)
+    assert alert.baseline == {"airlift_surge": {"median": 2}, "asset_drawdown": {"median": 40}}
+    assert alert.current == {"airlift_surge": {"count": 6}, "asset_drawdown": {"count": 20}}
+    assert alert.confidence == 0.8 and alert.severity == "high"
