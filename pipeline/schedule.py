@@ -191,6 +191,9 @@ class Scheduler:
                 log.warning("schedule %s: %s", entry.name, failure)
             break
         self._notify(result)
+        log.info("schedule %s: run %s processed %d new acquisition(s), %d new alert(s), %d notified%s", entry.name,
+                 result.run_id, result.processed, len(result.new_alerts), len(result.delivered),
+                 f", {len(result.undelivered)} pending" if result.undelivered else "")
         return result
 
     def _notify(self, result: TickResult) -> None:
