@@ -222,3 +222,27 @@ def test_a_run_on_real_imagery_has_no_simulated_banner(tmp_path):
     assert json.loads((folder / "alerts.json").read_text())["simulated"] is False
     assert json.loads((folder / "detections.geojson").read_text())["simulated"] is False
     assert {r["simulated"] for r in csv.DictReader((folder / "observations.csv").open())} == {"false"}
+
+
+def test_report_evidence_chips_show_the_new_aircraft_after_and_not_before(world):
+    """The airlift alert's own chips: both planted aircraft white in the 'after' chip, absent in the 'before' one."""
+    w, folder = world
+    doc = json.loads((folder / "alerts.json").read_text())
+    surge = next(a for a in doc["alerts"] if a["kind"] == "airlift_surge")
+    before = next(p for p in surge["evidence"] if p.endswith("before.png"))
+    after = next(p for p in surge["evidence"] if p.endswith("after.png"))
+    acq = next(iter(w.planted))
+    with open_store(w.data_dir) as store:
+        scene = read_scene(store.acquisition(w.aoi, acq).scene_path)
+    centres = [pixel_to_map(scene.transform, r + 0.5, c + 0.5) for r, c in w.planted[acq]]
+    cx, cy = np.mean([p[0] for p in centres]), np.mean([p[1] for p in centres])
+    window = window_around(scene.grid, cx, cy, BasewatchConfig().report.chip_size_px)
+    zoom = 4
+    after_png = np.asarray(Image.open(folder / after).convert("RGB")).astype(int)
+    before_png = np.asarray(Image.open(folder / before).convert("RGB")).astype(int)
+    assert after_png.shape == before_png.shape == (window.rows * zoom + CAPTION_HEIGHT, window.cols * zoom, 3)
+    for x, y in centres:
+        c, r = window.pixel_of(x, y)
+        u, v = int(c * zoom), int(r * zoom)
+        assert after_png[v, u].min() > 240, "aircraft shown where it is, on the alert date"
+        assert before_png[v, u].max() < 200, "and not there on the baseline date"
