@@ -98,7 +98,7 @@ def test_moving_trucks_show_the_band_offset_along_their_heading(khmeimim):
     (speed x 1.005 s): the B04 image must sit one unit ahead of the B02 image, B03 about half-way."""
     from scipy.ndimage import map_coordinates
 
-    traffic = PhaseFile(name="traffic", start="2024-12-01", parked_vehicles=0, local_traffic=40)
+    traffic = PhaseFile(name="traffic", start="2024-12-01", parked_vehicles=0, local_traffic=80)
     sim = render_scene(khmeimim, WHEN, seed=3, activity=traffic, cloud_free=True)
     s = sim.scene
     movers = [o for o in sim.truth if o.cls == "vehicle" and o.moving and o.speed_mps > 8]

@@ -6,6 +6,7 @@ Reads the shared real-data folder in place (never copied into the project, never
   scale: for each truck, t_b = 1.005 s x (along-road shift of band b) / (along-road shift of B04).
 - ``cover_reflectances``: per-band reflectance percentiles of water, vegetation and bright impervious surfaces in
   realdata/sen2ships port scenes (uint16 = reflectance x 65535, per its PROVENANCE.md).
+- ``water_noise``: sensor noise over open water in the same scenes.
 Results and method are written up in CALIBRATION.md.
 """
 
@@ -104,8 +105,32 @@ def cover_reflectances(cities: tuple[str, ...] = ("honolulu", "cartagena", "gdyn
     return out
 
 
+def water_noise(cities: tuple[str, ...] = ("gdynia", "casablanca", "honolulu")) -> dict:
+    """Per-band noise over open water: robust std of horizontal pixel differences / sqrt(2) (water eroded 5 px)."""
+    import rasterio
+
+    out = {}
+    for city in cities:
+        folder = REALDATA / "sen2ships" / city
+        x = []
+        for b in ("B02", "B03", "B04", "B08"):
+            with rasterio.open(next(folder.glob(f"{city}_*_{b}.tif"))) as src:
+                x.append(src.read(1).astype(np.float64) / 65535.0)
+        x = np.stack(x)
+        ndwi = (x[1] - x[3]) / np.maximum(x[1] + x[3], 1e-6)
+        water = ndimage.binary_erosion(ndwi > 0.3, iterations=5)
+        pair = water[:, 1:] & water[:, :-1]
+        sig = {}
+        for i, b in enumerate(("B02", "B03", "B04", "B08")):
+            d = ((x[i][:, 1:] - x[i][:, :-1]) / np.sqrt(2))[pair]
+            sig[b] = round(float(np.median(np.abs(d - np.median(d))) * 1.4826), 5)
+        out[city] = {"pixels": int(water.sum()), **sig}
+    return out
+
+
 def main() -> None:
-    result = {"band_offsets": band_offsets(), "cover_reflectances": cover_reflectances()}
+    result = {"band_offsets": band_offsets(), "cover_reflectances": cover_reflectances(),
+              "water_noise": water_noise()}
     json.dump(result, sys.stdout, indent=1)
 
 

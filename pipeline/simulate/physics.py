@@ -8,8 +8,9 @@ Sources (see CALIBRATION.md for the measurements behind the numbers):
   realdata/s2td_braunschweig (CALIBRATION.md). Delays vary by ~2% across track (Binet et al., ISPRS Annals 2022).
 - PSF: the MSI 10 m bands have an MTF at Nyquist of about 0.15-0.30 (ESA S2 MPC data quality reports); a Gaussian
   with sigma 0.4-0.6 pixel reproduces that range (MTF(Nyquist) = exp(-2 pi^2 sigma^2 / 4) = 0.45..0.17).
-- Noise: L2A 10 m bands have SNR > 100 at reference radiance; over dark targets the reflectance noise is a few
-  thousandths. We draw per-band Gaussian noise of 0.002-0.006 reflectance plus a signal-dependent term.
+- Noise: measured on open water in realdata/sen2ships (pixel-to-pixel differences, CALIBRATION.md): 0.0005-0.0009
+  reflectance in B02, less in B03/B04/B08; with S2's SNR of ~200 at reference radiance that grows to ~0.001 at
+  reflectance 0.2. Modelled as sigma_b * sqrt(1 + rho / 0.05) per band.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ REFERENCE_TIME_S = 0.5 * BAND_TIME_OFFSET_S["B04"]
 """Truth position of a moving object = where it is at this instant (the middle of its B02..B04 'rainbow')."""
 
 PSF_SIGMA_RANGE_PX = (0.38, 0.62)
-NOISE_SIGMA = np.array([0.0035, 0.0030, 0.0030, 0.0040])  # reflectance, per band, at nominal SNR
+NOISE_SIGMA = np.array([0.00055, 0.00045, 0.0004, 0.0004])  # reflectance, per band, over dark water
 HAZE_SPECTRUM = np.array([1.0, 0.75, 0.55, 0.30])  # additive path radiance shape (Rayleigh/aerosol, blue-heavy)
 
 
@@ -65,11 +66,11 @@ def psf_blur(bands: np.ndarray, sigma_px: float | np.ndarray) -> np.ndarray:
 
 
 def add_noise(bands: np.ndarray, rng: np.random.Generator, level: float = 1.0) -> np.ndarray:
-    """Additive per-band Gaussian noise plus a small shot-noise-like term proportional to sqrt(signal)."""
+    """Per-band Gaussian noise growing with the signal (shot noise): sigma_b * sqrt(1 + rho / 0.05) * level."""
     c, h, w = bands.shape
-    sig = NOISE_SIGMA[:c, None, None] * level
+    sig = (NOISE_SIGMA[:c, None, None] * level).astype(np.float32)
     noise = rng.standard_normal((c, h, w), dtype=np.float32)
-    scale = (sig * (1.0 + 0.6 * np.sqrt(np.clip(bands, 0, None) / 0.2))).astype(np.float32)
+    scale = sig * np.sqrt(1.0 + np.clip(bands, 0, None) / np.float32(0.05))
     return bands + noise * scale
 
 

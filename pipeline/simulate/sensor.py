@@ -30,7 +30,7 @@ def draw_sensor(rng: np.random.Generator, *, wide: bool = False) -> SensorParams
         lo, hi = lo - 0.05, hi + 0.1
     base_sigma = rng.uniform(lo, hi)
     sig = tuple(float(base_sigma * rng.uniform(0.95, 1.05)) for _ in range(4))
-    noise = float(rng.uniform(0.5, 2.2) if wide else rng.uniform(0.7, 1.3))
+    noise = float(np.exp(rng.uniform(np.log(0.6), np.log(6.0))) if wide else rng.uniform(0.8, 1.4))
     gain = float(rng.uniform(0.8, 1.2) if wide else rng.uniform(0.92, 1.08))
     bg = tuple(float(x) for x in rng.uniform(0.94, 1.06, 4)) if wide else tuple(float(x) for x in
                                                                                 rng.uniform(0.98, 1.02, 4))
