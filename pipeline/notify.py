@@ -131,6 +131,10 @@ class Email:
                 if self.user:
                     smtp.login(self.user, self.password or "")
                 smtp.send_message(message)
+        except smtplib.SMTPNotSupportedError as exc:
+            raise DeliveryError(f"SMTP {self.host}:{self.port} does not offer {_reason(exc).split()[0]} (never sent "
+                                "in clear instead); set notify.smtp_starttls: false only for a trusted local relay",
+                                False) from None
         except smtplib.SMTPAuthenticationError as exc:
             raise DeliveryError(f"SMTP {self.host}:{self.port} refused the login for {self.user!r} "
                                 f"({exc.smtp_code}); check {SMTP_USER_ENV}/{SMTP_PASSWORD_ENV}", False) from None

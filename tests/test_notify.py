@@ -260,3 +260,25 @@ def test_email_headers_are_well_formed_whatever_the_data():
     assert msg["Bcc"] is None
     assert msg["Date"] and msg["Message-ID"].endswith("@example.org>")
     assert email.message_from_bytes(msg.as_bytes(), policy=policy.default)["Bcc"] is None
+
+
+def test_starttls_required_but_not_offered_is_refused_not_downgraded(tmp_path):
+    aiosmtpd = pytest.importorskip("aiosmtpd.controller")
+    from aiosmtpd.handlers import Message
+
+    received = []
+
+    class Keep(Message):
+        def handle_message(self, message):
+            received.append(message)
+
+    port = free_port()
+    controller = aiosmtpd.Controller(Keep(), hostname="127.0.0.1", port=port)  # no TLS context: no STARTTLS
+    controller.start()
+    try:
+        config = cfg(smtp_host="127.0.0.1", smtp_port=port, smtp_starttls=True, mail_to=["a@example.org"])
+        r = notify_new_alerts(tmp_path / "db.sqlite", RUN, [alert(1)], config, env={})
+    finally:
+        controller.stop()
+    assert r[0].failed and "does not offer STARTTLS" in r[0].errors[0]
+    assert received == []  # nothing went out in clear
