@@ -179,3 +179,26 @@ def test_cli_run_prints_summary_and_says_simulated(tmp_path):
     assert bad.exit_code == 2 and "--source 'satellite' is not one of" in bad.output
     backwards = CliRunner().invoke(app, [*args, "--start", "2024-12-20", "--end", "2024-12-10"])
     assert backwards.exit_code == 2 and "before --start" in backwards.output
+
+
+def test_two_concurrent_runs_on_one_store_end_like_one(tmp_path, config):
+    import threading
+
+    scen = tiny_scenario(tmp_path, end=date(2024, 12, 13))
+    shared = tmp_path / "shared"
+    errors: list[BaseException] = []
+
+    def go():
+        try:
+            _run(config, shared, scen)
+        except BaseException as exc:  # noqa: BLE001 - surfaced by the assert below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=go) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert errors == []
+    _run(config, tmp_path / "single", scen)
+    assert _content(shared) == _content(tmp_path / "single")
