@@ -428,7 +428,10 @@ def format_figure(value) -> str:
     if isinstance(value, float):
         return f"{value:.2f}".rstrip("0").rstrip(".") if value != int(value) else f"{int(value)}"
     if isinstance(value, dict):
-        return ", ".join(f"{k.replace('_', ' ')} {format_figure(v)}" for k, v in value.items())
+        if any(isinstance(v, dict) for v in value.values()):  # nested per signal: "airlift (count 4); ..."
+            return "; ".join(f"{str(k).replace('_', ' ')} ({format_figure(v)})" if isinstance(v, dict)
+                             else f"{str(k).replace('_', ' ')} {format_figure(v)}" for k, v in value.items())
+        return ", ".join(f"{str(k).replace('_', ' ')} {format_figure(v)}" for k, v in value.items())
     if isinstance(value, list | tuple):
         return ", ".join(format_figure(v) for v in value)
     return str(value)

@@ -246,3 +246,13 @@ def test_report_evidence_chips_show_the_new_aircraft_after_and_not_before(world)
         u, v = int(c * zoom), int(r * zoom)
         assert after_png[v, u].min() > 240, "aircraft shown where it is, on the alert date"
         assert before_png[v, u].max() < 200, "and not there on the baseline date"
+
+
+def test_figures_are_formatted_for_people():
+    from pipeline.report import format_figure
+
+    assert format_figure({"expected_now": 1.6923, "median": 2.0, "zones": ["a", "b"]}) == \
+        "expected now 1.69, median 2, zones a, b"
+    assert format_figure({"airlift": {"count": 4, "coverage": 1.0}, "columns": {"vehicles": 12}}) == \
+        "airlift (count 4, coverage 1); columns (vehicles 12)"
+    assert [format_figure(v) for v in (None, True, 3.0, 0.125, "x")] == ["–", "yes", "3", "0.12", "x"]
