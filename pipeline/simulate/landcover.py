@@ -23,16 +23,16 @@ class Cover:
 
 
 COVERS: tuple[Cover, ...] = (
-    Cover("soil", (0.085, 0.12, 0.165, 0.235), 0.10, 0.10),
-    Cover("red_soil", (0.065, 0.095, 0.15, 0.23), 0.10, 0.08),
-    Cover("desert", (0.16, 0.23, 0.31, 0.38), 0.07, 0.01),
-    Cover("vegetation", (0.035, 0.065, 0.045, 0.31), 0.15, 0.15),
-    Cover("shrub", (0.055, 0.085, 0.095, 0.22), 0.14, 0.12),
+    Cover("soil", (0.085, 0.12, 0.165, 0.235), 0.14, 0.10),
+    Cover("red_soil", (0.065, 0.095, 0.15, 0.23), 0.14, 0.08),
+    Cover("desert", (0.16, 0.23, 0.31, 0.38), 0.09, 0.01),
+    Cover("vegetation", (0.035, 0.065, 0.045, 0.31), 0.20, 0.15),
+    Cover("shrub", (0.055, 0.085, 0.095, 0.22), 0.20, 0.12),
     Cover("urban", (0.10, 0.115, 0.13, 0.175), 0.28, 0.04),
     Cover("concrete", (0.19, 0.21, 0.225, 0.255), 0.05, 0.0),
     Cover("asphalt", (0.065, 0.075, 0.085, 0.105), 0.06, 0.0),
     Cover("water", (0.032, 0.033, 0.017, 0.010), 0.08, 0.0),
-    Cover("dry_grass", (0.065, 0.095, 0.115, 0.225), 0.08, 0.08),
+    Cover("dry_grass", (0.065, 0.095, 0.115, 0.225), 0.12, 0.08),
     Cover("gravel", (0.13, 0.15, 0.17, 0.20), 0.08, 0.0),
     Cover("runway", (0.095, 0.105, 0.115, 0.135), 0.05, 0.0),
 )
@@ -64,14 +64,14 @@ def render_cover(labels: np.ndarray, rng: np.random.Generator, *, pal: np.ndarra
     h, w = labels.shape
     pal = palette() if pal is None else pal
     if fine is None:
-        fine = fractal_noise((h, w), rng, beta=2.0)
+        fine = fractal_noise((h, w), rng, beta=1.3)  # pixel-scale grain (calibrated: CALIBRATION.md)
     if coarse is None:
         coarse = fractal_noise((h, w), rng, beta=3.2)
     if green is None:
         green = fractal_noise((h, w), rng, beta=2.6)
     tex_amp = np.array([c.texture for c in COVERS], dtype=np.float32)[labels] * texture_scale
     green_amp = np.array([c.greenness for c in COVERS], dtype=np.float32)[labels]
-    bright = 1.0 + tex_amp * (0.6 * fine + 0.5 * coarse)
+    bright = 1.0 + tex_amp * (0.8 * fine + 0.5 * coarse)
     base = pal[labels].transpose(2, 0, 1)  # (4, H, W)
     g = np.clip(green_amp * green, -0.6, 0.6)
     towards = np.where(g[None] > 0, VEGETATION[:, None, None], SOIL[:, None, None])

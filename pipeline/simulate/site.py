@@ -246,7 +246,7 @@ def build_site(grid: GridSpec, aoi: AOI | None, terrain_seed: int) -> SiteLayout
         zones, roads = _aoi_geometry(grid, aoi)
     else:
         zones, roads = _synthetic_geometry(grid, rng)
-    fields = (fractal_noise((h, w), rng, beta=2.0), fractal_noise((h, w), rng, beta=3.2),
+    fields = (fractal_noise((h, w), rng, beta=1.3), fractal_noise((h, w), rng, beta=3.2),
               fractal_noise((h, w), rng, beta=2.6))
     labels = _terrain_labels((h, w), rng, desert)
     pal = landcover.palette(rng, jitter=0.06)
