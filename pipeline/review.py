@@ -269,6 +269,14 @@ class ReviewSession:
             parts.append("<p>This run raised or updated no alert.</p>")
         return HTMLView("\n".join(parts), "\n".join(lines) or "no alerts")
 
+    def ensure_report(self) -> Path:
+        """The run's report folder, written from the store first if the run had none (e.g. --no-report)."""
+        if self.report_dir is None or not (self.report_dir / "alerts.json").exists():
+            from pipeline.report import render_report
+
+            self.report_dir = render_report(self.store, self.run.id, self.data_dir)
+        return self.report_dir
+
     def _report_chips(self) -> dict[str, list[Path]]:
         if not self.report_dir:
             return {}

@@ -104,3 +104,12 @@ def test_open_run_errors_say_what_to_do(tmp_path, world):
         open_run(tmp_path / "nothing")
     with pytest.raises(StoreError, match="no run 'x'"):
         open_run(world.data_dir, "x")
+
+
+def test_ensure_report_writes_a_missing_report_from_the_store(world):
+    s = open_run(world.data_dir)
+    assert s.report_dir is None  # the hand-built world has no report yet
+    folder = s.ensure_report()
+    assert (folder / "alerts.json").is_file() and s.report_dir == folder
+    assert s.ensure_report() == folder  # and leaves an existing one alone
+    s.close()
