@@ -7,6 +7,7 @@ Reads the shared real-data folder in place (never copied into the project, never
 - ``cover_reflectances``: per-band reflectance percentiles of water, vegetation and bright impervious surfaces in
   realdata/sen2ships port scenes (uint16 = reflectance x 65535, per its PROVENANCE.md).
 - ``water_noise``: sensor noise over open water in the same scenes.
+- ``psf_width``: cross-road width of the truck blobs, real vs simulated at several PSF sigmas.
 Results and method are written up in CALIBRATION.md.
 """
 
@@ -70,6 +71,52 @@ def band_offsets(path: Path | None = None) -> dict:
     }
 
 
+def _cross_width(img: np.ndarray, row: float, col: float, across: np.ndarray) -> float:
+    """FWHM (px) of a blob across the road: cubic-sampled profile, background from the profile's ends."""
+    s = np.arange(-3, 3.01, 0.1)
+    prof = ndimage.map_coordinates(img, np.array([row + s * across[0], col + s * across[1]]), order=3, mode="nearest")
+    prof = prof - np.median(np.r_[prof[:8], prof[-8:]])
+    above = s[prof >= prof.max() / 2]
+    return float(above.max() - above.min())
+
+
+def psf_width(path: Path | None = None) -> dict:
+    """Cross-road FWHM of the truck blobs (B02) in s2td_braunschweig, and of simulated trucks for several PSF sigmas,
+    measured the same way (doubles, FWHM > 2.5 px, are two trucks side by side and left out)."""
+    import rasterio
+
+    from pipeline.simulate import physics
+    from pipeline.simulate.canvas import Canvas
+    from pipeline.simulate.painters import paint_truck
+
+    path = path or REALDATA / "s2td_braunschweig" / "S2_test_data.tif"
+    with rasterio.open(path) as src:
+        b02 = src.read(3).astype(float)
+    ang = np.arctan2(31.0, 83.0)
+    u = np.array([np.sin(ang), np.cos(ang)])
+    across = np.array([u[1], -u[0]])
+    local = b02 - ndimage.median_filter(b02, size=9)
+    peaks = (local > 10) & (local == ndimage.maximum_filter(local, size=3))
+    real = [_cross_width(b02, r, c, across) for r, c in zip(*np.nonzero(peaks), strict=True)
+            if abs(r - (8 + 0.3735 * (c - 10))) <= 5]
+    real = [w for w in real if w <= 2.5]
+    rng = np.random.default_rng(0)
+    heading = float(np.rad2deg(np.arctan2(u[1], -u[0])) % 360)
+    sim = {}
+    for sigma in (0.4, 0.5, 0.6, 0.7, 0.8):
+        widths = []
+        for _ in range(30):
+            canvas = Canvas(np.full((4, 30, 30), 0.07, np.float32))
+            r0, c0 = 15 + rng.random(), 15 + rng.random()
+            paint_truck(canvas, r0, c0, heading, 14.0, 2.5, np.full(4, 0.5), speed_mps=22.0)
+            img = physics.psf_blur(canvas.bands, sigma)[0]
+            d = physics.band_displacements_px(22.0, heading)[0]
+            widths.append(_cross_width(img, r0 + d[0] - 0.5, c0 + d[1] - 0.5, across))
+        sim[str(sigma)] = float(np.median(widths))
+    return {"real_fwhm_px": {"n": len(real), "median": float(np.median(real)), "min": min(real), "max": max(real)},
+            "simulated_fwhm_px_by_sigma": sim}
+
+
 def cover_reflectances(cities: tuple[str, ...] = ("honolulu", "cartagena", "gdynia", "algiers",
                                                   "casablanca")) -> dict:
     """Reflectance percentiles (p25/p50/p75 per band) of spectral classes in the sen2ships port scenes."""
@@ -130,7 +177,7 @@ def water_noise(cities: tuple[str, ...] = ("gdynia", "casablanca", "honolulu")) 
 
 def main() -> None:
     result = {"band_offsets": band_offsets(), "cover_reflectances": cover_reflectances(),
-              "water_noise": water_noise()}
+              "water_noise": water_noise(), "psf_width": psf_width()}
     json.dump(result, sys.stdout, indent=1)
 
 

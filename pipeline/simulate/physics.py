@@ -6,8 +6,9 @@ Sources (see CALIBRATION.md for the measurements behind the numbers):
   Fisser et al., "Detecting Moving Trucks on Roads Using Sentinel-2 Data", Remote Sensing 14(7):1595 (2022), and by
   P. Markuse (2017); Fisser et al. use B02 -> B03 = 0.527 s. B08 was measured on the real truck "rainbows" in
   realdata/s2td_braunschweig (CALIBRATION.md). Delays vary by ~2% across track (Binet et al., ISPRS Annals 2022).
-- PSF: the MSI 10 m bands have an MTF at Nyquist of about 0.15-0.30 (ESA S2 MPC data quality reports); a Gaussian
-  with sigma 0.4-0.6 pixel reproduces that range (MTF(Nyquist) = exp(-2 pi^2 sigma^2 / 4) = 0.45..0.17).
+- PSF: the MSI 10 m bands have an MTF at Nyquist of about 0.15-0.30 (ESA S2 MPC data quality reports), i.e. a
+  Gaussian sigma of 0.45-0.6 px (MTF(Nyquist) = exp(-pi^2 sigma^2 / 2)); the cross-road width of real truck blobs
+  in s2td_braunschweig (FWHM 1.3-1.9 px) matches sigma ~0.7 once resampling is included. We draw 0.42-0.72.
 - Noise: measured on open water in realdata/sen2ships (pixel-to-pixel differences, CALIBRATION.md): 0.0005-0.0009
   reflectance in B02, less in B03/B04/B08; with S2's SNR of ~200 at reference radiance that grows to ~0.001 at
   reflectance 0.2. Modelled as sigma_b * sqrt(1 + rho / 0.05) per band.
@@ -29,7 +30,7 @@ BAND_TIMES = np.array([BAND_TIME_OFFSET_S[b] for b in BANDS], dtype=np.float64)
 REFERENCE_TIME_S = 0.5 * BAND_TIME_OFFSET_S["B04"]
 """Truth position of a moving object = where it is at this instant (the middle of its B02..B04 'rainbow')."""
 
-PSF_SIGMA_RANGE_PX = (0.38, 0.62)
+PSF_SIGMA_RANGE_PX = (0.42, 0.72)
 NOISE_SIGMA = np.array([0.00055, 0.00045, 0.0004, 0.0004])  # reflectance, per band, over dark water
 HAZE_SPECTRUM = np.array([1.0, 0.75, 0.55, 0.30])  # additive path radiance shape (Rayleigh/aerosol, blue-heavy)
 

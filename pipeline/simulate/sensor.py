@@ -27,7 +27,7 @@ def draw_sensor(rng: np.random.Generator, *, wide: bool = False) -> SensorParams
     """Sensor draw; ``wide`` widens the ranges for training chips."""
     lo, hi = physics.PSF_SIGMA_RANGE_PX
     if wide:
-        lo, hi = lo - 0.05, hi + 0.1
+        lo, hi = lo - 0.07, hi + 0.13
     base_sigma = rng.uniform(lo, hi)
     sig = tuple(float(base_sigma * rng.uniform(0.95, 1.05)) for _ in range(4))
     noise = float(np.exp(rng.uniform(np.log(0.6), np.log(6.0))) if wide else rng.uniform(0.8, 1.4))
