@@ -223,3 +223,11 @@ def test_absurd_grids_are_refused_with_a_clear_error(khmeimim):
     huge = GridSpec("EPSG:32636", Affine(10.0, 0, 700000, 0, -10.0, 3950000), 20000, 20000)
     with pytest.raises(SceneError, match="split a large area"):
         render_grid(huge, WHEN, seed=1)
+
+
+def test_unknown_aircraft_type_is_a_config_error(khmeimim):
+    from pipeline.errors import ConfigError
+
+    bad = PhaseFile(name="typo", start="2024-12-01", parked_aircraft={"An124": 1})
+    with pytest.raises(ConfigError, match="unknown aircraft type.*An124.*known types: An-124"):
+        render_scene(khmeimim, WHEN, seed=1, activity=bad)

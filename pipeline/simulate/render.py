@@ -10,6 +10,7 @@ Truth positions are where the object is at the middle of its B02..B04 rainbow (p
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
@@ -18,7 +19,7 @@ from affine import Affine
 from shapely.geometry import LineString, Point
 
 from pipeline.config import PhaseFile
-from pipeline.errors import SceneError
+from pipeline.errors import ConfigError, SceneError
 from pipeline.georef import map_to_lonlat, object_at_pixel, pixel_to_map
 from pipeline.simulate import painters, physics
 from pipeline.simulate import sensor as msi
@@ -29,6 +30,7 @@ from pipeline.simulate.site import PixelRoad, SiteLayout, road_length_px, site_f
 from pipeline.simulate.vehicles import pick_paint, pick_truck
 from pipeline.types import AOI, BAND_NAMES, Acquisition, Column, GridSpec, MapObject, Scene
 
+log = logging.getLogger(__name__)
 SOURCE_NAME = "simulated"
 PIXEL_M = 10.0
 MAX_PIXELS = 16_000_000  # 4000 x 4000 at 10 m = 40 x 40 km; keeps one render under ~1.5 GB
@@ -90,12 +92,13 @@ class _Painter:
                  "small": [s for s in self.layout.aircraft_slots if s.size == "small"]}
         order = {k: list(rng.permutation(len(v))) for k, v in slots.items()}
         ends = list(self.layout.runway_ends)
-        items = sorted(((name, n) for name, n in parked.items()), key=lambda kv: -CATALOGUE[kv[0]].length_m
-                       if kv[0] in CATALOGUE else 0)
+        unknown = sorted(set(parked) - set(CATALOGUE))
+        if unknown:
+            raise ConfigError(f"parked_aircraft: unknown aircraft type(s) {', '.join(unknown)}; "
+                              f"known types: {', '.join(CATALOGUE)}")
+        items = sorted(parked.items(), key=lambda kv: -CATALOGUE[kv[0]].length_m)
         for name, n in items:
-            t = CATALOGUE.get(name)
-            if t is None:
-                continue
+            t = CATALOGUE[name]
             size = "large" if t.length_m >= 30 else "small"
             for _ in range(n):
                 if name == "An-124" and ends and rng.random() < 0.3:
@@ -106,6 +109,8 @@ class _Painter:
                         other = "small" if size == "large" else "large"
                         slot = self._free_slot(slots[other], order[other], t.length_m / 20.0)
                     if slot is None:
+                        log.warning("no free apron slot left for a %s; rendered %d aircraft", name,
+                                    sum(o.cls != "vehicle" for o in self.truth))
                         continue
                     row, col = slot.row + rng.normal(0, 0.15), slot.col + rng.normal(0, 0.15)
                     heading = (slot.heading + rng.normal(0, 3)) % 360
