@@ -403,12 +403,15 @@ def render_chip(seed: int, size: int = 128) -> Chip:
     lay = _Layout(Canvas(surface), rng, labels, shadow_dir=float(rng.uniform(0, 360)),
                   sun_elev=float(rng.uniform(25, 70)))
     dry = lay.canvas.bands.copy()
-    _add_aprons(lay, style)
-    _add_roads(lay, style)
-    _add_clutter(lay, style)
+    reps = max(1, int(round(size / 128)))  # more of everything on larger chips (roads already scale with size)
+    for _ in range(reps):
+        _add_aprons(lay, style)
+        _add_roads(lay, style)
+        _add_clutter(lay, style)
     _flood_and_boats(lay, dry)
-    _add_aircraft(lay, style)
-    _add_trucks(lay)
+    for _ in range(reps):
+        _add_aircraft(lay, style)
+        _add_trucks(lay)
 
     params = sensor.draw_sensor(rng, wide=True)
     clouds = None
