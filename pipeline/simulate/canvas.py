@@ -125,8 +125,18 @@ class Canvas:
         return hit
 
     def darken(self, shapes: list[Polygon], where: Placement, factor: float, *, shift_px=(0.0, 0.0),
-               ss: int = 6) -> None:
-        """Multiply covered pixels towards ``factor`` (a shadow: 1 = no shadow, 0.3 = deep shadow)."""
+               ss: int = 6, band_shifts_px: np.ndarray | None = None) -> None:
+        """Multiply covered pixels towards ``factor`` (a shadow: 1 = no shadow, 0.3 = deep shadow).
+
+        ``band_shifts_px`` (4, 2) moves the shadow per band (the shadow of a moving object moves with it)."""
+        if band_shifts_px is not None:
+            for b in range(self.bands.shape[0]):
+                shift = (shift_px[0] + band_shifts_px[b][0], shift_px[1] + band_shifts_px[b][1])
+                got = coverage([where.to_pixels(p, shift) for p in shapes], ss, self.shape)
+                if got is not None:
+                    cov, r0, c0 = got
+                    self.bands[b, r0:r0 + cov.shape[0], c0:c0 + cov.shape[1]] *= 1.0 - (1.0 - factor) * cov
+            return
         got = coverage([where.to_pixels(p, shift_px) for p in shapes], ss, self.shape)
         if got is None:
             return

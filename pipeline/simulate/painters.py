@@ -102,10 +102,9 @@ def paint_truck(canvas: Canvas, row: float, col: float, heading: float, length_m
     shifts = None
     if speed_mps > 0:
         shifts = band_displacements_px(speed_mps, heading, canvas.pixel_size, time_scale)
-    if shadow_len_m > 0:
-        # the shadow moves with the truck too; approximate by the mean position (shadows are faint at 10 m)
+    if shadow_len_m > 0:  # the shadow moves with the truck: each band sees it where the truck was at that instant
         canvas.darken(shapes, where, 0.55, shift_px=shadow_shift(shadow_dir_deg, shadow_len_m / canvas.pixel_size),
-                      ss=8)
+                      ss=8, band_shifts_px=shifts)
     canvas.paint(shapes, where, reflectance, band_shifts_px=shifts, ss=24)  # 0.4 m: a 2.5 m width to ~10%
 
 
