@@ -179,7 +179,7 @@ def simulate_cmd(
     seed: int | None = typer.Option(None, "--seed", help="Master seed (default: scenario's); same seed, same pixels."),
     scenario: Path | None = typer.Option(None, "--scenario", help="Scenario file (default: the seed scenario)."),
     held_out: int | None = typer.Option(None, "--held-out", help="Write N random evaluation scenes instead."),
-    size: int = typer.Option(512, "--size", min=64, max=4000, help="Side of --held-out scenes (pixels, +-25%)."),
+    size: int = typer.Option(512, "--size", min=64, max=3000, help="Side of --held-out scenes (pixels, +-25%)."),
     config: Path | None = ConfigOption,
 ) -> None:
     """Write SIMULATED Sentinel-2 L2A scenes (GeoTIFF) and their ground truth (GeoJSON) for an AOI and dates."""
