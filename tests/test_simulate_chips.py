@@ -27,6 +27,7 @@ def test_chip_api_shapes_and_types():
         assert 0 <= o.row < 96 and 0 <= o.col < 96
         assert 0 <= o.heading_deg < 360 and o.length_m > 0 and o.width_m > 0
         assert o.moving == (o.speed_mps > 0)
+        assert np.isfinite(o.contrast) and o.contrast >= 0
 
 
 def test_same_seed_same_chip_different_seed_different():
@@ -45,6 +46,8 @@ def test_chips_cover_every_class_and_wide_conditions(chips):
     assert any((~c.valid).any() for c in chips) and any(c.valid.all() for c in chips)  # some clouds, some clear
     types = {o.type for c in chips for o in c.objects if o.cls != "vehicle"}
     assert {"An-124", "Il-76", "Su-24", "Mi-8"} <= types
+    contrast = {k: np.median([o.contrast for c in chips for o in c.objects if o.cls == k]) for k in OBJECT_CLASSES}
+    assert contrast["large_aircraft"] > contrast["small_aircraft"] > contrast["vehicle"] > 0.005
     means = [float(c.bands[:3].mean()) for c in chips]
     assert np.ptp(means) > 0.1  # dark water/vegetation chips up to bright desert / cloudy ones
 

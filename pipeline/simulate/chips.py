@@ -40,6 +40,8 @@ class ChipObject:
     moving: bool
     speed_mps: float
     occluded: bool = False  # centre under cloud / cloud shadow (valid=False there)
+    contrast: float = 1.0  # peak change (reflectance, mean of bands) the object and its shadow made to the ground,
+    #                        before PSF and noise: ~0 means invisible (e.g. an olive truck on asphalt)
 
 
 @dataclass
@@ -243,6 +245,24 @@ def _flood_and_boats(lay: _Layout, dry: np.ndarray) -> None:
                             rng.uniform(0, 360), refl, wake=rng.random() < 0.3)
 
 
+class _Delta:
+    """Measures how much painting one object changed a window of the canvas (its visibility before the sensor)."""
+
+    def __init__(self, lay: _Layout, row: float, col: float, radius_px: float):
+        h, w = lay.canvas.shape
+        r = int(np.ceil(radius_px)) + 2
+        self.win = (slice(max(int(row) - r, 0), min(int(row) + r + 1, h)),
+                    slice(max(int(col) - r, 0), min(int(col) + r + 1, w)))
+        self.canvas = lay.canvas
+        self.before = lay.canvas.bands[:, self.win[0], self.win[1]].copy()
+
+    def peak(self) -> float:
+        after = self.canvas.bands[:, self.win[0], self.win[1]]
+        if after.size == 0:
+            return 0.0
+        return round(float(np.abs(after - self.before).mean(axis=0).max()), 4)
+
+
 def _on_road(lay: _Layout) -> tuple[float, float]:
     pts, _ = lay.roads[int(lay.rng.integers(len(lay.roads)))]
     i = int(lay.rng.integers(len(pts) - 1))
@@ -291,11 +311,12 @@ def _add_aircraft(lay: _Layout, style: str) -> None:
         paint = choose_paint(t, rng, wide=True)
         refl = paint_reflectance(paint, rng)
         shadow_len = float(rng.uniform(2.0, 9.0)) if rng.random() < 0.8 else 0.0
+        delta = _Delta(lay, row, col, max(t.length_m, t.span_m) / 2 / PIXEL + 1.5)
         painters.paint_aircraft(lay.canvas, t, row, col, heading, refl, scale=scale, shadow_dir_deg=lay.shadow_dir,
                                 shadow_len_m=shadow_len, shadow_factor=float(rng.uniform(0.35, 0.65)),
                                 rotor_phase_deg=float(rng.uniform(0, 360)), swept_back=rng.random() < 0.4)
         lay.objects.append(ChipObject(t.cls, float(row), float(col), t.name, t.length_m * scale, t.span_m * scale,
-                                      float(heading % 360), False, 0.0))
+                                      float(heading % 360), False, 0.0, contrast=delta.peak()))
 
 
 def _road_point(pts: np.ndarray, s_px: float) -> tuple[np.ndarray, float] | None:
@@ -343,11 +364,12 @@ def _add_trucks(lay: _Layout) -> None:
                 s -= (t.length_m + gap_m * rng.uniform(0.7, 1.3)) / PIXEL
                 if not lay.free(row, col, 0.4):
                     continue
+                delta = _Delta(lay, row, col, t.length_m / 2 / PIXEL + speed * 0.6 / PIXEL + 0.5)
                 painters.paint_truck(lay.canvas, row, col, heading, t.length_m, t.width_m, pick_paint(rng, military),
                                      speed_mps=speed, time_scale=float(rng.uniform(0.98, 1.02)),
                                      shadow_dir_deg=lay.shadow_dir, shadow_len_m=float(rng.uniform(0, 4)))
                 lay.objects.append(ChipObject("vehicle", float(row), float(col), t.name, t.length_m, t.width_m,
-                                              float(heading), speed > 0, float(speed)))
+                                              float(heading), speed > 0, float(speed), contrast=delta.peak()))
     # parked trucks in lots: rows side by side, or scattered
     for _ in range(int(rng.choice([0, 0, 1, 1, 2, 3]))):
         if lay.aprons and rng.random() < 0.5:
@@ -383,10 +405,11 @@ def _add_trucks(lay: _Layout) -> None:
                 if not lay.free(pos[0], pos[1], 0.3):
                     continue
                 refl = paint * rng.uniform(0.9, 1.1) if rng.random() < 0.8 else pick_paint(rng, military)
+                delta = _Delta(lay, pos[0], pos[1], t.length_m / 2 / PIXEL + 0.5)
                 painters.paint_truck(lay.canvas, pos[0], pos[1], heading, t.length_m, t.width_m, refl,
                                      shadow_dir_deg=lay.shadow_dir, shadow_len_m=float(rng.uniform(0, 4)))
                 lay.objects.append(ChipObject("vehicle", float(pos[0]), float(pos[1]), t.name, t.length_m,
-                                              t.width_m, float(heading % 360), False, 0.0))
+                                              t.width_m, float(heading % 360), False, 0.0, contrast=delta.peak()))
 
 
 # ---------------------------------------------------------------- entry point
@@ -436,5 +459,5 @@ def render_chip(seed: int, size: int = 128) -> Chip:
         if 0 <= row < size and 0 <= col < size:
             occluded = not bool(valid[int(row), int(col)])
             objects.append(ChipObject(o.cls, row, col, o.type, o.length_m, o.width_m, o.heading_deg, o.moving,
-                                      o.speed_mps, occluded))
+                                      o.speed_mps, occluded, o.contrast))
     return Chip(bands=bands, valid=valid, objects=objects)
