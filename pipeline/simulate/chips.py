@@ -311,12 +311,14 @@ def _add_aircraft(lay: _Layout, style: str) -> None:
         paint = choose_paint(t, rng, wide=True)
         refl = paint_reflectance(paint, rng)
         shadow_len = float(rng.uniform(2.0, 9.0)) if rng.random() < 0.8 else 0.0
-        delta = _Delta(lay, row, col, max(t.length_m, t.span_m) / 2 / PIXEL + 1.5)
+        taxi = float(rng.uniform(3.0, 15.0)) if not t.rotor_blades and rng.random() < 0.06 else 0.0
+        delta = _Delta(lay, row, col, max(t.length_m, t.span_m) / 2 / PIXEL + 1.5 + taxi * 0.6 / PIXEL)
         painters.paint_aircraft(lay.canvas, t, row, col, heading, refl, scale=scale, shadow_dir_deg=lay.shadow_dir,
                                 shadow_len_m=shadow_len, shadow_factor=float(rng.uniform(0.35, 0.65)),
-                                rotor_phase_deg=float(rng.uniform(0, 360)), swept_back=rng.random() < 0.4)
+                                rotor_phase_deg=float(rng.uniform(0, 360)), swept_back=rng.random() < 0.4,
+                                speed_mps=taxi)
         lay.objects.append(ChipObject(t.cls, float(row), float(col), t.name, t.length_m * scale, t.span_m * scale,
-                                      float(heading % 360), False, 0.0, contrast=delta.peak()))
+                                      float(heading % 360), taxi > 0, taxi, contrast=delta.peak()))
 
 
 def _road_point(pts: np.ndarray, s_px: float) -> tuple[np.ndarray, float] | None:

@@ -84,13 +84,16 @@ def paint_boat(canvas: Canvas, row: float, col: float, length_m: float, heading:
 def paint_aircraft(canvas: Canvas, t: AircraftType, row: float, col: float, heading: float,
                    reflectance: np.ndarray, *, scale: float = 1.0, shadow_dir_deg: float = 0.0,
                    shadow_len_m: float = 0.0, shadow_factor: float = 0.45, rotor_phase_deg: float = 0.0,
-                   swept_back: bool = False) -> None:
+                   swept_back: bool = False, speed_mps: float = 0.0) -> None:
+    """An aircraft and its shadow; a taxiing one (``speed_mps`` > 0) shows the band offset like a truck."""
     shapes = plan_form(t, scale=scale, rotor_phase_deg=rotor_phase_deg, swept_back=swept_back)
     where = Placement(row, col, heading, canvas.pixel_size)
+    shifts = band_displacements_px(speed_mps, heading, canvas.pixel_size) if speed_mps > 0 else None
     if shadow_len_m > 0:
         canvas.darken(shapes, where, shadow_factor,
-                      shift_px=shadow_shift(shadow_dir_deg, shadow_len_m / canvas.pixel_size), ss=6)
-    canvas.paint(shapes, where, reflectance, ss=8)
+                      shift_px=shadow_shift(shadow_dir_deg, shadow_len_m / canvas.pixel_size), ss=6,
+                      band_shifts_px=shifts)
+    canvas.paint(shapes, where, reflectance, band_shifts_px=shifts, ss=8)
 
 
 def paint_truck(canvas: Canvas, row: float, col: float, heading: float, length_m: float, width_m: float,
