@@ -25,7 +25,7 @@ import websocket
 CHROMIUM_FLAGS = (
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--disable-default-apps", "--disable-extensions", "--mute-audio", "--hide-scrollbars",
+    "--disable-default-apps", "--disable-extensions", "--mute-audio", "--hide-scrollbars", "--disable-dev-shm-usage",
     "--remote-allow-origins=*", "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0",
 )
 
