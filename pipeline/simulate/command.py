@@ -27,7 +27,7 @@ from pipeline.objects import column_feature, feature_collection, object_feature,
 from pipeline.simulate import timeline
 from pipeline.simulate.aircraft import CATALOGUE
 from pipeline.simulate.physics import derive_seed
-from pipeline.simulate.render import SimulatedScene, acquisition_id, render_grid, render_scene
+from pipeline.simulate.render import SimulatedScene, acquisition_id, render_grid
 from pipeline.types import Acquisition, GridSpec, utm_crs_for
 
 log = logging.getLogger(__name__)
@@ -176,4 +176,4 @@ def simulate_command(aoi: str | None, out: Path, day: date | None, start: date |
                          config_path=config_path)
 
 
-__all__ = ["simulate_command", "write_simulated", "held_out_scene", "render_scene"]
+__all__ = ["simulate_command", "write_simulated", "held_out_scene", "simulate_site", "simulate_held_out"]
