@@ -77,3 +77,15 @@ def test_truncated_file_is_a_scene_error(tmp_path):
     path.write_bytes(data[: len(data) // 3])
     with pytest.raises(SceneError, match="re-download"):
         read_scene(path)
+
+
+def test_written_files_follow_the_umask_not_mkstemp(tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        path = write_scene(flat_scene(8, 8), tmp_path / "perm.tif")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
