@@ -20,6 +20,8 @@ from pipeline.errors import SceneError
 from pipeline.types import BAND_NAMES, Acquisition, Scene
 
 VALID_BAND = "valid"
+_UMASK = os.umask(0)  # read once at import (os.umask can only be read by setting it; not thread-safe later)
+os.umask(_UMASK)
 
 
 def atomic_path(path: Path) -> Path:
@@ -27,9 +29,7 @@ def atomic_path(path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; outputs are ordinary files others may read
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs are ordinary files others may read
     return Path(tmp)
 
 
