@@ -205,7 +205,11 @@ class Scheduler:
         try:
             with open_store(self.data_dir) as store:
                 run = store.run(result.run_id)
-                alerts = store.run_alerts(result.run_id)
+                changes = store.run_alert_changes(result.run_id)
+                # new in this run, or still open: an alert an earlier (manual) run raised and this one merely
+                # closed is history, not news
+                alerts = [a for a in store.run_alerts(result.run_id)
+                          if changes.get(a.id) == "new" or a.status != "closed"]
                 db_path = store.path
             chips = _report_evidence(result.report_dir)
             envelope = {**run_envelope(run),
