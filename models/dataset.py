@@ -13,6 +13,8 @@ Target policy (what the network is asked to find):
   than ``MIN_VISIBLE_SPEED`` shift < 0.3 px between B02 and B04, so they look parked: their neighbourhood is left
   out of the loss (neither positive nor negative) instead of teaching the network to guess.
 - Objects under cloud (invalid centre) and small aircraft / helicopters are background.
+- Chip edges are scored like the interior (an early run that left them out of the loss learned to fire along every
+  raster edge).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from pipeline.errors import SceneError
 log = logging.getLogger(__name__)
 
 MIN_VISIBLE_SPEED = 3.0  # m/s: 3 m in 1 s = 0.3 px between B02 and B04
-EDGE_IGNORE_PX = 4  # aircraft centred just outside a chip still show inside it; do not penalise peaks there
+EDGE_IGNORE_PX = 0  # chip edges are scored: a centre outside the chip is background, as at a raster edge
 
 
 @dataclass(frozen=True)
@@ -80,8 +82,9 @@ def to_targets(objects: list[LabelledObject], height: int, width: int, classes: 
                 heading_weight={classes.index(c): 0.3 for c in classes if c != "vehicle"})
     h, w = height // stride, width // stride
     weight = np.ones((len(classes), h, w), np.float32)
-    e = max(1, EDGE_IGNORE_PX // stride)
-    weight[:, :e, :] = weight[:, -e:, :] = weight[:, :, :e] = weight[:, :, -e:] = 0.0
+    e = EDGE_IGNORE_PX // stride
+    if e:
+        weight[:, :e, :] = weight[:, -e:, :] = weight[:, :, :e] = weight[:, :, -e:] = 0.0
     for k, r, c in ignore:
         i, j = int(r // stride), int(c // stride)
         weight[k, max(0, i - 1) : i + 2, max(0, j - 1) : j + 2] = 0.0
@@ -185,15 +188,18 @@ class LabelledScenes:
 
     SUFFIXES = (".labels.geojson", ".truth.geojson", ".geojson")
 
-    def __init__(self, directory: str | Path):
+    def __init__(self, *directories: str | Path):
         from pipeline.geotiff import read_scene
         from pipeline.objects import read_objects
 
-        self.directory = Path(directory)
-        if not self.directory.is_dir():
-            raise SceneError(f"--labels {self.directory}: not a folder of <scene>.tif + <scene>.labels.geojson pairs")
         self.items: list[Sample] = []
-        for tif in sorted(self.directory.glob("*.tif")):
+        tifs = []
+        for directory in directories:
+            directory = Path(directory)
+            if not directory.is_dir():
+                raise SceneError(f"--labels {directory}: not a folder of <scene>.tif + <scene>.labels.geojson pairs")
+            tifs += sorted(directory.glob("*.tif"))
+        for tif in tifs:
             label = next((tif.with_name(tif.stem + s) for s in self.SUFFIXES if tif.with_name(tif.stem + s).exists()),
                          None)
             if label is None:
@@ -202,14 +208,18 @@ class LabelledScenes:
             scene = read_scene(tif)
             objs = []
             inv = ~scene.transform
+            h, w = scene.valid.shape
             for o in read_objects(label, crs=scene.crs):
                 col, row = inv * (o.x, o.y)
+                r, c = int(np.floor(row)), int(np.floor(col))
+                occluded = not (0 <= r < h and 0 <= c < w and bool(scene.valid[r, c]))
                 objs.append(LabelledObject(o.cls, float(row), float(col), o.length_m, o.width_m, o.heading_deg,
-                                           o.moving, o.speed_mps))
+                                           o.moving, o.speed_mps, occluded))
             self.items.append(Sample(scene.bands[[scene.band_names.index(b) for b in ("B02", "B03", "B04", "B08")]],
                                      scene.valid, objs))
         if not self.items:
-            raise SceneError(f"--labels {self.directory}: no <scene>.tif with a matching labels GeoJSON found")
+            names = ", ".join(str(d) for d in directories)
+            raise SceneError(f"--labels {names}: no <scene>.tif with a matching labels GeoJSON found")
 
     def __len__(self) -> int:
         return len(self.items)
@@ -228,6 +238,7 @@ class LabelledScenes:
         sub = item.bands[:, r0 : r0 + size, c0 : c0 + size]
         bands[:, : sub.shape[1], : sub.shape[2]] = sub
         valid[: sub.shape[1], : sub.shape[2]] = item.valid[r0 : r0 + size, c0 : c0 + size]
-        objs = [_moved(o, o.row - r0, o.col - c0, o.heading_deg) for o in item.objects
+        objs = [LabelledObject(o.cls, o.row - r0, o.col - c0, o.length_m, o.width_m, o.heading_deg, o.moving,
+                               o.speed_mps, o.occluded) for o in item.objects
                 if 0 <= o.row - r0 < size and 0 <= o.col - c0 < size]
         return Sample(bands, valid, objs)

@@ -65,9 +65,13 @@ def evaluate_detectors(pairs: list[ScenePair], detectors: dict[str, Detector],
     pixels = 0
     for p in pairs:
         scene = read_scene(p.scene)
-        truth = read_objects(p.truth, crs=scene.crs)
+        truth_all = read_objects(p.truth, crs=scene.crs)
+        truth = observable(truth_all, scene)
         pixels += scene.width * scene.height
-        row = {"scene": p.name, "truth": {c: sum(1 for t in truth if _counts(t, c)) for c in classes}}
+        row = {"scene": p.name, "truth": {c: sum(1 for t in truth if _counts(t, c)) for c in classes},
+               "truth_not_observable": {c: sum(1 for t in truth_all if _counts(t, c)) - sum(1 for t in truth
+                                                                                            if _counts(t, c))
+                                        for c in classes}}
         for name, det in detectors.items():
             t0 = time.perf_counter()
             dets = det.detect(scene)
@@ -79,7 +83,7 @@ def evaluate_detectors(pairs: list[ScenePair], detectors: dict[str, Detector],
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "scenes": len(pairs),
         "matching_rule": "greedy by score; same class within 30 m (large_aircraft) / 20 m (vehicle); "
-                         "vehicles: moving only",
+                         "vehicles: moving only; truth under cloud/nodata (invalid centre pixel) not scored",
         "detectors": {},
         "per_scene": scenes_out,
     }
@@ -92,6 +96,21 @@ def evaluate_detectors(pairs: list[ScenePair], detectors: dict[str, Detector],
             "classes": {c: s.to_dict() for c, s in summ.items()},
         }
     return report
+
+
+def observable(truth: list[MapObject], scene: Scene) -> list[MapObject]:
+    """Truth whose centre pixel is valid (inside the raster, not under cloud / nodata): what any detector can see.
+
+    A detector must not report objects in invalid pixels, so truth there is left out rather than counted as missed.
+    """
+    inv = ~scene.transform
+    out = []
+    for t in truth:
+        col, row = inv * (t.x, t.y)
+        r, c = int(np.floor(row)), int(np.floor(col))
+        if 0 <= r < scene.height and 0 <= c < scene.width and scene.valid[r, c]:
+            out.append(t)
+    return out
 
 
 def _counts(o: MapObject, cls: str) -> bool:

@@ -29,7 +29,7 @@ from models.checkpoint import read_checkpoint, save_checkpoint
 from models.dataset import LabelledScenes, TrainingStream
 from models.targets import total_loss
 from pipeline.config import Strict, _load_model, resolve_path
-from pipeline.errors import ConfigError, ModelError
+from pipeline.errors import ModelError
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,14 @@ class TrainConfig(Strict):
     checkpoint_dir: str = Field(default="basewatch-data/train", description="Resumable training state lives here.")
     checkpoint_every: int = Field(default=100, ge=1, description="Steps between resumable checkpoints.")
     out: str = Field(default="models/weights/basewatch_centernet.pt", description="Final (EMA) weights written here.")
+    init_from: str | None = Field(default=None, description="Start from these weights (a second stage) instead of "
+                                                            "random initialisation.")
+    scenes: str | None = Field(default=None, description="Folder of simulated scenes + truth mixed in like --labels "
+                                                         "(written by `basewatch simulate --held-out N --seed S`).")
+    scene_count: int = Field(default=0, ge=0, description="If > 0, render this many scenes into `scenes` first "
+                                                          "(when missing) with the scene renderer.")
+    scene_seed: int = Field(default=777, description="Seed of those training scenes; evaluation scenes must use "
+                                                     "another one.")
 
     @field_validator("chip_size")
     @classmethod
@@ -117,6 +125,11 @@ def train(cfg: TrainConfig, labels: str | Path | None = None, progress: bool = T
     _seed_all(cfg.seed)
     spec = ModelSpec(widths=tuple(cfg.widths))
     model = CenterNet(spec)
+    if cfg.init_from:
+        from models.checkpoint import load_model
+
+        init, _ = load_model(resolve_path(cfg.init_from))
+        model.load_state_dict(init.state_dict())
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=0.1,
@@ -142,7 +155,10 @@ def train(cfg: TrainConfig, labels: str | Path | None = None, progress: bool = T
         torch.set_rng_state(ts["torch_rng"])
         log.info("resuming from %s at step %d", state_path, step)
 
-    labelled = LabelledScenes(labels) if labels else None
+    if cfg.scenes and cfg.scene_count:
+        ensure_training_scenes(resolve_path(cfg.scenes), cfg.scene_count, cfg.scene_seed)
+    folders = [resolve_path(f) for f in (cfg.scenes, labels) if f]
+    labelled = LabelledScenes(*folders) if folders else None
     stream = TrainingStream(TRAIN_SEED_BASE + cfg.seed * 10_000_000, cfg.chip_size, spec.classes, spec.stride,
                             labelled=labelled, labels_every=cfg.labels_every)
     end = cfg.steps if stop_after is None else min(cfg.steps, step + stop_after)
@@ -213,6 +229,8 @@ def train(cfg: TrainConfig, labels: str | Path | None = None, progress: bool = T
         "hardware": f"{platform.processor() or platform.machine()}, {threads} torch threads, CPU",
         "config": cfg.model_dump(mode="json"),
         "labels": labels_fp or None,
+        "scenes": cfg.scenes,
+        "init_from": cfg.init_from,
         "heading_classes": ["vehicle"],
         "chip_seed_base": TRAIN_SEED_BASE + cfg.seed * 10_000_000,
     }
@@ -223,6 +241,12 @@ def train(cfg: TrainConfig, labels: str | Path | None = None, progress: bool = T
     return out
 
 
-def check_out_path(cfg: TrainConfig) -> None:
-    if not cfg.out.endswith(".pt"):
-        raise ConfigError(f"out: {cfg.out!r} should end with .pt")
+def ensure_training_scenes(folder: Path, count: int, seed: int) -> None:
+    """Render the scene-renderer part of the training data once (deterministic given the seed)."""
+    if len(list(folder.glob("*.truth.geojson"))) >= count:
+        return
+    from pipeline.simulate.command import simulate_held_out
+
+    log.info("rendering %d training scenes (seed %d) into %s", count, seed, folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    simulate_held_out(count, folder, seed=seed, size=512)

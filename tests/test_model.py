@@ -12,7 +12,7 @@ from models.centernet import CLASSES, REG_CHANNELS, CenterNet, ModelSpec, fold_b
 from models.checkpoint import load_model, save_checkpoint
 from models.dataset import LabelledObject, Sample, dihedral, to_targets
 from models.targets import TargetObject, decode, encode, total_loss
-from pipeline.errors import ModelError
+from pipeline.errors import ModelError, SceneError
 
 torch.set_num_threads(1)
 TINY = ModelSpec(widths=(8, 8, 8))
@@ -159,3 +159,53 @@ def test_checkpoint_round_trip_and_mismatch_refusal(tmp_path):
         load_model(tmp_path / "junk.pt")
     with pytest.raises(ModelError, match="basewatch train"):
         load_model(tmp_path / "missing.pt")
+
+
+def test_training_resumes_to_the_same_weights(tmp_path):
+    from models.train import TrainConfig, train
+
+    def cfg(name: str) -> TrainConfig:
+        return TrainConfig(steps=3, batch_size=2, chip_size=32, widths=(8, 8, 8), workers=0, threads=1,
+                           checkpoint_every=1, checkpoint_dir=str(tmp_path / name), out=str(tmp_path / f"{name}.pt"))
+
+    straight = train(cfg("a"), progress=False)
+    assert train(cfg("b"), progress=False, stop_after=1).name == "last.pt"  # "killed" after one step
+    resumed = train(cfg("b"), progress=False)
+    a, meta_a = load_model(straight)
+    b, meta_b = load_model(resumed)
+    assert meta_a["weights_id"] == meta_b["weights_id"]
+    for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
+        assert ka == kb and torch.equal(va, vb), ka
+    with pytest.raises(ModelError, match="different training config"):
+        train(cfg("b").model_copy(update={"lr": 1e-2}), progress=False)
+
+
+def test_labelled_scenes_reader_crops_in_pixel_coordinates(tmp_path):
+    from datetime import UTC, datetime
+
+    from affine import Affine
+
+    from models.dataset import LabelledScenes
+    from pipeline.georef import object_at_pixel
+    from pipeline.geotiff import write_scene
+    from pipeline.objects import write_objects
+    from pipeline.types import Acquisition, Scene
+
+    t = Affine(10, 0, 500_000, 0, -10, 4_000_000)
+    valid = np.ones((64, 80), bool)
+    valid[:10, :10] = False
+    scene = Scene(np.full((4, 64, 80), 0.1, np.float32), ("B02", "B03", "B04", "B08"), t, "EPSG:32636", valid,
+                  Acquisition("user", "a", "Sentinel-2A", datetime(2024, 12, 13, tzinfo=UTC)), False)
+    write_scene(scene, tmp_path / "a.tif")
+    write_objects([object_at_pixel(t, "EPSG:32636", 30.5, 40.25, "large_aircraft", length_m=69.0, width_m=73.0),
+                   object_at_pixel(t, "EPSG:32636", 5.5, 5.5, "vehicle", moving=True, speed_mps=20.0)],
+                  tmp_path / "a.labels.geojson")
+    ls = LabelledScenes(tmp_path)
+    objs = {o.cls: o for o in ls.items[0].objects}
+    assert objs["large_aircraft"].row == pytest.approx(30.5, abs=1e-3)
+    assert objs["large_aircraft"].col == pytest.approx(40.25, abs=1e-3)
+    assert objs["vehicle"].occluded and not objs["large_aircraft"].occluded
+    crop = ls.crop(np.random.default_rng(0), 32)
+    assert crop.bands.shape == (4, 32, 32)
+    with pytest.raises(SceneError, match="not a folder"):
+        LabelledScenes(tmp_path / "empty")
