@@ -140,7 +140,7 @@ def _count(db: Path, table: str) -> int:
 
 
 @pytest.mark.parametrize("stored_before_kill", [0, 2])
-def test_kill_9_mid_run_then_rerun_equals_uninterrupted(tmp_path, config, stored_before_kill):
+def test_kill_9_mid_run_then_rerun_equals_uninterrupted(tmp_path, stored_before_kill):
     scen = tiny_scenario(tmp_path)
     killed = tmp_path / "killed"
     cmd = [sys.executable, "-c", "from pipeline.cli import app; app()", "run", "--scenario", str(scen),
@@ -160,7 +160,8 @@ def test_kill_9_mid_run_then_rerun_equals_uninterrupted(tmp_path, config, stored
     with open_store(killed) as store:
         assert store.runs()[-1].status == "running"  # the killed run never finished
     subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)
-    _run(config, tmp_path / "clean", scen)
+    clean = [*cmd[:cmd.index("--data-dir") + 1], str(tmp_path / "clean"), *cmd[cmd.index("--data-dir") + 2:]]
+    subprocess.run(clean, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)
     got, want = _content(killed), _content(tmp_path / "clean")
     differ = {t: (sorted(set(got[t]) - set(want[t]))[:2], sorted(set(want[t]) - set(got[t]))[:2])
               for t in want if got[t] != want[t]}
