@@ -285,15 +285,14 @@ class Store:
             )
             for table in ("detections", "columns", "events"):
                 db.execute(f"DELETE FROM {table} WHERE aoi = ? AND acquisition_id = ? AND model = ?", key)
-            for n, d in enumerate(detections):
-                db.execute(
-                    "INSERT INTO detections (id, aoi, acquisition_id, model, n, cls, x, y, lon, lat, type, length_m, "
-                    "width_m, heading_deg, moving, speed_mps, score, zone) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (d.id or detection_id(acq.id, model, n), aoi, acq.id, model, n, d.cls, d.x, d.y, d.lon, d.lat,
-                     d.type, d.length_m, d.width_m, d.heading_deg, None if d.moving is None else int(d.moving),
-                     d.speed_mps, d.score, d.zone),
-                )
+            db.executemany(
+                "INSERT INTO detections (id, aoi, acquisition_id, model, n, cls, x, y, lon, lat, type, length_m, "
+                "width_m, heading_deg, moving, speed_mps, score, zone) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(d.id or detection_id(acq.id, model, n), aoi, acq.id, model, n, d.cls, d.x, d.y, d.lon, d.lat,
+                  d.type, d.length_m, d.width_m, d.heading_deg, None if d.moving is None else int(d.moving),
+                  d.speed_mps, d.score, d.zone) for n, d in enumerate(detections)],
+            )
             for n, c in enumerate(columns):
                 db.execute(
                     "INSERT INTO columns (id, aoi, acquisition_id, model, n, members, line, length_m, heading_deg, "
