@@ -12,6 +12,7 @@ Target policy (what the network is asked to find):
 - ``vehicle``: moving trucks only. Parked trucks are background (the task is moving vehicles). Trucks moving slower
   than ``MIN_VISIBLE_SPEED`` shift < 0.3 px between B02 and B04, so they look parked: their neighbourhood is left
   out of the loss (neither positive nor negative) instead of teaching the network to guess.
+- Objects fainter than ``MIN_CONTRAST`` (olive trucks on asphalt, grey aircraft on grey concrete) are ignored too.
 - Objects under cloud (invalid centre) and small aircraft / helicopters are background.
 - Chip edges are scored like the interior (an early run that left them out of the loss learned to fire along every
   raster edge).
@@ -34,6 +35,9 @@ from pipeline.errors import SceneError
 log = logging.getLogger(__name__)
 
 MIN_VISIBLE_SPEED = 3.0  # m/s: 3 m in 1 s = 0.3 px between B02 and B04
+MIN_CONTRAST = {"vehicle": 0.012, "large_aircraft": 0.01}
+"""Objects whose peak reflectance change (render_chip's ``contrast``, before PSF and noise) is below this are at or
+under the noise level: they are left out of the loss rather than taught as either answer."""
 EDGE_IGNORE_PX = 0  # chip edges are scored: a centre outside the chip is background, as at a raster edge
 
 
@@ -50,6 +54,7 @@ class LabelledObject:
     moving: bool | None
     speed_mps: float | None
     occluded: bool = False
+    contrast: float | None = None  # peak reflectance change the object made (simulated chips only)
 
 
 @dataclass
@@ -68,6 +73,10 @@ def to_targets(objects: list[LabelledObject], height: int, width: int, classes: 
         if o.cls not in classes or o.occluded:
             continue
         k = classes.index(o.cls)
+        faint = o.contrast is not None and abs(o.contrast) < MIN_CONTRAST.get(o.cls, 0.0)
+        if faint and (o.cls != "vehicle" or o.moving is not False):
+            ignore.append((k, o.row, o.col))
+            continue
         if o.cls == "vehicle":
             if o.moving is False:
                 continue
@@ -118,7 +127,8 @@ def dihedral(sample: Sample, k: int) -> Sample:
 
 
 def _moved(o: LabelledObject, row: float, col: float, heading: float | None) -> LabelledObject:
-    return LabelledObject(o.cls, row, col, o.length_m, o.width_m, heading, o.moving, o.speed_mps, o.occluded)
+    return LabelledObject(o.cls, row, col, o.length_m, o.width_m, heading, o.moving, o.speed_mps, o.occluded,
+                          o.contrast)
 
 
 def radiometric_jitter(bands: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -136,7 +146,7 @@ def chip_sample(seed: int, size: int) -> Sample:
 
     chip = render_chip(seed, size)
     objs = [LabelledObject(o.cls, o.row, o.col, o.length_m, o.width_m, o.heading_deg, o.moving, o.speed_mps,
-                           o.occluded) for o in chip.objects]
+                           o.occluded, getattr(o, "contrast", None)) for o in chip.objects]
     return Sample(chip.bands.astype(np.float32), chip.valid.astype(bool), objs)
 
 

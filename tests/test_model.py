@@ -74,11 +74,12 @@ def test_targets_ignore_slow_and_parked_trucks():
     objs = [LabelledObject("vehicle", 30.5, 30.5, 8, 2.5, 90, True, 15.0),
             LabelledObject("vehicle", 60.5, 60.5, 8, 2.5, 90, True, 1.0),  # too slow to see: ignored
             LabelledObject("vehicle", 90.5, 90.5, 8, 2.5, 90, False, 0.0),  # parked: background
-            LabelledObject("small_aircraft", 20.5, 100.5, 22, 15, 0, False, 0.0)]
+            LabelledObject("small_aircraft", 20.5, 100.5, 22, 15, 0, False, 0.0),
+            LabelledObject("vehicle", 100.5, 20.5, 8, 2.5, 90, True, 20.0, contrast=0.004)]  # below noise: ignored
     tg, weight = to_targets(objs, 128, 128)
     v = CLASSES.index("vehicle")
     assert tg.heatmap[v].max() == 1.0 and np.argwhere(tg.heatmap[v] == 1.0).tolist() == [[15, 15]]
-    assert weight[v, 30, 30] == 0.0 and weight[v, 45, 45] == 1.0
+    assert weight[v, 30, 30] == 0.0 and weight[v, 45, 45] == 1.0 and weight[v, 50, 10] == 0.0
     assert tg.heatmap[:, 10, 50].max() == 0.0
 
 
