@@ -112,8 +112,10 @@ def run_detector(name: str, pairs) -> dict:
     for (stem, *_), (dets, truth, _) in zip(pairs, rows, strict=True):
         per_scene.append({"scene": stem, **{c: {"detected": sum(1 for d in dets if _scored(d, c)),
                                                 "true": sum(1 for t in truth if _scored(t, c))} for c in EVAL_CLASSES}})
+    valid_km2 = sum(float(sc.valid.sum()) * abs(sc.transform.a * sc.transform.e) for _, sc, _, _ in pairs) / 1e6
+    classes = {c: {**s.to_dict(), "fp_per_valid_km2": round(s.fp / valid_km2, 3)} for c, s in summary.items()}
     return {"model": getattr(detector, "model_id", name), "seconds_per_scene": round(float(np.mean(seconds)), 3),
-            "classes": {c: s.to_dict() for c, s in summary.items()}, "breakdown": breakdown(rows),
+            "valid_km2": round(valid_km2, 2), "classes": classes, "breakdown": breakdown(rows),
             "per_scene": per_scene}
 
 
@@ -124,14 +126,14 @@ def _scored(o: MapObject, cls: str) -> bool:
 def table(results: dict) -> str:
     """A plain-text table: P/R/F1/count error per class and heading agreement for vehicles."""
     head = f"{'detector':<12}{'class':<16}{'TP':>5}{'FP':>5}{'FN':>5}{'P':>7}{'R':>7}{'F1':>7}{'|cnt err|':>11}" \
-           f"{'hdg<=30':>9}"
+           f"{'hdg<=30':>9}{'FP/km2':>8}"
     lines = [head, "-" * len(head)]
     for name, res in results.items():
         for cls, s in res["classes"].items():
             hw = s["heading_within_30deg"]
             lines.append(f"{name:<12}{cls:<16}{s['tp']:>5}{s['fp']:>5}{s['fn']:>5}{s['precision']:>7.3f}"
                          f"{s['recall']:>7.3f}{s['f1']:>7.3f}{s['mean_abs_count_error']:>11.2f}"
-                         f"{'-' if hw is None else f'{hw:.3f}':>9}")
+                         f"{'-' if hw is None else f'{hw:.3f}':>9}{s['fp_per_valid_km2']:>8.2f}")
     return "\n".join(lines)
 
 
