@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.config import DetectorConfig, resolve_path
-from pipeline.evaluation import EVAL_CLASSES, evaluate_scenes, match_class
+from pipeline.evaluation import EVAL_CLASSES, evaluate_scenes, heading_error_deg, match_class
 from pipeline.geotiff import read_scene
 from pipeline.objects import read_objects
 from pipeline.types import MapObject, Scene
@@ -29,7 +29,7 @@ from pipeline.types import MapObject, Scene
 log = logging.getLogger(__name__)
 
 DETECTORS = ("learned", "classical")
-SPEED_BINS = ((15.0, 20.0), (20.0, 25.0), (25.0, 30.01))
+SPEED_BINS = ((0.0, 10.0), (10.0, 15.0), (15.0, 20.0), (20.0, 25.0), (25.0, 30.0), (30.0, float("inf")))
 
 
 def load_pairs(folder: Path) -> list[tuple[str, Scene, list[MapObject], list[dict]]]:
@@ -48,12 +48,12 @@ def load_pairs(folder: Path) -> list[tuple[str, Scene, list[MapObject], list[dic
     return out
 
 
-def available(names: list[str]) -> tuple[list[str], dict[str, str]]:
+def available(names: list[str], weights: Path | None = None) -> tuple[list[str], dict[str, str]]:
     """Detectors that can run here, and why the others cannot (the learned one needs its weights file)."""
     ok, skipped = [], {}
     for name in names:
         if name == "learned":
-            weights = resolve_path(DetectorConfig().weights)
+            weights = resolve_path(str(weights) if weights else DetectorConfig().weights)
             if not Path(weights).exists():
                 skipped[name] = f"weights file {weights} is missing"
                 continue
@@ -66,10 +66,13 @@ def breakdown(dets_truth: list[tuple[list[MapObject], list[MapObject], list[dict
     hits: dict[str, Counter] = {"paint": Counter(), "type": Counter(), "speed": Counter(), "convoy": Counter()}
     totals: dict[str, Counter] = {k: Counter() for k in hits}
     confused = Counter()
+    heading_errors = []
     for dets, truth, props in dets_truth:
         for cls in EVAL_CLASSES:
             r = match_class(dets, truth, cls)
             found = {id(m.truth) for m in r.matches}
+            heading_errors += [heading_error_deg(m.detection.heading_deg, m.truth.heading_deg) for m in r.matches
+                               if cls == "vehicle" and None not in (m.detection.heading_deg, m.truth.heading_deg)]
             for t, p in zip(truth, props, strict=True):
                 if t.cls != cls or (cls == "vehicle" and not t.moving):
                     continue
@@ -86,6 +89,10 @@ def breakdown(dets_truth: list[tuple[list[MapObject], list[MapObject], list[dict
     recall = {k: {v: {"found": hits[k][v], "of": n, "recall": round(hits[k][v] / n, 3)}
                   for v, n in sorted(totals[k].items())} for k in totals}
     recall["large_aircraft_fp_on_smaller_aircraft"] = dict(confused)
+    errs = np.array(heading_errors)
+    recall["vehicle_heading_error_deg"] = {  # a reversed heading (>= 150 deg) means blue and red were swapped
+        "matched": int(errs.size), "within_30": int((errs <= 30).sum()), "reversed_150_180": int((errs >= 150).sum()),
+    }
     return recall
 
 
@@ -93,14 +100,15 @@ def _keys(t: MapObject, p: dict) -> dict[str, str]:
     if t.cls == "large_aircraft":
         return {"paint": str(p.get("paint", "?")), "type": str(t.type)}
     speed = t.speed_mps or 0.0
-    bin_ = next((f"{lo:.0f}-{hi:.0f} m/s" for lo, hi in SPEED_BINS if lo <= speed < hi), "other")
+    bin_ = next(f"{lo:02.0f}-{hi:.0f} m/s" for lo, hi in SPEED_BINS if lo <= speed < hi)
     return {"speed": bin_, "convoy": "convoy" if p.get("convoy") else "single"}
 
 
-def run_detector(name: str, pairs) -> dict:
+def run_detector(name: str, pairs, weights: Path | None = None) -> dict:
     from pipeline.detect import make_detector
 
-    detector = make_detector(DetectorConfig(name=name))
+    cfg = DetectorConfig(name=name, **({"weights": str(weights)} if weights else {}))
+    detector = make_detector(cfg)
     rows, seconds = [], []
     for _, scene, truth, props in pairs:
         t0 = time.perf_counter()
@@ -142,16 +150,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scenes", type=Path, required=True, help="folder of <name>.tif + <name>.truth.geojson")
     parser.add_argument("--out", type=Path, required=True, help="JSON report path")
     parser.add_argument("--detectors", nargs="+", default=list(DETECTORS), choices=DETECTORS)
+    parser.add_argument("--weights", type=Path, default=None,
+                        help="checkpoint for the learned detector (default: the committed one in the config)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     pairs = load_pairs(args.scenes)
     if not pairs:
         parser.error(f"{args.scenes}: no <name>.tif with <name>.truth.geojson found; render some first")
-    names, skipped = available(args.detectors)
+    names, skipped = available(args.detectors, args.weights)
     for name, why in skipped.items():
         log.warning("detector %s not run: %s", name, why)
-    results = {name: run_detector(name, pairs) for name in names}
+    results = {name: run_detector(name, pairs, args.weights) for name in names}
     report = {"scenes": len(pairs), "folder": str(args.scenes), "skipped": skipped,
+              "weights": str(args.weights) if args.weights else None,
               "truth": dict(Counter(f"{t.cls}{'_moving' if t.moving else ''}" for _, _, tr, _ in pairs for t in tr)),
               "detectors": results}
     args.out.parent.mkdir(parents=True, exist_ok=True)
