@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -140,3 +141,18 @@ def test_cli_output_round_trips_through_the_readers(tmp_path):
             assert got.cls in ("large_aircraft", "small_aircraft", "helicopter", "vehicle")
         total += len(objs)
     assert total > 0
+
+
+def test_robustness_scores_every_truth_object_once(tmp_path):
+    from benchmarks.robustness import main as robustness_main
+
+    assert main(["--n", "2", "--seed", "903", "--size", "128", "--out", str(tmp_path)]) == 0
+    report_path = tmp_path / "report.json"
+    assert robustness_main(["--scenes", str(tmp_path), "--out", str(report_path), "--detectors", "classical"]) == 0
+    report = json.loads(report_path.read_text())
+    classes = report["detectors"]["classical"]["classes"]
+    truth = [o for seed in (903, 904) for o in render(seed, 128).truth]
+    assert classes["large_aircraft"]["tp"] + classes["large_aircraft"]["fn"] == sum(
+        o.cls == "large_aircraft" for o in truth)
+    assert classes["vehicle"]["tp"] + classes["vehicle"]["fn"] == sum(o.cls == "vehicle" and o.moving for o in truth)
+    assert report["scenes"] == 2 and classes["vehicle"]["scenes"] == 2
