@@ -337,6 +337,7 @@ def rotor_shape(blades: int, radius: float, phase_deg: float, hub_u: float) -> S
 
 
 def rect_shape(length: float, width: float) -> Shape:
+    """A rectangle plan form (trucks, cars, buildings)."""
     return lambda u, v: (np.abs(u) <= length / 2) & (np.abs(v) <= width / 2)
 
 
@@ -355,6 +356,9 @@ class Builder:
         self.roads: list[LineString] = []
         self.aprons: list[tuple[Polygon, float, float, float]] = []  # polygon, centre col, row, heading of its rows
         self.meta: dict = {"seed": seed, "size": size}
+        self.road_widths: list[float] = []
+        self.sun_elev, self.sun_az = 45.0, 180.0  # drawn in plan()
+        self.shadow_keep = np.full(4, 0.4)
 
     # -------------------------------------------------------------- surfaces
     def surface(self, geom: BaseGeometry, spec: np.ndarray, amp: float = 0.04) -> None:
@@ -458,6 +462,7 @@ class Builder:
                           rng.uniform(8, 18))
 
     def building(self, c: float, r: float, hd: float, length: float, width: float, roof: str, height: float) -> bool:
+        """A roofed rectangle with a shadow, unless it would overlap something already placed."""
         poly = rect_px(c, r, hd, length, width)
         if any(poly.intersects(o) for o in self.occupied):
             return False
@@ -566,7 +571,7 @@ class Builder:
             self.roads.append(line)
             self.meta.setdefault("roads", []).append({"curved": bool(amp), "width_m": round(width, 1)})
             self.occupied.append(line.buffer(width / 2 / PX + 0.5))
-        self.road_widths = [r["width_m"] for r in self.meta["roads"]]
+            self.road_widths.append(width)
 
     def lots(self) -> None:
         """Vehicle parks with rows of parked trucks (truth, not moving) and car parks full of sub-pixel cars."""
