@@ -157,7 +157,11 @@ def paint_reflectance(name: str, rng: np.random.Generator) -> np.ndarray:
 
 
 def choose_paint(t: AircraftType, rng: np.random.Generator, wide: bool = False) -> str:
-    """The type's usual paints (the first most often); ``wide`` (training chips) lets any paint occur."""
-    if wide and rng.random() < 0.35:
+    """The type's usual paints (the first most often); ``wide`` (training chips) lets any paint occur.
+
+    Training chips draw any paint half the time: an independent renderer showed a detector trained on mostly
+    white transports misses grey and dark ones (benchmarks/ROBUSTNESS.md).
+    """
+    if wide and rng.random() < 0.5:
         return str(rng.choice(list(PAINTS)))
     return t.typical_paint[0] if rng.random() < 0.7 else str(rng.choice(list(t.typical_paint)))
