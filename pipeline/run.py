@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -103,10 +104,20 @@ def scene_path(data_dir: Path, aoi: str, acquisition_id: str) -> Path:
     return data_dir / "scenes" / aoi / f"{safe}.tif"
 
 
+STALE_PART_S = 3600.0
+
+
 def _sweep_partial_files(data_dir: Path) -> None:
-    """Temp files a killed run left behind (atomic writes never leave a half file under the real name)."""
+    """Temp files a killed run left behind (atomic writes never leave a half file under the real name).
+
+    Only old ones: a run working beside this one (a schedule tick, a second shell) may be writing a fresh one."""
+    now = time.time()
     for tmp in (data_dir / "scenes").glob("*/.*.part"):
-        tmp.unlink(missing_ok=True)
+        try:
+            if now - tmp.stat().st_mtime > STALE_PART_S:
+                tmp.unlink()
+        except FileNotFoundError:
+            pass
 
 
 def _in_aoi_crs(detections, aoi: AOI, scene: Scene):
