@@ -12,6 +12,7 @@ import json
 import secrets
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -152,13 +153,35 @@ class Store:
         try:
             self._conn = sqlite3.connect(path, timeout=timeout, isolation_level=None, check_same_thread=False)
             self._conn.row_factory = sqlite3.Row
-            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._wal(timeout)
             self._conn.execute("PRAGMA synchronous=NORMAL")
             self._conn.execute("PRAGMA foreign_keys=ON")
+        except sqlite3.OperationalError as exc:
+            if "locked" in str(exc) or "busy" in str(exc):
+                raise StoreError(f"{path}: locked by another basewatch process for over {timeout:.0f} s; "
+                                 "wait for it to finish or use another --data-dir") from None
+            raise StoreError(f"{path}: not a usable basewatch store ({exc}); move it aside and re-run") from None
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{path}: not a usable basewatch store ({exc}); move it aside and re-run") from None
         self._lock = threading.RLock()
         self._migrate()
+
+    def _wal(self, timeout: float) -> None:
+        """Switch to WAL once. Switching needs a moment alone with the file and SQLite does not wait for it
+        (no busy handler), so two processes creating the store at once retry here instead of failing."""
+        deadline = time.monotonic() + timeout
+        delay = 0.01
+        while self._conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+            try:
+                if self._conn.execute("PRAGMA journal_mode=WAL").fetchone()[0].lower() == "wal":
+                    return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc):
+                    raise
+            if time.monotonic() > deadline:
+                raise sqlite3.OperationalError("database is locked")
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)
 
     # ------------------------------------------------------------ plumbing
 
