@@ -20,7 +20,8 @@ def detect(
     config: Path | None = typer.Option(None, "--config", "-c", help="Config file (default: configs/default.yaml)."),
     detector: str | None = typer.Option(None, "--detector", help="learned or classical (default: from config)."),
     weights: Path | None = typer.Option(None, "--weights", help="Checkpoint to use instead of detector.weights."),
-    threshold: float | None = typer.Option(None, "--threshold", help="Score threshold (default: from config)."),
+    threshold: float | None = typer.Option(None, "--threshold", help="One score threshold for all classes "
+                                                                     "(default: the checkpoint's calibrated ones)."),
 ) -> None:
     """Detect large aircraft and moving vehicles in one GeoTIFF and write them as GeoJSON."""
     import time
@@ -34,6 +35,8 @@ def detect(
     cfg = load_config(config).detector
     updates = {k: v for k, v in {"name": detector, "weights": str(weights) if weights else None,
                                    "score_threshold": threshold}.items() if v is not None}
+    if threshold is not None:
+        updates["class_thresholds"] = {}  # one threshold for every class, overriding the calibrated ones
     cfg = cfg.model_validate({**cfg.model_dump(), **updates})
     det = make_detector(cfg)
     t0 = time.perf_counter()
@@ -54,22 +57,31 @@ def detect(
 
 
 def train(
-    config: Path = typer.Option(Path("configs/train.yaml"), "--config", "-c", help="Training config YAML."),
+    config: list[Path] = typer.Option([Path("configs/train.yaml")], "--config", "-c",
+                                      help="Training config YAML; repeat for stages run in order (each stage's "
+                                           "init_from names the previous stage's out)."),
     labels: Path | None = typer.Option(None, "--labels", help="Folder of <scene>.tif + <scene>.labels.geojson "
                                                                "to mix into the simulated chips."),
-    out: Path | None = typer.Option(None, "--out", help="Where to write the weights (default: 'out' in config)."),
-    stop_after: int | None = typer.Option(None, "--stop-after", help="Stop after N steps (resume later)."),
+    out: Path | None = typer.Option(None, "--out", help="Where to write the last stage's weights (default: its "
+                                                         "'out')."),
+    stop_after: int | None = typer.Option(None, "--stop-after", help="Stop each stage after N steps (resume later)."),
 ) -> None:
     """Train the detector on simulated chips (plus your labels); deterministic, checkpointed, resumable."""
     from models.train import load_train_config
     from models.train import train as run_training
     from pipeline.config import resolve_path
 
-    cfg = load_train_config(resolve_path(config))
-    if out is not None:
-        cfg = cfg.model_validate({**cfg.model_dump(), "out": str(out)})
-    path = run_training(cfg, labels=labels, stop_after=stop_after)
-    _console.print(f"weights: {path}")
+    for k, path in enumerate(config):
+        cfg = load_train_config(resolve_path(path))
+        if out is not None and k == len(config) - 1:
+            cfg = cfg.model_validate({**cfg.model_dump(), "out": str(out)})
+        if resolve_path(cfg.out).exists() and k < len(config) - 1:
+            _console.print(f"stage {path}: {cfg.out} exists, skipped (delete it to retrain this stage)")
+            continue
+        result = run_training(cfg, labels=labels, stop_after=stop_after)
+        _console.print(f"stage {path}: {result}")
+        if result.name == "last.pt":  # stopped early: later stages need this one's weights
+            return
 
 
 def evaluate(

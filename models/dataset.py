@@ -65,7 +65,7 @@ class Sample:
 
 
 def to_targets(objects: list[LabelledObject], height: int, width: int, classes: tuple[str, ...] = CLASSES,
-               stride: int = 2) -> tuple[Targets, np.ndarray]:
+               stride: int = 2, min_contrast: dict[str, float] | None = None) -> tuple[Targets, np.ndarray]:
     """Dense targets plus a (K, h, w) loss weight (0 where the answer is unknowable: slow trucks, chip edges)."""
     keep: list[TargetObject] = []
     ignore: list[tuple[int, float, float]] = []
@@ -73,7 +73,8 @@ def to_targets(objects: list[LabelledObject], height: int, width: int, classes: 
         if o.cls not in classes or o.occluded:
             continue
         k = classes.index(o.cls)
-        faint = o.contrast is not None and abs(o.contrast) < MIN_CONTRAST.get(o.cls, 0.0)
+        limits = MIN_CONTRAST if min_contrast is None else min_contrast
+        faint = o.contrast is not None and abs(o.contrast) < limits.get(o.cls, 0.0)
         if faint and (o.cls != "vehicle" or o.moving is not False):
             ignore.append((k, o.row, o.col))
             continue
@@ -150,9 +151,10 @@ def chip_sample(seed: int, size: int) -> Sample:
     return Sample(chip.bands.astype(np.float32), chip.valid.astype(bool), objs)
 
 
-def sample_to_tensors(sample: Sample, classes: tuple[str, ...], stride: int) -> dict[str, torch.Tensor]:
+def sample_to_tensors(sample: Sample, classes: tuple[str, ...], stride: int,
+                      min_contrast: dict[str, float] | None = None) -> dict[str, torch.Tensor]:
     h, w = sample.valid.shape
-    tg, weight = to_targets(sample.objects, h, w, classes, stride)
+    tg, weight = to_targets(sample.objects, h, w, classes, stride, min_contrast)
     heat, reg, mask = tg.as_tensors()
     return {"bands": torch.from_numpy(sample.bands), "valid": torch.from_numpy(sample.valid), "heat": heat,
             "reg": reg, "mask": mask, "weight": torch.from_numpy(weight)}
@@ -164,7 +166,7 @@ class TrainingStream(Dataset):
 
     def __init__(self, seed_base: int, chip_size: int = 128, classes: tuple[str, ...] = CLASSES, stride: int = 2,
                  labelled: LabelledScenes | None = None, labels_every: int = 4, length: int = 10**9,
-                 augment: bool = True):
+                 augment: bool = True, ignore_faint: bool = True):
         self.seed_base = seed_base
         self.chip_size = chip_size
         self.classes = classes
@@ -173,6 +175,7 @@ class TrainingStream(Dataset):
         self.labels_every = max(1, labels_every)
         self.length = length
         self.augment = augment
+        self.min_contrast = None if ignore_faint else {}
 
     def __len__(self) -> int:
         return self.length
@@ -189,7 +192,7 @@ class TrainingStream(Dataset):
         return s
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        return sample_to_tensors(self.sample(index), self.classes, self.stride)
+        return sample_to_tensors(self.sample(index), self.classes, self.stride, self.min_contrast)
 
 
 class LabelledScenes:

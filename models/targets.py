@@ -101,8 +101,14 @@ def focal_loss(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor 
     return (pos_loss.sum() + neg_loss.sum()) / n
 
 
-def regression_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Masked L1 on offsets (through a sigmoid: offsets live in [0, 1)), log sizes, heading sin/cos, log speed."""
+def regression_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
+                    heading_raw: bool = False) -> dict[str, torch.Tensor]:
+    """Masked L1 on offsets (through a sigmoid: offsets live in [0, 1)), log sizes, heading sin/cos, log speed.
+
+    Heading: by default the (sin, cos) output is normalised before the L1; ``heading_raw`` applies the L1 to the raw
+    output instead, whose gradient still points at the target when the prediction is reversed (180 deg off), where
+    the normalised loss sits on a saddle. Decoding uses atan2, so both read the same way.
+    """
     out = {}
     groups = {"offset": slice(OFF, OFF + 2), "size": slice(LOGLEN, LOGLEN + 2), "heading": slice(SINH, SINH + 2),
               "speed": slice(LOGSPD, LOGSPD + 1)}
@@ -110,7 +116,7 @@ def regression_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor
         p, t, m = pred[:, sl], target[:, sl], mask[:, sl]
         if name == "offset":
             p = torch.sigmoid(p)
-        elif name == "heading":
+        elif name == "heading" and not heading_raw:
             p = F.normalize(p, dim=1, eps=1e-6)
         out[name] = (F.l1_loss(p, t, reduction="none") * m).sum() / m.sum().clamp_min(1.0)
     return out
@@ -120,11 +126,13 @@ LOSS_WEIGHTS = {"heatmap": 1.0, "offset": 1.0, "size": 0.2, "heading": 0.5, "spe
 
 
 def total_loss(out: torch.Tensor, heat: torch.Tensor, reg: torch.Tensor, mask: torch.Tensor, num_classes: int,
-               weight: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+               weight: torch.Tensor | None = None, heading_raw: bool = False,
+               weights: dict[str, float] | None = None) -> tuple[torch.Tensor, dict[str, float]]:
     """Weighted sum of the heatmap focal loss and the masked regressions; ``weight`` zeroes ignored cells."""
     parts = {"heatmap": focal_loss(out[:, :num_classes], heat, weight)}
-    parts.update(regression_loss(out[:, num_classes:], reg, mask))
-    loss = sum(LOSS_WEIGHTS[k] * v for k, v in parts.items())
+    parts.update(regression_loss(out[:, num_classes:], reg, mask, heading_raw))
+    w = {**LOSS_WEIGHTS, **(weights or {})}
+    loss = sum(w[k] * v for k, v in parts.items())
     return loss, {k: float(v.detach()) for k, v in parts.items()}
 
 

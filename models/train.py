@@ -18,6 +18,7 @@ import platform
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Literal
 
 import torch
 from pydantic import Field, field_validator
@@ -53,6 +54,12 @@ class TrainConfig(Strict):
     checkpoint_dir: str = Field(default="basewatch-data/train", description="Resumable training state lives here.")
     checkpoint_every: int = Field(default=100, ge=1, description="Steps between resumable checkpoints.")
     out: str = Field(default="models/weights/basewatch_centernet.pt", description="Final (EMA) weights written here.")
+    heading_loss: Literal["normalized", "raw"] = Field(default="normalized", description="L1 on the normalised "
+                                                       "(sin, cos) output, or on the raw output (no saddle when the "
+                                                       "prediction is reversed).")
+    heading_weight: float = Field(default=0.5, ge=0, description="Weight of the heading loss.")
+    ignore_faint: bool = Field(default=True, description="Leave objects fainter than the noise out of the loss "
+                                                         "(models/dataset.py MIN_CONTRAST).")
     init_from: str | None = Field(default=None, description="Start from these weights (a second stage) instead of "
                                                             "random initialisation.")
     scenes: str | None = Field(default=None, description="Folder of simulated scenes + truth mixed in like --labels "
@@ -160,7 +167,7 @@ def train(cfg: TrainConfig, labels: str | Path | None = None, progress: bool = T
     folders = [resolve_path(f) for f in (cfg.scenes, labels) if f]
     labelled = LabelledScenes(*folders) if folders else None
     stream = TrainingStream(TRAIN_SEED_BASE + cfg.seed * 10_000_000, cfg.chip_size, spec.classes, spec.stride,
-                            labelled=labelled, labels_every=cfg.labels_every)
+                            labelled=labelled, labels_every=cfg.labels_every, ignore_faint=cfg.ignore_faint)
     end = cfg.steps if stop_after is None else min(cfg.steps, step + stop_after)
     loader = DataLoader(stream, batch_size=cfg.batch_size, sampler=_FromIndex(step * cfg.batch_size,
                                                                                 end * cfg.batch_size),
@@ -192,7 +199,8 @@ def train(cfg: TrainConfig, labels: str | Path | None = None, progress: bool = T
         for batch in loader:
             out = model(batch["bands"].contiguous(memory_format=torch.channels_last), batch["valid"])
             loss, parts = total_loss(out, batch["heat"], batch["reg"], batch["mask"], len(spec.classes),
-                                     batch["weight"])
+                                     batch["weight"], heading_raw=cfg.heading_loss == "raw",
+                                     weights={"heading": cfg.heading_weight})
             if not torch.isfinite(loss):
                 raise ModelError(f"training diverged at step {step} (loss {float(loss)}); lower lr in the config")
             opt.zero_grad(set_to_none=True)

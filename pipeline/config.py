@@ -146,6 +146,11 @@ class DetectorConfig(Strict):
     overlap: int = Field(default=32, ge=0, le=512, description="Overlap between windows (pixels).")
     batch_size: int = Field(default=4, ge=1, le=64, description="Windows per forward pass.")
     threads: int = Field(default=0, ge=0, le=64, description="Torch CPU threads; 0 = number of cores.")
+    class_thresholds: dict[str, float] | None = Field(
+        default=None,
+        description="Per-class score thresholds of the learned detector (e.g. {vehicle: 0.5}); None: the thresholds "
+        "calibrated into the checkpoint (MODEL_CARD.md), or score_threshold for a checkpoint without them.",
+    )
 
 
 class ColumnsConfig(Strict):

@@ -187,6 +187,7 @@ class LearnedDetector:
         self.stride = model.spec.stride
         self.heading_classes = set(meta.get("heading_classes", ["vehicle"]))
         self.version = f"{model.spec.version}@{meta.get('weights_id', 'unknown')}"
+        self.thresholds = class_thresholds(self.cfg, meta, self.classes)
         set_threads(self.cfg.threads)
 
     @property
@@ -238,11 +239,11 @@ class LearnedDetector:
                 vt = torch.from_numpy(valid)
                 x = torch.from_numpy(bands).contiguous(memory_format=torch.channels_last)
                 out = self.model(x, vt)
-                for win, dets in zip(group, decode(out, len(self.classes), self.cfg.score_threshold,
-                                                    self.stride, valid=vt), strict=True):
+                floor = min(self.thresholds)
+                for win, dets in zip(group, decode(out, len(self.classes), floor, self.stride, valid=vt), strict=True):
                     for d in dets:
                         row, col = d.row + win.row_off, d.col + win.col_off
-                        if win.owns(row, col):
+                        if d.score >= self.thresholds[d.cls_index] and win.owns(row, col):
                             raw.append((d.cls_index, d.score, row, col, d.length_m, d.width_m, d.heading_deg,
                                         d.speed_mps))
                 done += len(group)
@@ -274,6 +275,13 @@ class LearnedDetector:
             ))
         out.sort(key=lambda d: -(d.score or 0.0))
         return out
+
+
+def class_thresholds(cfg: DetectorConfig, meta: dict, classes: tuple[str, ...]) -> list[float]:
+    """Score threshold per class: the config's class_thresholds, else the checkpoint's calibrated ones, else
+    score_threshold."""
+    chosen = cfg.class_thresholds if cfg.class_thresholds is not None else meta.get("thresholds") or {}
+    return [float(chosen.get(c, cfg.score_threshold)) for c in classes]
 
 
 def merge_duplicates(raw: list[tuple], classes: tuple[str, ...], iou: float = NMS_IOU) -> list[tuple]:

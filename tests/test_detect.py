@@ -68,6 +68,7 @@ def _fake_detector(window: int, overlap: int) -> LearnedDetector:
     det.heading_classes = {"vehicle"}
     det.meta = {}
     det.version = "test"
+    det.thresholds = [0.5, 0.5]
     return det
 
 

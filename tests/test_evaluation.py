@@ -65,3 +65,25 @@ def test_heading_error_wraps():
     assert heading_error_deg(359, 1) == pytest.approx(2)
     assert heading_error_deg(90, 270) == pytest.approx(180)
     assert heading_error_deg(-10, 10) == pytest.approx(20)
+
+
+def test_evaluate_command_pairs_scenes_and_writes_report(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+
+    scenes = tmp_path / "scenes"
+    out = tmp_path / "report.json"
+    result = CliRunner().invoke(app, ["evaluate", "--scenes", str(scenes), "--make-heldout", "2", "--heldout-size",
+                                      "64", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert report["scenes"] == 2 and set(report["detectors"]) == {"learned", "classical"}
+    for det in report["detectors"].values():
+        assert set(det["classes"]) == {"large_aircraft", "vehicle"}
+        assert {"precision", "recall", "f1", "mean_abs_count_error", "heading_within_30deg"} <= set(
+            det["classes"]["vehicle"])
+    bad = CliRunner().invoke(app, ["evaluate", "--scenes", str(tmp_path / "nothing"), "--out", str(out)])
+    assert bad.exit_code == 2 and "not a folder" in bad.output
