@@ -173,7 +173,8 @@ class DiffConfig(Strict):
         default=3.0, ge=0, description="Parked assets a baseline needs before a drawdown can be judged."
     )
     mass_outbound_columns: int = Field(
-        default=2, ge=1, description="Outbound columns in one scene that alone indicate withdrawal activity."
+        default=2, ge=1,
+        description="Egress roads with outbound columns in one scene that alone indicate withdrawal activity.",
     )
 
 

@@ -10,7 +10,7 @@ Events (``compare``):
 - ``asset_drawdown``: parked aircraft or vehicles below drawdown_fraction x baseline on two consecutive observations
   (a single low observation is a provisional *drop*: no event of its own, but a withdrawal signal);
 - ``withdrawal_activity``: within cooccurrence_days at least two different signals of which one is a departure
-  (outbound columns, drawdown or drop), or ``mass_outbound_columns`` outbound columns at once.
+  (outbound columns, drawdown or drop), or outbound columns on ``mass_outbound_columns`` egress roads at once.
 """
 
 from __future__ import annotations
@@ -181,7 +181,8 @@ def _outbound(aoi: AOI, history: Sequence[Observation], obs: Observation, cfg: D
                   confidence=round(confidence, 3),
                   baseline={"outbound_vehicles_median": base, "observations": len(hist)},
                   current={"outbound_columns": len(out_cols), "outbound_vehicles": vehicles,
-                           "inbound_vehicles": inbound, "roads": sorted({c.road for c in out_cols if c.road})},
+                           "inbound_vehicles": inbound, "roads": sorted({c.road for c in out_cols if c.road}),
+                           "outbound_roads": len({c.road or c.id for c in out_cols})},
                   columns=tuple(c.id for c in out_cols))
 
 
@@ -244,8 +245,9 @@ def _withdrawal(aoi: AOI, history: Sequence[Observation], obs: Observation, now:
         best[k] = max(best.get(k, 0.0), s.confidence)
     departure = any(k in best for k in ("outbound_columns", "asset_drawdown"))
     out_now = next((s for s in now if s.kind == "outbound_columns"), None)
+    # several egress roads carrying columns out at once (one column that detection gaps split stays on one road)
     mass = out_now is not None and (
-        out_now.current["outbound_columns"] >= cfg.mass_outbound_columns
+        out_now.current["outbound_roads"] >= cfg.mass_outbound_columns
         and out_now.current["outbound_vehicles"] - out_now.current["inbound_vehicles"] >= 2 * cfg.outbound_min_vehicles
     )
     if not ((departure and len(best) >= 2) or mass):

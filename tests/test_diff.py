@@ -17,14 +17,16 @@ AOI_ = AOI(
     zones=(Zone("apron", "apron", box(35.93, 35.39, 35.94, 35.40)),
            Zone("runway", "runway", box(35.945, 35.38, 35.947, 35.41)),
            Zone("park", "vehicle_park", box(35.95, 35.41, 35.96, 35.42))),
-    roads=(EgressRoad("gate_road", LineString([(35.96, 35.42), (35.96, 35.43)])),),
+    roads=(EgressRoad("gate_road", LineString([(35.96, 35.42), (35.96, 35.43)])),
+           EgressRoad("south_road", LineString([(35.94, 35.38), (35.93, 35.375)]))),
 )
 CFG = DiffConfig()
 T0 = datetime(2024, 11, 28, 8, 25, tzinfo=UTC)
 
 
 def obs(day: int, *, large: int = 1, small: int = 12, parked: int = 40, valid: dict | None = None,
-        outbound: tuple[int, ...] = (), inbound: tuple[int, ...] = (), road: str | None = "gate_road") -> Observation:
+        outbound: tuple[int, ...] = (), inbound: tuple[int, ...] = (),
+        road: str | None | tuple = "gate_road") -> Observation:
     """Observation ``day`` days after T0; ``outbound``/``inbound`` list the vehicles of each column."""
     acq = Acquisition(source="simulated", id=f"acq{day:02d}", sensor="Sentinel-2A",
                       datetime=T0 + timedelta(days=day), simulated=True)
@@ -32,11 +34,12 @@ def obs(day: int, *, large: int = 1, small: int = 12, parked: int = 40, valid: d
     cols = []
     for direction, sizes in (("outbound", outbound), ("inbound", inbound)):
         for i, n in enumerate(sizes):
+            on = road if not isinstance(road, tuple) else road[i]
             cols.append(Column(id=f"acq{day:02d}:{direction}{i}", members=tuple(f"acq{day:02d}:v{direction}{i}-{k}"
                                                                              for k in range(n)),
                                line=LineString([(35.96, 35.42), (35.96, 35.425)]), length_m=500.0,
                                heading_deg=0.0 if direction == "outbound" else 180.0, direction=direction,
-                               vehicles=n, road=road))
+                               vehicles=n, road=on))
     counts = {"large_aircraft": large, "small_aircraft": small, "parked_vehicle": parked,
               "vehicles_outbound": sum(outbound), "vehicles_inbound": sum(inbound),
               "columns_outbound": len(outbound), "columns_inbound": len(inbound)}
@@ -159,9 +162,12 @@ def test_reinforcement_is_not_withdrawal():
 
 
 def test_mass_outbound_alone_is_withdrawal():
-    assert kinds(ROUTINE, obs(15, outbound=(9, 8))) == {"outbound_columns", "withdrawal_activity"}
-    # two columns out but as many coming in: traffic, not a departure
-    assert kinds(ROUTINE, obs(15, outbound=(9, 8), inbound=(9, 8))) == {"outbound_columns"}
+    two_roads = ("gate_road", "south_road")
+    assert kinds(ROUTINE, obs(15, outbound=(9, 8), road=two_roads)) == {"outbound_columns", "withdrawal_activity"}
+    # one column split in two by detection gaps is still one road's column: no withdrawal on its own
+    assert kinds(ROUTINE, obs(15, outbound=(6, 4))) == {"outbound_columns"}
+    # columns out on two roads but as many coming in: traffic, not a departure
+    assert kinds(ROUTINE, obs(15, outbound=(9, 8), inbound=(9, 8), road=two_roads)) == {"outbound_columns"}
 
 
 def test_off_road_chains_are_not_departures():
