@@ -154,7 +154,9 @@ class DetectorConfig(Strict):
 
 
 class ColumnsConfig(Strict):
-    max_gap_m: float = Field(default=120.0, gt=0, description="Largest gap between consecutive vehicles.")
+    max_gap_m: float = Field(
+        default=200.0, gt=0, description="Largest gap between consecutive vehicles (bridges one missed truck)."
+    )
     heading_tolerance_deg: float = Field(default=35.0, gt=0, le=90, description="Heading spread within a column.")
     min_vehicles: int = Field(default=3, ge=2, description="Fewest moving vehicles that make a column.")
     road_buffer_m: float = Field(default=60.0, ge=0, description="Distance from an egress road counted as on it.")

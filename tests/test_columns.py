@@ -71,3 +71,10 @@ def test_parked_and_non_vehicle_detections_are_ignored(tartus):
 def test_angle_diff_wraps():
     assert angle_diff(350, 10) == 20
     assert angle_diff(90, 270) == 180
+
+
+def test_default_gap_bridges_one_missed_truck(tartus):
+    column = vehicles_along(tartus, "east_to_m1_highway", 100, 9, 70, outbound=True, prefix="m")
+    del column[4]  # the detector missed one: a 140 m hole
+    cols = group_columns(column, tartus, ColumnsConfig())
+    assert [c.vehicles for c in cols] == [8]
