@@ -96,10 +96,11 @@ class InputNorm(nn.Module):
         mad = torch.nanmedian((sample - med[..., None]).abs(), dim=2).values * 1.4826
         med = torch.nan_to_num(med, nan=0.0)
         scale = torch.nan_to_num(mad, nan=1.0).clamp_min(self.floor)
-        x = (bands - med[..., None, None]) / scale[..., None, None]
-        x = self.clip * torch.tanh(x / self.clip)
+        inv = 1.0 / (scale * self.clip)
+        x = torch.tanh(torch.addcmul((-med * inv)[..., None, None], bands, inv[..., None, None])) * self.clip
         vf = valid[:, None].to(x.dtype)
-        x = x * vf
+        if not bool(valid.all()):
+            x = x * vf
         derived = [x[:, a : a + 1] - x[:, b : b + 1] for a, b in self.pairs]
         return torch.cat([x, *derived, vf], dim=1)
 
@@ -136,7 +137,8 @@ class CenterNet(nn.Module):
     def forward(self, bands: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """bands (N, 4, H, W) reflectance, H and W multiples of 8; returns raw logits/regressions (N, K, H/2, W/2)."""
         x = self.norm(bands, valid)
-        x = F.pixel_unshuffle(x, 2)
+        # channels_last: oneDNN's fast convolution layout on CPU (several times faster than NCHW at these widths)
+        x = F.pixel_unshuffle(x, 2).contiguous(memory_format=torch.channels_last)
         a = self.level1(x)
         b = self.level2(a)
         c = self.level3(b)

@@ -156,33 +156,38 @@ def decode(out: torch.Tensor, num_classes: int, threshold: float, stride: int = 
 
     ``valid`` (N, H, W) bool drops peaks whose decoded centre pixel is invalid (clouds, nodata).
     """
-    heat = torch.sigmoid(out[:, :num_classes])
-    peaks = heat * (F.max_pool2d(heat, 3, 1, 1) == heat)
+    logits = out[:, :num_classes]
+    # peaks on the logits (sigmoid is monotonic), sigmoid only on the few candidates
+    is_peak = (F.max_pool2d(logits, 3, 1, 1) == logits) & (logits >= math.log(threshold / (1.0 - threshold))
+                                                           if 0.0 < threshold < 1.0 else logits > -1e30)
     reg = out[:, num_classes:]
     results: list[list[RawDetection]] = []
-    n, _, h, w = heat.shape
+    n, _, h, w = logits.shape
     for b in range(n):
-        flat = peaks[b].reshape(-1)
-        k = min(max_per_image, flat.numel())
-        scores, idx = torch.topk(flat, k)
-        keep = scores >= threshold
-        scores, idx = scores[keep], idx[keep]
+        idx = torch.nonzero(is_peak[b].reshape(-1)).squeeze(1)
         cls = idx // (h * w)
         cell = idx % (h * w)
         i, j = cell // w, cell % w
-        r = reg[b, :, i, j]
+        if valid is not None and idx.numel():
+            r0 = reg[b, OFF, i, j]
+            c0 = reg[b, OFF + 1, i, j]
+            pr = ((i.float() + torch.sigmoid(r0)) * stride).long().clamp(0, valid.shape[1] - 1)
+            pc = ((j.float() + torch.sigmoid(c0)) * stride).long().clamp(0, valid.shape[2] - 1)
+            ok = valid[b, pr, pc]
+            if not bool(ok.all()):
+                keep = torch.nonzero(ok).squeeze(1)
+                idx, cls, i, j = idx[keep], cls[keep], i[keep], j[keep]
+        scores = torch.sigmoid(logits[b].reshape(-1)[idx])
+        if idx.numel() > max_per_image:
+            scores, order = torch.topk(scores, max_per_image)
+            cls, i, j = cls[order], i[order], j[order]
+        r = reg[b][:, i, j]
         rows = (i.float() + torch.sigmoid(r[OFF])) * stride
         cols = (j.float() + torch.sigmoid(r[OFF + 1])) * stride
         lens = torch.exp(r[LOGLEN].clamp(-3, 6))
         wids = torch.exp(r[LOGLEN + 1].clamp(-3, 6))
         head = torch.rad2deg(torch.atan2(r[SINH], r[SINH + 1])) % 360.0
         spd = torch.exp(r[LOGSPD].clamp(-3, 6))
-        if valid is not None:
-            pr = rows.long().clamp(0, valid.shape[1] - 1)
-            pc = cols.long().clamp(0, valid.shape[2] - 1)
-            ok = valid[b, pr, pc]
-            cls, scores, rows, cols = cls[ok], scores[ok], rows[ok], cols[ok]
-            lens, wids, head, spd = lens[ok], wids[ok], head[ok], spd[ok]
         dets = [
             RawDetection(int(c), float(s), float(rr), float(cc), float(ln), float(wd), float(hd), float(sp))
             for c, s, rr, cc, ln, wd, hd, sp in zip(
