@@ -139,14 +139,15 @@ def quicklook(scene: Scene, dets: list[MapObject], path: Path, box) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from pipeline.georef import map_to_pixel
+
     rgb = np.stack([scene.band("B04"), scene.band("B03"), scene.band("B02")], -1)
     lo, hi = np.percentile(rgb, 1), np.percentile(rgb, 99.5)
     rgb = np.clip((rgb - lo) / (hi - lo + 1e-6), 0, 1)
     fig, ax = plt.subplots(figsize=(max(6, scene.width / 60), max(6, scene.height / 60)))
     ax.imshow(rgb)
-    inv = ~scene.transform
     for d in dets:
-        col, row = inv * (d.x, d.y)
+        row, col = map_to_pixel(scene.transform, d.x, d.y)
         if d.cls == "large_aircraft":
             ax.plot(col - 0.5, row - 0.5, "o", mfc="none", mec="yellow", ms=12)
         else:

@@ -31,6 +31,7 @@ from torch.utils.data import Dataset
 from models.centernet import CLASSES
 from models.targets import TargetObject, Targets, encode
 from pipeline.errors import SceneError
+from pipeline.georef import map_to_pixel
 
 log = logging.getLogger(__name__)
 
@@ -220,10 +221,9 @@ class LabelledScenes:
                 continue
             scene = read_scene(tif)
             objs = []
-            inv = ~scene.transform
             h, w = scene.valid.shape
             for o in read_objects(label, crs=scene.crs):
-                col, row = inv * (o.x, o.y)
+                row, col = map_to_pixel(scene.transform, o.x, o.y)
                 r, c = int(np.floor(row)), int(np.floor(col))
                 occluded = not (0 <= r < h and 0 <= c < w and bool(scene.valid[r, c]))
                 objs.append(LabelledObject(o.cls, float(row), float(col), o.length_m, o.width_m, o.heading_deg,

@@ -20,6 +20,7 @@ from affine import Affine
 from pipeline.detector import Detector
 from pipeline.errors import SceneError
 from pipeline.evaluation import EVAL_CLASSES, ClassSummary, evaluate_scenes
+from pipeline.georef import map_to_pixel
 from pipeline.geotiff import atomic_path, read_scene, write_scene
 from pipeline.objects import read_objects, write_objects
 from pipeline.types import Acquisition, MapObject, Scene
@@ -103,10 +104,9 @@ def observable(truth: list[MapObject], scene: Scene) -> list[MapObject]:
 
     A detector must not report objects in invalid pixels, so truth there is left out rather than counted as missed.
     """
-    inv = ~scene.transform
     out = []
     for t in truth:
-        col, row = inv * (t.x, t.y)
+        row, col = map_to_pixel(scene.transform, t.x, t.y)
         r, c = int(np.floor(row)), int(np.floor(col))
         if 0 <= r < scene.height and 0 <= c < scene.width and scene.valid[r, c]:
             out.append(t)
