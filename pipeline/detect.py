@@ -175,14 +175,14 @@ class LearnedDetector:
     name = "learned"
 
     def __init__(self, cfg: DetectorConfig | None = None, weights: str | Path | None = None):
-        from models.centernet import fold_batchnorm
+        from models.centernet import fold_batchnorm, fold_stem
         from models.checkpoint import load_model
 
         self.cfg = cfg or DetectorConfig()
         self.weights = resolve_path(weights or self.cfg.weights)
         model, meta = load_model(self.weights)
         self.meta = meta
-        self.model = fold_batchnorm(model).to(memory_format=torch.channels_last)
+        self.model = fold_stem(fold_batchnorm(model)).to(memory_format=torch.channels_last)
         self.classes = tuple(model.spec.classes)
         self.stride = model.spec.stride
         self.heading_classes = set(meta.get("heading_classes", ["vehicle"]))

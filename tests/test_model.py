@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from models.centernet import CLASSES, REG_CHANNELS, CenterNet, ModelSpec, fold_batchnorm
+from models.centernet import CLASSES, REG_CHANNELS, CenterNet, ModelSpec, fold_batchnorm, fold_stem
 from models.checkpoint import load_model, save_checkpoint
 from models.dataset import LabelledObject, Sample, dihedral, to_targets
 from models.targets import TargetObject, decode, encode, total_loss
@@ -41,7 +41,7 @@ def test_normalisation_removes_haze_offset_and_gain():
     assert torch.allclose(model.norm(x, valid), model.norm(hazy, valid), atol=1e-3)
 
 
-def test_folding_batchnorm_keeps_outputs():
+def test_folding_batchnorm_and_stem_keeps_outputs():
     torch.manual_seed(1)
     model = CenterNet(TINY)
     model.train()
@@ -51,6 +51,9 @@ def test_folding_batchnorm_keeps_outputs():
     x, v = torch.rand(1, 4, 32, 32), torch.ones(1, 32, 32, dtype=torch.bool)
     ref = model(x, v)
     assert torch.allclose(fold_batchnorm(model)(x, v), ref, atol=1e-4)
+    v[0, :5] = False  # the space-to-depth stem folded into one 6x6 stride-2 conv is the same function
+    ref = model(x, v)
+    assert torch.allclose(fold_stem(model)(x, v), ref, atol=1e-4)
 
 
 def test_encode_decode_round_trip():
