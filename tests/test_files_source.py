@@ -136,7 +136,7 @@ def test_make_source_picks_by_kind_and_credentials(tmp_path, monkeypatch):
     auto = make_source(config, kind="auto", data_dir=tmp_path)
     assert auto.name == "simulated" and auto.simulated
     monkeypatch.setenv("SH_CLIENT_ID", "id")
-    monkeypatch.setenv("SH_CLIENT_SECRET", "secret")
+    monkeypatch.setenv("SH_CLIENT_SECRET", "files-source-test-client-secret")
     assert credentials_available(config)
     real = make_source(config, kind="auto", data_dir=tmp_path, profile="sentinelhub")
     assert real.name == "sentinelhub" and not real.simulated

@@ -194,7 +194,7 @@ class SecretRedactor(logging.Filter):
         self._lock = threading.Lock()
 
     def add(self, secret: str | None) -> None:
-        if secret and len(secret) >= 4:
+        if secret and len(secret) >= 8:  # real secrets are long; short words would mask ordinary text
             with self._lock:
                 self._secrets.add(secret)
 
