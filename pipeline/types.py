@@ -116,6 +116,19 @@ class GridSpec:
     def pixel_size(self) -> float:
         return abs(self.transform.a)
 
+    def offset_in(self, outer: GridSpec) -> tuple[int, int] | None:
+        """(row, col) of this grid's origin in ``outer`` pixels when it is a pixel-aligned window of it
+        (same CRS, pixel size, no rotation), else None: then a crop is exact and no resampling is needed."""
+        if CRS.from_user_input(outer.crs) != CRS.from_user_input(self.crs):
+            return None
+        a, b = outer.transform, self.transform
+        if not (np.isclose(a.a, b.a) and np.isclose(a.e, b.e) and a.b == b.b == 0 and a.d == b.d == 0):
+            return None
+        col, row = (b.c - a.c) / a.a, (b.f - a.f) / a.e
+        if not (abs(col - round(col)) < 1e-6 and abs(row - round(row)) < 1e-6):
+            return None
+        return int(round(row)), int(round(col))
+
 
 @dataclass(frozen=True)
 class Acquisition:

@@ -321,22 +321,6 @@ def _add_aircraft(lay: _Layout, style: str) -> None:
                                       float(heading % 360), taxi > 0, taxi, contrast=delta.peak()))
 
 
-def _road_point(pts: np.ndarray, s_px: float) -> tuple[np.ndarray, float] | None:
-    """Point and heading at arc length ``s_px`` along a polyline (None beyond its end)."""
-    seg = np.diff(pts, axis=0)
-    lens = np.hypot(seg[:, 0], seg[:, 1])
-    if s_px < 0:
-        return None
-    acc = 0.0
-    for k, L in enumerate(lens):
-        if s_px <= acc + L and L > 0:
-            t = (s_px - acc) / L
-            p = pts[k] + seg[k] * t
-            return p, painters.heading_between(pts[k][0], pts[k][1], pts[k + 1][0], pts[k + 1][1])
-        acc += L
-    return None
-
-
 def _add_trucks(lay: _Layout) -> None:
     rng = lay.rng
     n = lay.full
@@ -354,7 +338,7 @@ def _add_trucks(lay: _Layout) -> None:
             military = rng.random() < 0.4
             lane = (width / 4 if width < 14 else width * 0.3) * rng.uniform(0.6, 1.2)
             for _j in range(k):
-                got = _road_point(line, s)
+                got = painters.point_along(line, s)
                 if got is None:
                     break
                 p, heading = got

@@ -140,3 +140,19 @@ def paint_runway_markings(canvas: Canvas, row: float, col: float, heading: float
                          where, white, alpha=0.8, ss=8)
     for x in np.arange(-half + 450.0, half - 450.0, 50.0):  # one at a time: small windows, fast
         canvas.paint([rect(30.0, 0.9, cx=x)], where, white, alpha=0.7, ss=10)
+
+
+def point_along(pts: np.ndarray, s_px: float) -> tuple[np.ndarray, float] | None:
+    """Point and heading at arc length ``s_px`` along a polyline (None beyond its end)."""
+    seg = np.diff(pts, axis=0)
+    lens = np.hypot(seg[:, 0], seg[:, 1])
+    if s_px < 0:
+        return None
+    acc = 0.0
+    for k, L in enumerate(lens):
+        if s_px <= acc + L and L > 0:
+            t = (s_px - acc) / L
+            p = pts[k] + seg[k] * t
+            return p, heading_between(pts[k][0], pts[k][1], pts[k + 1][0], pts[k + 1][1])
+        acc += L
+    return None

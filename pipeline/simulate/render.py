@@ -167,7 +167,7 @@ class _Painter:
         s = (float(rng.uniform(0.35, 0.95)) if head_frac is None else head_frac) * total
         ids, pts, headings = [], [], []
         for _ in range(count):
-            got = _road_point(line, s)
+            got = painters.point_along(line, s)
             if got is None:
                 break
             p, heading = got
@@ -209,7 +209,7 @@ class _Painter:
         for _ in range(n):
             road = roads[int(rng.integers(len(roads)))]
             line = road.points if rng.random() < 0.5 else road.points[::-1]
-            got = _road_point(line, rng.uniform(0, road_length_px(line)))
+            got = painters.point_along(line, rng.uniform(0, road_length_px(line)))
             if got is None:
                 continue
             p, heading = got
@@ -243,27 +243,13 @@ class _Painter:
         roads = self.layout.roads
         for _ in range(n if roads else 0):
             road = roads[int(rng.integers(len(roads)))]
-            got = _road_point(road.points, rng.uniform(0, road_length_px(road.points)))
+            got = painters.point_along(road.points, rng.uniform(0, road_length_px(road.points)))
             if got is None:
                 continue
             p, heading = got
             heading = heading if rng.random() < 0.5 else (heading + 180) % 360
             painters.paint_car(self.canvas, p[0], p[1], heading, np.array([0.3, 0.3, 0.3, 0.32]) *
                                rng.uniform(0.2, 1.5), speed_mps=float(rng.uniform(0, 25)))
-
-
-def _road_point(pts: np.ndarray, s_px: float) -> tuple[np.ndarray, float] | None:
-    seg = np.diff(pts, axis=0)
-    lens = np.hypot(seg[:, 0], seg[:, 1])
-    if s_px < 0:
-        return None
-    acc = 0.0
-    for k, length in enumerate(lens):
-        if length > 0 and s_px <= acc + length:
-            p = pts[k] + seg[k] * (s_px - acc) / length
-            return p, painters.heading_between(pts[k][0], pts[k][1], pts[k + 1][0], pts[k + 1][1])
-        acc += length
-    return None
 
 
 def _seasonal_gain(layout: SiteLayout, when: datetime) -> np.ndarray | None:

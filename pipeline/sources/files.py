@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
-from rasterio.crs import CRS
 from rasterio.errors import RasterioIOError
 from rasterio.warp import Resampling, reproject, transform_geom
 from shapely.geometry import box, mapping, shape
@@ -137,7 +136,7 @@ def to_grid(scene: Scene, grid: GridSpec, path: Path | str = "scene") -> Scene:
     scene_box = box(*scene.grid.bounds)
     if not reproject_geometry(scene_box, scene.crs, grid.crs).intersects(box(*grid.bounds)):
         raise SceneError(f"{path}: the image does not overlap the AOI grid ({grid.crs}, bounds {grid.bounds})")
-    crop = _aligned_window(scene.grid, grid)
+    crop = grid.offset_in(scene.grid)
     if crop is not None:
         row, col = crop
         bands = np.zeros((scene.bands.shape[0], grid.height, grid.width), np.float32)
@@ -160,16 +159,3 @@ def to_grid(scene: Scene, grid: GridSpec, path: Path | str = "scene") -> Scene:
         bands = np.nan_to_num(bands, nan=0.0)
     return Scene(bands=bands, band_names=scene.band_names, transform=grid.transform, crs=grid.crs, valid=valid,
                  acquisition=scene.acquisition, simulated=scene.simulated)
-
-
-def _aligned_window(src: GridSpec, dst: GridSpec) -> tuple[int, int] | None:
-    """(row, col) of dst's origin in src pixels when both grids share CRS, pixel size and alignment."""
-    if CRS.from_user_input(src.crs) != CRS.from_user_input(dst.crs):
-        return None
-    a, b = src.transform, dst.transform
-    if not (np.isclose(a.a, b.a) and np.isclose(a.e, b.e) and a.b == b.b == 0 and a.d == b.d == 0):
-        return None
-    col, row = (b.c - a.c) / a.a, (b.f - a.f) / a.e
-    if not (abs(col - round(col)) < 1e-6 and abs(row - round(row)) < 1e-6):
-        return None
-    return int(round(row)), int(round(col))

@@ -731,7 +731,7 @@ class SentinelHubEmulator:
         aoi = self._aoi_for(grid)
         if aoi is not None:
             full = aoi.grid()
-            offset = _aligned_offset(full, grid)
+            offset = grid.offset_in(full)
             if offset is not None:
                 whole = self._render_cached(full, p, aoi)
                 r0, c0 = offset
@@ -776,22 +776,6 @@ class SentinelHubEmulator:
             outside = geometry_mask([mapping(clip)], out_shape=shape_, transform=grid.transform)
             stack[:, outside] = 0.0
         return _to_sample_type(stack, script.sample_type)
-
-
-def _aligned_offset(full: GridSpec, grid: GridSpec) -> tuple[int, int] | None:
-    """(row, col) of ``grid`` inside ``full`` when it is a pixel-aligned window of it, else None."""
-    if ProjCRS.from_user_input(full.crs) != ProjCRS.from_user_input(grid.crs):
-        return None
-    a, b = full.transform, grid.transform
-    if not (np.isclose(a.a, b.a) and np.isclose(a.e, b.e) and a.b == b.b == 0 and a.d == b.d == 0):
-        return None
-    col, row = (b.c - a.c) / a.a, (b.f - a.f) / a.e
-    if not (np.isclose(col, round(col), atol=1e-6) and np.isclose(row, round(row), atol=1e-6)):
-        return None
-    col, row = int(round(col)), int(round(row))
-    if col < 0 or row < 0 or col + grid.width > full.width or row + grid.height > full.height:
-        return None
-    return row, col
 
 
 def _to_sample_type(stack: np.ndarray, sample_type: str) -> np.ndarray:
