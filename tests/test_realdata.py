@@ -1,0 +1,46 @@
+"""The committed detector on real Sentinel-2 pixels it never trained on (../shared/realdata; skipped when absent).
+
+There are no labels, so these are plausibility checks with margins, not accuracy: trucks on the Braunschweig
+motorway move along the carriageways, and a real airport and port hold almost no false "large aircraft".
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmarks.realdata import REALDATA, axial_spread, braunschweig_scene, sen2ships_scene
+from pipeline.config import DetectorConfig
+from pipeline.detect import make_detector
+
+pytestmark = pytest.mark.skipif(not REALDATA.is_dir(), reason=f"real imagery not present at {REALDATA}")
+
+MOTORWAY_AXIS_DEG = 110.0  # the A2 north of Braunschweig runs WNW-ESE across the patch
+
+
+@pytest.fixture(scope="module")
+def learned():
+    return make_detector(DetectorConfig(name="learned"))
+
+
+def test_real_truck_rainbows_are_found_along_the_motorway(learned):
+    detections = learned.detect(braunschweig_scene())
+    vehicles = [d for d in detections if d.cls == "vehicle"]
+    assert len(vehicles) >= 8, f"only {len(vehicles)} moving vehicles on a busy motorway"
+    axis, share_within_20 = axial_spread([d.heading_deg for d in vehicles])
+    assert abs((axis - MOTORWAY_AXIS_DEG + 90) % 180 - 90) <= 20, f"headings run along {axis} deg, not the road"
+    assert share_within_20 >= 0.6
+    assert all(0 < d.speed_mps < 45 for d in vehicles if d.speed_mps is not None)
+    assert not [d for d in detections if d.cls == "large_aircraft"], "no aircraft on a motorway"
+
+
+def test_real_airport_and_port_give_few_false_aircraft(learned):
+    scene = sen2ships_scene("cartagena")  # Rafael Nunez airport and the bay: no labelled aircraft, 88 km2
+    aircraft = [d for d in learned.detect(scene) if d.cls == "large_aircraft"]
+    assert len(aircraft) <= 5, f"{len(aircraft)} large aircraft reported over Cartagena"
+
+
+def test_learned_beats_classical_on_real_false_alarms(learned):
+    scene = sen2ships_scene("cartagena")
+    classical = make_detector(DetectorConfig(name="classical")).detect(scene)
+    ours = learned.detect(scene)
+    assert len(ours) * 5 < len(classical)
