@@ -7,14 +7,13 @@ Training checkpoints add ``train_state`` (optimizer, step, RNG) so a killed run 
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
 
 from models.centernet import BANDS, CLASSES, MODEL_VERSION, CenterNet, ModelSpec
+from pipeline.atomic import atomic_write
 from pipeline.errors import ModelError
-from pipeline.geotiff import atomic_path
 
 FORMAT = "basewatch-checkpoint-1"
 
@@ -31,13 +30,8 @@ def save_checkpoint(path: str | Path, model: CenterNet, meta: dict | None = None
     }
     if train_state is not None:
         blob["train_state"] = train_state
-    tmp = atomic_path(path)
-    try:
+    with atomic_write(path) as tmp:
         torch.save(blob, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 

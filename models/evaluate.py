@@ -17,11 +17,12 @@ from pathlib import Path
 import numpy as np
 from affine import Affine
 
+from pipeline.atomic import write_text_atomic
 from pipeline.detector import Detector
 from pipeline.errors import SceneError
 from pipeline.evaluation import EVAL_CLASSES, ClassSummary, evaluate_scenes
 from pipeline.georef import map_to_pixel
-from pipeline.geotiff import atomic_path, read_scene, write_scene
+from pipeline.geotiff import read_scene, write_scene
 from pipeline.objects import read_objects, write_objects
 from pipeline.types import Acquisition, MapObject, Scene
 
@@ -121,13 +122,7 @@ def _counts(o: MapObject, cls: str) -> bool:
 
 def write_report(report: dict, path: str | Path) -> Path:
     path = Path(path)
-    tmp = atomic_path(path)
-    try:
-        tmp.write_text(json.dumps(report, indent=1), encoding="utf-8")
-        tmp.replace(path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    write_text_atomic(path, json.dumps(report, indent=1))
     return path
 
 

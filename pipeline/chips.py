@@ -9,7 +9,6 @@ Scenes are on a UTM grid, so "up" is grid north (within a degree of true north a
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from pipeline.geotiff import atomic_path
+from pipeline.atomic import atomic_write
 from pipeline.types import Detection, GridSpec, Scene
 
 CLASS_COLOURS: dict[str, tuple[int, int, int]] = {
@@ -187,13 +186,8 @@ def render_chip(scene: Scene, window: ChipWindow, path: str | Path, *, detection
         second = "SIMULATED · " + second
     draw.text((6, height + 3), caption, fill=(235, 235, 235), font=font)
     draw.text((6, height + 18), second, fill=(255, 120, 120) if scene.simulated else (200, 200, 200), font=small)
-    tmp = atomic_path(path)
-    try:
+    with atomic_write(path) as tmp:
         canvas.save(tmp, format="PNG")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return Chip(path=path, window=window, zoom=zoom, acquisition_id=acq.id, caption=caption,
                 detection_ids=tuple(drawn))
 

@@ -6,8 +6,6 @@ tags ACQUISITION_DATETIME, SPACECRAFT, SIMULATED, SOURCE, ACQUISITION_ID. Writes
 
 from __future__ import annotations
 
-import os
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -16,27 +14,14 @@ import rasterio
 from rasterio.crs import CRS
 from rasterio.errors import RasterioIOError
 
+from pipeline.atomic import atomic_write
 from pipeline.errors import SceneError
 from pipeline.types import BAND_NAMES, Acquisition, Scene
 
 VALID_BAND = "valid"
-_UMASK = os.umask(0)  # read once at import (os.umask can only be read by setting it; not thread-safe later)
-os.umask(_UMASK)
-
-
-def atomic_path(path: Path) -> Path:
-    """A temp file next to ``path`` (same filesystem, so the final rename is atomic)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(fd)
-    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs are ordinary files others may read
-    return Path(tmp)
-
-
 def write_scene(scene: Scene, path: str | Path) -> Path:
     """Write ``scene`` as a canonical interchange GeoTIFF (atomically)."""
     path = Path(path)
-    tmp = atomic_path(path)
     data = scene.bands.astype(np.float32, copy=True)
     count = data.shape[0] + 1
     profile = {
@@ -55,25 +40,20 @@ def write_scene(scene: Scene, path: str | Path) -> Path:
         "blockysize": 256,
     }
     acq = scene.acquisition
-    try:
-        with rasterio.open(tmp, "w", **profile) as dst:
-            dst.write(data, indexes=list(range(1, data.shape[0] + 1)))
-            dst.write(scene.valid.astype(np.float32), count)
-            for i, name in enumerate(scene.band_names, start=1):
-                dst.set_band_description(i, name)
-            dst.set_band_description(count, VALID_BAND)
-            dst.update_tags(
-                ACQUISITION_DATETIME=acq.datetime.astimezone(UTC).isoformat().replace("+00:00", "Z"),
-                SPACECRAFT=acq.sensor,
-                SIMULATED="true" if scene.simulated else "false",
-                SOURCE=acq.source,
-                ACQUISITION_ID=acq.id,
-                CLOUD_COVER="" if acq.cloud_cover is None else f"{acq.cloud_cover:.2f}",
-            )
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_write(path) as tmp, rasterio.open(tmp, "w", **profile) as dst:
+        dst.write(data, indexes=list(range(1, data.shape[0] + 1)))
+        dst.write(scene.valid.astype(np.float32), count)
+        for i, name in enumerate(scene.band_names, start=1):
+            dst.set_band_description(i, name)
+        dst.set_band_description(count, VALID_BAND)
+        dst.update_tags(
+            ACQUISITION_DATETIME=acq.datetime.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+            SPACECRAFT=acq.sensor,
+            SIMULATED="true" if scene.simulated else "false",
+            SOURCE=acq.source,
+            ACQUISITION_ID=acq.id,
+            CLOUD_COVER="" if acq.cloud_cover is None else f"{acq.cloud_cover:.2f}",
+        )
     return path
 
 

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable
 from pathlib import Path
 
 from pyproj import Transformer
 from shapely.geometry import mapping
 
+from pipeline.atomic import write_text_atomic
 from pipeline.errors import SceneError
-from pipeline.geotiff import atomic_path
 from pipeline.types import Column, MapObject
 
 _OPTIONAL = ("type", "length_m", "width_m", "heading_deg", "moving", "speed_mps", "score", "zone", "id")
@@ -55,13 +54,7 @@ def feature_collection(features: Iterable[dict], **foreign) -> dict:
 
 def write_geojson(fc: dict, path: str | Path) -> Path:
     path = Path(path)
-    tmp = atomic_path(path)
-    try:
-        tmp.write_text(json.dumps(fc, indent=1), encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    write_text_atomic(path, json.dumps(fc, indent=1))
     return path
 
 

@@ -6,7 +6,6 @@ compares against, cloudy dates marked (their counts are not evidence of anything
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -16,8 +15,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyArrow
 
+from pipeline.atomic import atomic_write
 from pipeline.chips import CLASS_COLOURS, _nice_length, true_colour
-from pipeline.geotiff import atomic_path
 from pipeline.types import AOI, Alert, Column, Detection, Observation, Scene, reproject_geometry
 
 
@@ -79,13 +78,8 @@ def baseline_band(points: list[SeriesPoint], attr: str, *, window_days: int, min
 
 def _save(fig: Figure, path: Path, dpi: int = 100) -> Path:
     FigureCanvasAgg(fig)
-    tmp = atomic_path(path)
-    try:
+    with atomic_write(path) as tmp:
         fig.savefig(tmp, format="png", dpi=dpi)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 

@@ -29,10 +29,11 @@ from pathlib import Path
 from jinja2 import Environment, PackageLoader, select_autoescape
 from shapely.geometry import MultiPoint, mapping
 
+from pipeline.atomic import write_text_atomic
 from pipeline.chips import Chip, cluster_points, render_chip, true_colour, window_around
 from pipeline.config import BasewatchConfig, load_aoi
 from pipeline.errors import BasewatchError, StoreError
-from pipeline.geotiff import atomic_path, read_scene
+from pipeline.geotiff import read_scene
 from pipeline.objects import column_feature, feature_collection, object_feature, write_geojson
 from pipeline.plots import overview_image, series_point, time_series_plot
 from pipeline.types import AOI, Alert, Detection, Scene
@@ -251,14 +252,7 @@ def _safely(what: str, fn, *args, **kwargs) -> bool:
 
 
 def _write_text(path: Path, text: str) -> Path:
-    tmp = atomic_path(path)
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    return write_text_atomic(path, text)
 
 
 # ---------------------------------------------------------------- the report

@@ -21,7 +21,6 @@ import base64
 import html
 import json
 import logging
-import os
 import shutil
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -31,11 +30,12 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from pipeline.atomic import atomic_write
 from pipeline.chips import CLASS_COLOURS, true_colour, window_around
 from pipeline.config import BasewatchConfig, load_aoi
 from pipeline.errors import BasewatchError, ConfigError, StoreError
 from pipeline.georef import lonlat_to_map, map_to_lonlat, pixel_to_map
-from pipeline.geotiff import atomic_path, read_scene
+from pipeline.geotiff import read_scene
 from pipeline.objects import feature_collection, object_feature, write_geojson
 from pipeline.plots import time_series_figure
 from pipeline.report import alert_record, resolve_run_id, slug, sort_alerts
@@ -434,13 +434,8 @@ def _title(aoi: str) -> str:
 def _copy(src: Path, dst: Path) -> None:
     if dst.exists() and dst.stat().st_size == src.stat().st_size and dst.stat().st_mtime >= src.stat().st_mtime:
         return
-    tmp = atomic_path(dst)
-    try:
+    with atomic_write(dst) as tmp:
         shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def _png(fig: Figure) -> bytes:

@@ -82,8 +82,8 @@ def test_truncated_file_is_a_scene_error(tmp_path):
 def test_written_files_are_not_owner_only(tmp_path):
     import stat
 
-    from pipeline import geotiff
+    from pipeline import atomic
 
     path = write_scene(flat_scene(8, 8), tmp_path / "perm.tif")
-    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~geotiff._UMASK
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~atomic._UMASK
     assert stat.S_IMODE(path.stat().st_mode) & 0o044, "others may read outputs under a usual umask"

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -20,9 +19,10 @@ import numpy as np
 from affine import Affine
 from rich.progress import track
 
+from pipeline.atomic import write_text_atomic
 from pipeline.config import PhaseFile, ScenarioFile, load_aoi, load_scenario
 from pipeline.errors import ConfigError
-from pipeline.geotiff import atomic_path, write_scene
+from pipeline.geotiff import write_scene
 from pipeline.objects import column_feature, feature_collection, object_feature, write_geojson
 from pipeline.simulate import timeline
 from pipeline.simulate.aircraft import CATALOGUE
@@ -151,13 +151,7 @@ def simulate_held_out(n: int, out_dir: Path, seed: int = 0, size: int = 512) -> 
                       "objects": w.objects, "columns": w.columns,
                       "valid_fraction": round(sim.scene.valid_fraction, 4)})
     path = out_dir / "index.json"
-    tmp = atomic_path(path)
-    try:
-        tmp.write_text(json.dumps({"simulated": True, "seed": seed, "scenes": index}, indent=1), encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    write_text_atomic(path, json.dumps({"simulated": True, "seed": seed, "scenes": index}, indent=1))
     return written
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 import time as time_module
 from collections.abc import Callable, Iterable
@@ -47,9 +46,10 @@ from sentinelhub.exceptions import DownloadFailedException, OutOfRequestsExcepti
 from shapely.geometry import shape
 from shapely.ops import unary_union
 
+from pipeline.atomic import write_text_atomic
 from pipeline.config import SourceConfig
 from pipeline.errors import AuthError, SourceError
-from pipeline.geotiff import atomic_path, read_scene, write_scene
+from pipeline.geotiff import read_scene, write_scene
 from pipeline.sources.cache import SceneCache, request_hash
 from pipeline.sources.credentials import REDACTOR, Credentials, is_loopback_http, resolve_credentials
 from pipeline.sources.evalscript import EVALSCRIPT, OUTPUT_BANDS, REFLECTANCE_BANDS, SCL_INVALID
@@ -534,13 +534,6 @@ class SentinelHubSource:
         return report
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    tmp = atomic_path(path)
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def scene_from_stack(stack: np.ndarray, grid: GridSpec, acquisition: Acquisition, simulated: bool) -> Scene:
