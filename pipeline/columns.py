@@ -171,3 +171,55 @@ def group_columns(detections: list[Detection], aoi: AOI, cfg: ColumnsConfig) -> 
             )
         )
     return columns
+
+
+def admit_candidates(detections: list[Detection], candidates: list[Detection], aoi: AOI,
+                     cfg: ColumnsConfig) -> dict[int, float]:
+    """Faint vehicle peaks that extend a column: index into ``candidates`` -> the heading they inherit.
+
+    Why: a military truck in olive paint changes a 10 m pixel by about the noise level, so a faint peak alone is
+    clutter, but a faint peak one truck-gap ahead of or behind a confident moving truck, on the line of its travel
+    and on an egress road, is almost always the next truck of the column (hysteresis along the column; Canny's
+    rule). The heading of a faint peak is unreliable, so an admitted one takes the heading of the truck that
+    vouches for it, and can in turn vouch for the next. Everything is in the AOI's UTM CRS.
+    """
+    if not candidates or cfg.candidate_gap_m <= 0:
+        return {}
+    roads = [aoi.to_utm(r.line) for r in aoi.roads]
+    if not roads:
+        return {}
+    axis_cos = math.cos(math.radians(cfg.candidate_axis_deg))
+    pts = np.array([[c.x, c.y] for c in candidates])
+    on_road = np.array([min(r.distance(Point(p)) for r in roads) <= cfg.road_buffer_m for p in pts])
+    vehicles = _moving_vehicles(detections)
+    frontier = [(v.xy, v.heading) for v in vehicles]
+    admitted: dict[int, float] = {}
+    while frontier:
+        xy, heading = frontier.pop()
+        axis = heading_vector(heading)
+        delta = pts - xy
+        dist = np.hypot(delta[:, 0], delta[:, 1])
+        ok = on_road & (dist > 0) & (dist <= cfg.candidate_gap_m)
+        ok &= np.abs(delta @ axis) >= axis_cos * np.maximum(dist, 1e-9)
+        for i in np.flatnonzero(ok):
+            if int(i) not in admitted and candidates[i].cls == "vehicle":
+                admitted[int(i)] = heading
+                frontier.append((pts[i], heading))
+    return _with_two_confident(vehicles, admitted, pts, cfg)
+
+
+def _with_two_confident(vehicles: list[_Vehicle], admitted: dict[int, float], pts: np.ndarray,
+                        cfg: ColumnsConfig) -> dict[int, float]:
+    """Keep admitted candidates only in chains holding at least two confident trucks: one truck plus clutter
+    along a road is not a column."""
+    if not admitted:
+        return admitted
+    keys = sorted(admitted)
+    chain = vehicles + [_Vehicle(key=f"cand-{i}", xy=pts[i], heading=admitted[i]) for i in keys]
+    kept: dict[int, float] = {}
+    for group in _components(chain, cfg):
+        if sum(1 for g in group if g < len(vehicles)) >= 2:
+            for g in group:
+                if g >= len(vehicles):
+                    kept[keys[g - len(vehicles)]] = admitted[keys[g - len(vehicles)]]
+    return kept

@@ -151,6 +151,9 @@ class DetectorConfig(Strict):
         description="Per-class score thresholds of the learned detector (e.g. {vehicle: 0.5}); None: the thresholds "
         "calibrated into the checkpoint (MODEL_CARD.md), or score_threshold for a checkpoint without them.",
     )
+    column_candidate_score: float | None = Field(
+        default=0.25, ge=0, le=1, description="Moving-vehicle peaks between this and the vehicle threshold are "
+        "candidates that only count when they extend a column (columns.candidate_gap_m); None = no candidates.")
 
 
 class ColumnsConfig(Strict):
@@ -160,6 +163,11 @@ class ColumnsConfig(Strict):
     heading_tolerance_deg: float = Field(default=35.0, gt=0, le=90, description="Heading spread within a column.")
     min_vehicles: int = Field(default=3, ge=2, description="Fewest moving vehicles that make a column.")
     road_buffer_m: float = Field(default=60.0, ge=0, description="Distance from an egress road counted as on it.")
+    candidate_gap_m: float = Field(
+        default=120.0, ge=0, description="Faint vehicle peaks (detector.column_candidate_score) this close to a "
+        "confident moving truck, on its line of travel and on an egress road, join its column; 0 = never.")
+    candidate_axis_deg: float = Field(default=15.0, gt=0, le=90,
+                                      description="How far off the line of travel a faint peak may sit.")
 
 
 class DiffConfig(Strict):

@@ -197,14 +197,20 @@ class LearnedDetector:
     # ------------------------------------------------------------------ public API
     def detect(self, scene: Scene) -> list[Detection]:
         """Detect in an in-memory Scene."""
-        return self._run(ArraySource(scene))
+        return self._run(ArraySource(scene))[0]
+
+    def detect_with_candidates(self, scene: Scene) -> tuple[list[Detection], list[Detection]]:
+        """(detections, candidates): candidates are moving-vehicle peaks scoring between
+        ``column_candidate_score`` and the vehicle threshold. They are not detections; the column stage admits
+        the ones that extend a column (pipeline/columns.py ``admit_candidates``)."""
+        return self._run(ArraySource(scene), candidates=True)
 
     def detect_path(self, path: str | Path, progress: Callable[[int, int], None] | None = None) -> list[Detection]:
         """Detect in a GeoTIFF read window by window (memory stays flat however large the raster)."""
         src = RasterSource(path)
         try:
             with rasterio.Env(GDAL_CACHEMAX=128):
-                return self._run(src, progress)
+                return self._run(src, progress)[0]
         finally:
             src.close()
 
@@ -221,11 +227,22 @@ class LearnedDetector:
             arrays = [_pad_to(*source.read(win), h, w_) for win in group]
             yield group, np.stack([a[0] for a in arrays]), np.stack([a[1] for a in arrays])
 
-    def _run(self, source, progress: Callable[[int, int], None] | None = None) -> list[Detection]:
+    def _floors(self, candidates: bool) -> list[float]:
+        """Lowest score kept per class: the vehicle threshold, or the candidate score when candidates are wanted."""
+        floors = list(self.thresholds)
+        low = self.cfg.column_candidate_score
+        if candidates and low is not None and "vehicle" in self.classes:
+            i = self.classes.index("vehicle")
+            floors[i] = min(floors[i], low)
+        return floors
+
+    def _run(self, source, progress: Callable[[int, int], None] | None = None,
+             candidates: bool = False) -> tuple[list[Detection], list[Detection]]:
         from models.targets import decode
 
         windows = grid_windows(source.height, source.width, self.cfg.window, self.cfg.overlap)
         raw: list[tuple[int, float, float, float, float, float, float, float]] = []
+        floors = self._floors(candidates)
         done = 0
         with ThreadPoolExecutor(max_workers=1) as pool, torch.inference_mode():
             it = self._batches(source, windows)
@@ -239,18 +256,21 @@ class LearnedDetector:
                 vt = torch.from_numpy(valid)
                 x = torch.from_numpy(bands).contiguous(memory_format=torch.channels_last)
                 out = self.model(x, vt)
-                floor = min(self.thresholds)
+                floor = min(floors)
                 for win, dets in zip(group, decode(out, len(self.classes), floor, self.stride, valid=vt), strict=True):
                     for d in dets:
                         row, col = d.row + win.row_off, d.col + win.col_off
-                        if d.score >= self.thresholds[d.cls_index] and win.owns(row, col):
+                        if d.score >= floors[d.cls_index] and win.owns(row, col):
                             raw.append((d.cls_index, d.score, row, col, d.length_m, d.width_m, d.heading_deg,
                                         d.speed_mps))
                 done += len(group)
                 if progress:
                     progress(done, len(windows))
-        raw = merge_duplicates(raw, self.classes)
-        return self._georeference(raw, source.transform, source.crs)
+        raw = merge_duplicates(raw, self.classes)  # a faint peak beside a confident one is suppressed here
+        strong = [r for r in raw if r[1] >= self.thresholds[r[0]]]
+        weak = [r for r in raw if r[1] < self.thresholds[r[0]]]
+        return (self._georeference(strong, source.transform, source.crs),
+                self._georeference(weak, source.transform, source.crs))
 
     def _georeference(self, raw: list, transform: Affine, crs: str) -> list[Detection]:
         if not raw:

@@ -20,7 +20,7 @@ from pathlib import Path
 from pyproj import CRS
 
 from pipeline.alerts import replay
-from pipeline.columns import group_columns
+from pipeline.columns import admit_candidates, group_columns
 from pipeline.config import BasewatchConfig, ScenarioFile, load_aoi, load_scenario, resolve_path
 from pipeline.diff import compare
 from pipeline.errors import BasewatchError, ConfigError, ModelError, SceneError, SourceError
@@ -28,7 +28,7 @@ from pipeline.georef import lonlat_to_map
 from pipeline.geotiff import write_scene
 from pipeline.observe import not_observed, observe, prepare_detections
 from pipeline.store import Store, open_store
-from pipeline.types import AOI, Alert, Scene
+from pipeline.types import AOI, Alert, Detection, Scene
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +131,18 @@ def _in_aoi_crs(detections, aoi: AOI, scene: Scene):
 # ---------------------------------------------------------------- one acquisition
 
 
+def detect_for_columns(detector, scene: Scene, aoi: AOI, config: BasewatchConfig) -> list[Detection]:
+    """The detector's detections plus the faint moving-vehicle candidates that extend a column on an egress road
+    (pipeline/columns.py ``admit_candidates``); an admitted candidate keeps its own low score and takes the
+    heading of the column. Detectors without candidates (classical, truth) are used as they are."""
+    with_candidates = getattr(detector, "detect_with_candidates", None)
+    if with_candidates is None:
+        return detector.detect(scene)
+    dets, weak = with_candidates(scene)
+    admitted = admit_candidates(_in_aoi_crs(dets, aoi, scene), _in_aoi_crs(weak, aoi, scene), aoi, config.columns)
+    return dets + [replace(weak[i], heading_deg=round(heading, 1)) for i, heading in sorted(admitted.items())]
+
+
 def rediff(store: Store, run_id: str, aoi: AOI, model: str, config: BasewatchConfig, since, fresh=None) -> dict:
     """Re-derive events of every observation at/after ``since`` and replay the AOI's alerts (inside the caller's
     transaction). Normally only the newest observation is affected; an older acquisition added later (history
@@ -160,7 +172,7 @@ def process_acquisition(store: Store, run_id: str, aoi: AOI, scene: Scene, detec
     if not path.exists():
         write_scene(scene, path)
     if scene.valid.any():
-        raw = detector.detect(scene)
+        raw = detect_for_columns(detector, scene, aoi, config)
         dets = prepare_detections(raw, aoi, scene.crs, acq.id, model)
         columns = group_columns(_in_aoi_crs(dets, aoi, scene), aoi, config.columns)
         obs = observe(aoi, scene, dets, columns, model)

@@ -78,3 +78,45 @@ def test_default_gap_bridges_one_missed_truck(tartus):
     del column[4]  # the detector missed one: a 140 m hole
     cols = group_columns(column, tartus, ColumnsConfig())
     assert [c.vehicles for c in cols] == [8]
+
+
+# ---------------------------------------------------------------- faint candidates extend a column
+
+
+def _faint(objs: list[MapObject], heading: float | None = None) -> list[MapObject]:
+    """The same positions as faint peaks whose own heading is noise (or the given one)."""
+    from dataclasses import replace
+
+    return [replace(o, score=0.3, heading_deg=heading if heading is not None else (o.heading_deg + 120) % 360,
+                    id=None) for o in objs]
+
+
+def test_faint_peaks_in_line_with_a_column_are_admitted_with_its_heading(tartus):
+    from pipeline.columns import admit_candidates
+
+    column = vehicles_along(tartus, "east_to_m1_highway", 200, 8, 50, outbound=True, prefix="c")
+    confident, faint = [column[0], column[2]], _faint([column[1], *column[3:]])
+    admitted = admit_candidates(confident, faint, tartus, ColumnsConfig())
+    assert sorted(admitted) == list(range(len(faint)))  # the chain grows truck by truck to the end of the column
+    for i, heading in admitted.items():
+        assert angle_diff(heading, column[0].heading_deg) < 5  # the column's heading, not the faint peak's own
+        assert angle_diff(faint[i].heading_deg, column[0].heading_deg) > 90
+
+
+def test_faint_peaks_off_the_line_off_the_road_or_beside_a_lone_truck_are_not(tartus):
+    from dataclasses import replace
+
+    from pipeline.columns import admit_candidates
+
+    column = vehicles_along(tartus, "east_to_m1_highway", 200, 4, 50, outbound=True, prefix="c")
+    h = np.deg2rad(column[0].heading_deg)
+    across = np.array([np.cos(h), -np.sin(h)])  # perpendicular to the travel direction
+    beside = replace(column[1], x=column[1].x + 60 * across[0], y=column[1].y + 60 * across[1])
+    far_ahead = vehicles_along(tartus, "east_to_m1_highway", 200 + 3 * 50 + 400, 1, 50, outbound=True, prefix="f")
+    cfg = ColumnsConfig()
+    assert admit_candidates(column[:2], _faint([beside, *far_ahead]), tartus, cfg) == {}
+    # one confident truck plus faint peaks along the road is not a column
+    assert admit_candidates(column[:1], _faint(column[1:]), tartus, cfg) == {}
+    # and with candidate_gap_m 0 nothing is ever admitted
+    assert admit_candidates(column[:2], _faint(column[2:]), tartus, ColumnsConfig(candidate_gap_m=0)) == {}
+    assert set(admit_candidates(column[:2], _faint(column[2:]), tartus, cfg)) == {0, 1}

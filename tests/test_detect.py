@@ -133,3 +133,28 @@ def test_committed_detector_finds_planted_aircraft():
     # measured recall on held-out scenes is ~0.7 (MODEL_CARD.md): most, not all, planted aircraft are found
     assert result.tp >= max(2, math.ceil(0.6 * len(planes))), (planes, found)
     assert result.fp <= 1
+
+
+class TwoLevelVehicleNet(BrightPixelNet):
+    """Vehicle peaks only: B08 = 1.0 gives a confident peak (score ~1), B08 = 0.6 a faint one (score ~0.27)."""
+
+    def forward(self, bands, valid):
+        out = super().forward(bands, valid)
+        level = torch.nn.functional.max_pool2d(bands[:, 3:4], 2)[:, 0]
+        out[:, 0] = -8.0
+        out[:, 1] = torch.where(level > 0.8, 8.0, torch.where(level > 0.5, -1.0, -8.0))
+        return out
+
+
+def test_faint_vehicle_peaks_are_candidates_never_detections():
+    scene = _scene(128, 128, [(20, 20), (80, 90)])
+    scene.bands[3, 80:82, 90:92] = 0.6  # the second spot is faint
+    det = _fake_detector(128, 0)
+    det.model = TwoLevelVehicleNet()
+    det.cfg = DetectorConfig(window=128, overlap=0, score_threshold=0.5, column_candidate_score=0.25)
+    strong, weak = det.detect_with_candidates(scene)
+    assert [d.cls for d in strong] == ["vehicle"] and strong[0].score > 0.9
+    assert len(weak) == 1 and 0.25 <= weak[0].score < 0.5
+    assert det.detect(scene) == strong  # plain detection never returns a candidate
+    det.cfg = DetectorConfig(window=128, overlap=0, score_threshold=0.5, column_candidate_score=None)
+    assert det.detect_with_candidates(scene)[1] == []

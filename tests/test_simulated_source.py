@@ -174,3 +174,12 @@ def test_held_out_scenes_have_truth_and_index(tmp_path):
             assert np.isfinite(src.read(1)).all()
     names = sorted(p.name for p in tmp_path.glob("*.tif"))
     assert names == ["heldout-5-0000.tif", "heldout-5-0001.tif"]
+
+
+def test_truth_zone_is_the_innermost_zone_like_observe_assigns(source):
+    """Parked trucks stand on Tartus's piers, which lie inside the 'sea' zone: the truth must say pier."""
+    aoi = load_aoi("tartus")
+    acq = next(a for a in source.search(aoi, date(2024, 12, 3), date(2024, 12, 3)))
+    parked = [t for t in source.truth(acq, aoi).truth if t.cls == "vehicle" and not t.moving]
+    kinds = {z.name: z.kind for z in aoi.zones}
+    assert parked and all(kinds.get(t.zone) in ("pier", "vehicle_park") for t in parked), {t.zone for t in parked}

@@ -67,11 +67,10 @@ class _Painter:
         return 0 <= row < self.grid.height and 0 <= col < self.grid.width
 
     def zone_at(self, row: float, col: float) -> str | None:
+        """The innermost zone at a pixel (a pier inside the sea is the pier), as observe.py assigns detections."""
         p = Point(col, row)
-        for z in self.layout.zones:
-            if z.polygon.contains(p):
-                return z.name
-        return None
+        inside = [z for z in self.layout.zones if z.polygon.contains(p)]
+        return min(inside, key=lambda z: z.polygon.area).name if inside else None
 
     def _record(self, cls: str, row: float, col: float, **props) -> str | None:
         if not self.inside(row, col):
