@@ -102,9 +102,10 @@ class InputNorm(nn.Module):
         out = torch.empty((n, c + len(self.pairs) + 1, h, w), dtype=bands.dtype, device=bands.device,
                           memory_format=torch.channels_last)
         x = out[:, :c]
-        torch.addcmul((-med * inv)[..., None, None], bands, inv[..., None, None], out=x)
-        torch.tanh(x, out=x)
-        x.mul_(self.clip)
+        # tanh on a dense tensor, then one strided write: tanh straight into the strided view is ~3x slower
+        dense = torch.addcmul((-med * inv)[..., None, None], bands, inv[..., None, None])
+        torch.tanh(dense, out=dense)
+        torch.mul(dense, self.clip, out=x)
         vf = out[:, -1:]
         vf.copy_(valid[:, None])
         if not bool(valid.all()):
@@ -153,9 +154,19 @@ class CenterNet(nn.Module):
             a = self.level1(F.pixel_unshuffle(x, 2).contiguous(memory_format=torch.channels_last))
         b = self.level2(a)
         c = self.level3(b)
-        b = b + F.interpolate(self.lat3(c), size=b.shape[-2:], mode="nearest")
-        a = a + F.interpolate(self.lat2(b), size=a.shape[-2:], mode="nearest")
+        b = _add_upsampled(b, self.lat3(c))
+        a = _add_upsampled(a, self.lat2(b))
         return self.head(self.fuse(a))
+
+
+def _add_upsampled(big: torch.Tensor, small: torch.Tensor) -> torch.Tensor:
+    """big + nearest-upsampled small. At inference, when big is exactly twice the size, the add is done in place
+    through a broadcasting view: the same numbers without materialising the upsampled tensor (~8 % of a pass)."""
+    n, c, h, w = big.shape
+    if torch.is_grad_enabled() or (h, w) != (2 * small.shape[-2], 2 * small.shape[-1]):
+        return big + F.interpolate(small, size=(h, w), mode="nearest")
+    big.view(n, c, h // 2, 2, w // 2, 2).add_(small[:, :, :, None, :, None])
+    return big
 
 
 def fold_batchnorm(model: CenterNet) -> CenterNet:

@@ -156,7 +156,7 @@ def decode(out: torch.Tensor, num_classes: int, threshold: float, stride: int = 
 
     ``valid`` (N, H, W) bool drops peaks whose decoded centre pixel is invalid (clouds, nodata).
     """
-    logits = out[:, :num_classes]
+    logits = out[:, :num_classes].contiguous()  # pooling a strided channels_last slice is several times slower
     # peaks on the logits (sigmoid is monotonic), sigmoid only on the few candidates
     is_peak = (F.max_pool2d(logits, 3, 1, 1) == logits) & (logits >= math.log(threshold / (1.0 - threshold))
                                                            if 0.0 < threshold < 1.0 else logits > -1e30)

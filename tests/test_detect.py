@@ -12,7 +12,7 @@ from affine import Affine
 
 from models.centernet import CLASSES, REG_CHANNELS, ModelSpec
 from pipeline.config import DetectorConfig
-from pipeline.detect import LearnedDetector, grid_windows, make_detector
+from pipeline.detect import ArraySource, LearnedDetector, RasterSource, grid_windows, make_detector
 from pipeline.errors import ModelError, SceneError
 from pipeline.geotiff import write_scene
 from pipeline.types import Acquisition, Scene
@@ -158,3 +158,19 @@ def test_faint_vehicle_peaks_are_candidates_never_detections():
     assert det.detect(scene) == strong  # plain detection never returns a candidate
     det.cfg = DetectorConfig(window=128, overlap=0, score_threshold=0.5, column_candidate_score=None)
     assert det.detect_with_candidates(scene)[1] == []
+
+
+def test_strip_reads_give_every_window_exactly_its_pixels(tmp_path):
+    rng = np.random.default_rng(3)
+    scene = _scene(150, 170, [])
+    scene.bands[:] = rng.random(scene.bands.shape, dtype=np.float32)
+    scene.valid[40:60, 100:140] = False
+    path = write_scene(scene, tmp_path / "s.tif")
+    disk, memory = RasterSource(path), ArraySource(scene)
+    disk.STRIP_COLS = 70  # several strips per row of windows, windows straddling strip ends
+    try:
+        for w in grid_windows(150, 170, 64, 16):
+            (a, va), (b, vb) = disk.read(w), memory.read(w)
+            assert np.array_equal(a, b) and np.array_equal(va, vb), w
+    finally:
+        disk.close()
