@@ -45,6 +45,8 @@ class _Vehicle:
     key: str
     xy: np.ndarray
     heading: float
+    speed: float | None = None  # estimated (m/s); None = unknown
+    score: float = 1.0
 
 
 def _moving_vehicles(detections: list[Detection]) -> list[_Vehicle]:
@@ -52,7 +54,8 @@ def _moving_vehicles(detections: list[Detection]) -> list[_Vehicle]:
     for i, d in enumerate(detections):
         if d.cls != "vehicle" or d.moving is False or d.heading_deg is None:
             continue
-        out.append(_Vehicle(key=d.id or str(i), xy=np.array([d.x, d.y]), heading=float(d.heading_deg)))
+        out.append(_Vehicle(key=d.id or str(i), xy=np.array([d.x, d.y]), heading=float(d.heading_deg),
+                            speed=d.speed_mps, score=float(d.score) if d.score is not None else 1.0))
     return out
 
 
@@ -61,9 +64,11 @@ def _linked(a: _Vehicle, b: _Vehicle, cfg: ColumnsConfig) -> bool:
     dist = float(np.hypot(*delta))
     if dist == 0 or dist > cfg.max_gap_m:
         return False
-    if angle_diff(a.heading, b.heading) > cfg.heading_tolerance_deg:
+    diff = angle_diff(a.heading, b.heading)
+    reversed_ = diff >= 180.0 - cfg.heading_tolerance_deg and _slow(a, b, cfg)
+    if diff > cfg.heading_tolerance_deg and not reversed_:
         return False
-    axis = heading_vector(a.heading) + heading_vector(b.heading)
+    axis = heading_vector(a.heading) + (-1.0 if reversed_ else 1.0) * heading_vector(b.heading)
     axis /= max(np.linalg.norm(axis), 1e-9)
     return abs(float(delta @ axis)) / dist >= _ALIGN_COS
 
@@ -87,8 +92,23 @@ def _components(vehicles: list[_Vehicle], cfg: ColumnsConfig) -> list[list[int]]
     return sorted(groups.values(), key=lambda g: min(g))
 
 
+def _slow(a: _Vehicle, b: _Vehicle, cfg: ColumnsConfig) -> bool:
+    """Whether one of two trucks is slow enough that its direction of travel may be read backwards: under
+    ``flip_speed_mps`` the B02->B04 offset is about a pixel and the detector sometimes reverses the heading."""
+    speeds = [v.speed for v in (a, b) if v.speed is not None]
+    return bool(speeds) and min(speeds) < cfg.flip_speed_mps
+
+
 def _mean_heading(members: list[_Vehicle]) -> float:
-    return heading_of(np.sum([heading_vector(v.heading) for v in members], axis=0))
+    """The column's heading: its axis from the members' headings taken modulo 180 (doubled angles), its direction
+    from their vote weighted by score x speed, so one truck read backwards cannot turn the column round."""
+    doubled = np.deg2rad([2.0 * v.heading for v in members])
+    weights = np.array([v.score for v in members])
+    axis = 0.5 * np.arctan2(np.sum(weights * np.sin(doubled)), np.sum(weights * np.cos(doubled)))
+    axis_heading = float(np.rad2deg(axis)) % 360.0
+    vote = sum(v.score * (v.speed if v.speed is not None else 1.0) * np.cos(np.deg2rad(v.heading - axis_heading))
+               for v in members)
+    return axis_heading if vote >= 0 else (axis_heading + 180.0) % 360.0
 
 
 def _road_direction(aoi: AOI, points: np.ndarray, heading: float, cfg: ColumnsConfig):

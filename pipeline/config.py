@@ -168,6 +168,10 @@ class ColumnsConfig(Strict):
         "confident moving truck, on its line of travel and on an egress road, join its column; 0 = never.")
     candidate_axis_deg: float = Field(default=15.0, gt=0, le=90,
                                       description="How far off the line of travel a faint peak may sit.")
+    flip_speed_mps: float = Field(
+        default=12.0, ge=0, description="A truck estimated slower than this may have its direction read backwards "
+        "(a band offset of about a pixel): it still links to a column on its axis, which the faster trucks orient; "
+        "0 = never.")
 
 
 class DiffConfig(Strict):

@@ -120,3 +120,25 @@ def test_faint_peaks_off_the_line_off_the_road_or_beside_a_lone_truck_are_not(ta
     # and with candidate_gap_m 0 nothing is ever admitted
     assert admit_candidates(column[:2], _faint(column[2:]), tartus, ColumnsConfig(candidate_gap_m=0)) == {}
     assert set(admit_candidates(column[:2], _faint(column[2:]), tartus, cfg)) == {0, 1}
+
+
+def test_a_slow_truck_read_backwards_stays_in_its_column_and_cannot_turn_it(tartus):
+    from dataclasses import replace
+
+    column = [replace(v, speed_mps=9.0) for v in
+              vehicles_along(tartus, "east_to_m1_highway", 200, 6, 50, outbound=True, prefix="s")]
+    column[2] = replace(column[2], heading_deg=(column[2].heading_deg + 180) % 360, speed_mps=6.0, score=0.5)
+    cols = group_columns(column, tartus, ColumnsConfig())
+    assert len(cols) == 1 and cols[0].vehicles == 6 and cols[0].direction == "outbound"
+    # with flips never allowed, the reversed truck splits the chain (the 200 m gap bridges it, so still one column)
+    strict = group_columns(column, tartus, ColumnsConfig(flip_speed_mps=0, max_gap_m=80))
+    assert sorted(c.vehicles for c in strict) == [3]  # 2 + reversed 1 + 3: only the 3-chain is a column
+
+
+def test_fast_columns_in_opposite_directions_still_do_not_merge(tartus):
+    from dataclasses import replace
+
+    out = [replace(v, speed_mps=18.0) for v in vehicles_along(tartus, "east_to_m1_highway", 200, 5, 40, True, "a")]
+    inn = [replace(v, speed_mps=18.0) for v in vehicles_along(tartus, "east_to_m1_highway", 220, 5, 40, False, "b")]
+    cols = group_columns(out + inn, tartus, ColumnsConfig())
+    assert sorted(c.direction for c in cols) == ["inbound", "outbound"]
