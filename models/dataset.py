@@ -143,10 +143,10 @@ def radiometric_jitter(bands: np.ndarray, rng: np.random.Generator) -> np.ndarra
 # ------------------------------------------------------------------ datasets
 
 
-def chip_sample(seed: int, size: int) -> Sample:
+def chip_sample(seed: int, size: int, fighter_rows: float = 0.0) -> Sample:
     from pipeline.simulate.chips import render_chip
 
-    chip = render_chip(seed, size)
+    chip = render_chip(seed, size, fighter_rows=fighter_rows)
     objs = [LabelledObject(o.cls, o.row, o.col, o.length_m, o.width_m, o.heading_deg, o.moving, o.speed_mps,
                            o.occluded, getattr(o, "contrast", None)) for o in chip.objects]
     return Sample(chip.bands.astype(np.float32), chip.valid.astype(bool), objs)
@@ -167,8 +167,9 @@ class TrainingStream(Dataset):
 
     def __init__(self, seed_base: int, chip_size: int = 128, classes: tuple[str, ...] = CLASSES, stride: int = 2,
                  labelled: LabelledScenes | None = None, labels_every: int = 4, length: int = 10**9,
-                 augment: bool = True, ignore_faint: bool = True):
+                 augment: bool = True, ignore_faint: bool = True, fighter_rows: float = 0.0):
         self.seed_base = seed_base
+        self.fighter_rows = fighter_rows
         self.chip_size = chip_size
         self.classes = classes
         self.stride = stride
@@ -186,7 +187,7 @@ class TrainingStream(Dataset):
         if self.labelled is not None and index % self.labels_every == 0:
             s = self.labelled.crop(rng, self.chip_size)
         else:
-            s = chip_sample(self.seed_base + index, self.chip_size)
+            s = chip_sample(self.seed_base + index, self.chip_size, self.fighter_rows)
         if self.augment:
             s = dihedral(s, int(rng.integers(8)))
             s = Sample(radiometric_jitter(s.bands, rng), s.valid, s.objects)

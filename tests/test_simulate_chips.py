@@ -89,3 +89,17 @@ def test_chip_rendering_is_fast():
     for seed in range(1000, 1010):
         render_chip(seed)
     assert (time.perf_counter() - t0) / 10 < 0.25  # ~0.03 s each here
+
+
+def test_fighter_rows_add_hard_negatives_without_touching_other_chips():
+    plain = render_chip(4242, 96)
+    assert np.array_equal(render_chip(4242, 96, fighter_rows=0.0).bands, plain.bands)  # off: byte-identical
+    added = 0
+    for seed in range(4242, 4252):
+        base, rows = render_chip(seed, 96), render_chip(seed, 96, fighter_rows=1.0)
+        extra = Counter(o.cls for o in rows.objects) - Counter(o.cls for o in base.objects)
+        assert set(extra) <= {"small_aircraft", "helicopter"}  # only negatives for large_aircraft are added
+        added += sum(extra.values())
+        if extra:
+            assert not np.array_equal(rows.bands, base.bands)
+    assert added >= 10  # rows of 3-8, a few places taken

@@ -321,6 +321,40 @@ def _add_aircraft(lay: _Layout, style: str) -> None:
                                       float(heading % 360), taxi > 0, taxi, contrast=delta.peak()))
 
 
+def _add_fighter_rows(lay: _Layout, rng: np.random.Generator) -> None:
+    """A row of 3-8 fighters or helicopters of one type side by side on an apron: the hard negative for
+    ``large_aircraft`` (two or three fighters a span apart read as one big blob at 10 m). Draws from its own
+    ``rng`` so chips rendered without it stay byte-identical."""
+    small = [t for t in CATALOGUE.values() if t.cls != "large_aircraft"]
+    t = small[int(rng.integers(len(small)))]
+    if lay.aprons and rng.random() < 0.8:
+        ar, ac, _, _, hd = lay.aprons[int(rng.integers(len(lay.aprons)))]
+        row0, col0 = ar + rng.normal(0, 4), ac + rng.normal(0, 4)
+    else:
+        row0, col0, hd = *rng.uniform(8, lay.full - 8, 2), rng.uniform(0, 360)
+    count = int(rng.integers(3, 9))
+    step = max(t.span_m, t.length_m) * rng.uniform(1.05, 1.6) / PIXEL
+    d = np.deg2rad(hd)
+    facing = (hd + 90 + rng.choice([0, 180])) % 360
+    shadow_len = float(rng.uniform(2.0, 6.0))
+    paint = choose_paint(t, rng, wide=True)
+    for i in range(count):
+        row, col = row0 - np.cos(d) * step * (i - count / 2), col0 + np.sin(d) * step * (i - count / 2)
+        radius = 0.5 * max(t.length_m, t.span_m) / PIXEL
+        if not lay.free(row, col, radius * 0.9):
+            continue
+        lay.occupied.append((row, col, radius))
+        refl = paint_reflectance(paint, rng)
+        heading = (facing + rng.normal(0, 3)) % 360
+        delta = _Delta(lay, row, col, radius + 1.5)
+        painters.paint_aircraft(lay.canvas, t, row, col, heading, refl, scale=1.0, shadow_dir_deg=lay.shadow_dir,
+                                shadow_len_m=shadow_len, shadow_factor=float(rng.uniform(0.35, 0.65)),
+                                rotor_phase_deg=float(rng.uniform(0, 360)), swept_back=rng.random() < 0.4,
+                                speed_mps=0.0)
+        lay.objects.append(ChipObject(t.cls, float(row), float(col), t.name, t.length_m, t.span_m,
+                                      float(heading), False, 0.0, contrast=delta.peak()))
+
+
 def _add_trucks(lay: _Layout) -> None:
     rng = lay.rng
     n = lay.full
@@ -401,8 +435,11 @@ def _add_trucks(lay: _Layout) -> None:
 # ---------------------------------------------------------------- entry point
 
 
-def render_chip(seed: int, size: int = 128) -> Chip:
-    """One random chip: (4, size, size) reflectance, valid mask and truth objects. Deterministic per seed."""
+def render_chip(seed: int, size: int = 128, fighter_rows: float = 0.0) -> Chip:
+    """One random chip: (4, size, size) reflectance, valid mask and truth objects. Deterministic per seed.
+
+    ``fighter_rows``: probability of an extra row of fighters/helicopters (hard negatives; 0 = the chip as always).
+    """
     rng = np.random.default_rng(derive_seed("chip", seed))
     full = size + 2 * PAD
     style = str(rng.choice(STYLES))
@@ -421,6 +458,10 @@ def render_chip(seed: int, size: int = 128) -> Chip:
     for _ in range(reps):
         _add_aircraft(lay, style)
         _add_trucks(lay)
+    if fighter_rows > 0:
+        extra = np.random.default_rng(derive_seed("fighter-rows", seed))
+        if extra.random() < fighter_rows:
+            _add_fighter_rows(lay, extra)
 
     params = sensor.draw_sensor(rng, wide=True)
     clouds = None
