@@ -97,7 +97,14 @@ def evaluate(
     """Score detectors against truth with the DESIGN.md matching rule; prints a table, writes JSON."""
     from rich.console import Console
 
-    from models.evaluate import evaluate_detectors, pair_scenes, report_table, write_heldout_chips, write_report
+    from models.evaluate import (
+        contrast_lines,
+        evaluate_detectors,
+        pair_scenes,
+        report_table,
+        write_heldout_chips,
+        write_report,
+    )
     from pipeline.config import load_config
     from pipeline.detect import make_detector
     from pipeline.errors import ConfigError
@@ -113,4 +120,6 @@ def evaluate(
     report = evaluate_detectors(pair_scenes(scenes, labels), dets)
     write_report(report, out)
     Console().print(report_table(report))
+    for line in contrast_lines(report):
+        Console().print(line)
     _console.print(f"report: {out}")

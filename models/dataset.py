@@ -167,7 +167,8 @@ class TrainingStream(Dataset):
 
     def __init__(self, seed_base: int, chip_size: int = 128, classes: tuple[str, ...] = CLASSES, stride: int = 2,
                  labelled: LabelledScenes | None = None, labels_every: int = 4, length: int = 10**9,
-                 augment: bool = True, ignore_faint: bool = True, fighter_rows: float = 0.0):
+                 augment: bool = True, ignore_faint: bool = True, fighter_rows: float = 0.0,
+                 faint_limits: dict[str, float] | None = None):
         self.seed_base = seed_base
         self.fighter_rows = fighter_rows
         self.chip_size = chip_size
@@ -177,7 +178,7 @@ class TrainingStream(Dataset):
         self.labels_every = max(1, labels_every)
         self.length = length
         self.augment = augment
-        self.min_contrast = None if ignore_faint else {}
+        self.min_contrast = faint_limits if ignore_faint else {}
 
     def __len__(self) -> int:
         return self.length

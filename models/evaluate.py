@@ -97,7 +97,62 @@ def evaluate_detectors(pairs: list[ScenePair], detectors: dict[str, Detector],
             "mpx_per_s": round(pixels / 1e6 / timing[name], 2) if timing[name] else None,
             "classes": {c: s.to_dict() for c, s in summ.items()},
         }
+        by_contrast = recall_by_contrast(pairs_, classes)
+        if by_contrast:
+            report["detectors"][name]["recall_by_contrast"] = by_contrast
     return report
+
+
+CONTRAST_BINS = (0.0, 0.006, 0.012, 0.02, 0.04, float("inf"))
+"""Edges of the truth-contrast bins (peak band-mean reflectance change an object made before the sensor; 0.012 is
+the training loss's limit for trucks, models/dataset.py MIN_CONTRAST)."""
+
+
+def recall_by_contrast(runs: list[tuple[list[MapObject], list[MapObject]]],
+                       classes: tuple[str, ...] = EVAL_CLASSES) -> dict:
+    """Recall per class and truth-contrast bin, for truth that carries ``contrast`` (the simulator's); {} if none.
+
+    Why: the headline recall mixes trucks that changed their pixel by less than the noise with ones any analyst
+    sees; this separates the misses that are physically invisible from the ones a better detector could find."""
+    from pipeline.evaluation import match_class
+
+    tallies: dict[str, list[list[int]]] = {c: [[0, 0] for _ in CONTRAST_BINS[1:]] for c in classes}
+    seen = False
+    for dets, truth in runs:
+        for cls in classes:
+            found = {id(m.truth) for m in match_class(dets, truth, cls).matches}
+            for t in truth:
+                if t.contrast is None or not _counts(t, cls):
+                    continue
+                seen = True
+                k = next(i for i in range(len(CONTRAST_BINS) - 1) if t.contrast < CONTRAST_BINS[i + 1])
+                tallies[cls][k][0] += 1
+                tallies[cls][k][1] += id(t) in found
+    if not seen:
+        return {}
+    out: dict = {}
+    for cls, rows in tallies.items():
+        out[cls] = []
+        for (lo, hi), (n, f) in zip(zip(CONTRAST_BINS, CONTRAST_BINS[1:], strict=False), rows, strict=True):
+            out[cls].append({"contrast_from": lo, "contrast_to": None if hi == float("inf") else hi,
+                             "objects": n, "found": f, "recall": round(f / n, 3) if n else None})
+    return out
+
+
+def contrast_lines(report: dict) -> list[str]:
+    """One printable line per detector and class: recall in each truth-contrast bin."""
+    lines = []
+    for name, d in report["detectors"].items():
+        for cls, rows in d.get("recall_by_contrast", {}).items():
+            cells = []
+            for r in rows:
+                rng = f"<{r['contrast_to']}" if r["contrast_from"] == 0 else (
+                    f">={r['contrast_from']}" if r["contrast_to"] is None else
+                    f"{r['contrast_from']}-{r['contrast_to']}")
+                rec = "-" if r["recall"] is None else f"{r['recall']:.2f}"
+                cells.append(f"{rng}: {rec} of {r['objects']}")
+            lines.append(f"{name} {cls} recall by truth contrast: " + ", ".join(cells))
+    return lines
 
 
 def observable(truth: list[MapObject], scene: Scene) -> list[MapObject]:

@@ -60,6 +60,9 @@ class TrainConfig(Strict):
     heading_weight: float = Field(default=0.5, ge=0, description="Weight of the heading loss.")
     ignore_faint: bool = Field(default=True, description="Leave objects fainter than the noise out of the loss "
                                                          "(models/dataset.py MIN_CONTRAST).")
+    faint_limits: dict[str, float] | None = Field(default=None, description="Per-class peak reflectance change "
+                                                  "below which a chip object is left out of the loss; None: "
+                                                  "models/dataset.py MIN_CONTRAST.")
     fighter_rows: float = Field(default=0.0, ge=0, le=1, description="Probability that a chip gets an extra row of "
                                 "fighters/helicopters side by side (hard negatives for large_aircraft).")
     init_from: str | None = Field(default=None, description="Start from these weights (a second stage) instead of "
@@ -170,7 +173,7 @@ def train(cfg: TrainConfig, labels: str | Path | None = None, progress: bool = T
     labelled = LabelledScenes(*folders) if folders else None
     stream = TrainingStream(TRAIN_SEED_BASE + cfg.seed * 10_000_000, cfg.chip_size, spec.classes, spec.stride,
                             labelled=labelled, labels_every=cfg.labels_every, ignore_faint=cfg.ignore_faint,
-                            fighter_rows=cfg.fighter_rows)
+                            fighter_rows=cfg.fighter_rows, faint_limits=cfg.faint_limits)
     end = cfg.steps if stop_after is None else min(cfg.steps, step + stop_after)
     loader = DataLoader(stream, batch_size=cfg.batch_size, sampler=_FromIndex(step * cfg.batch_size,
                                                                                 end * cfg.batch_size),

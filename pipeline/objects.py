@@ -13,7 +13,7 @@ from pipeline.atomic import write_text_atomic
 from pipeline.errors import SceneError
 from pipeline.types import Column, MapObject
 
-_OPTIONAL = ("type", "length_m", "width_m", "heading_deg", "moving", "speed_mps", "score", "zone", "id")
+_OPTIONAL = ("type", "length_m", "width_m", "heading_deg", "moving", "speed_mps", "score", "zone", "id", "contrast")
 
 
 def object_feature(obj: MapObject, **extra) -> dict:

@@ -196,6 +196,7 @@ class MapObject:
     score: float | None = None
     zone: str | None = None
     id: str | None = None
+    contrast: float | None = None  # simulated truth only: peak reflectance change the object made (before the sensor)
 
     @property
     def point(self) -> Point:

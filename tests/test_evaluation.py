@@ -87,3 +87,21 @@ def test_evaluate_command_pairs_scenes_and_writes_report(tmp_path):
             det["classes"]["vehicle"])
     bad = CliRunner().invoke(app, ["evaluate", "--scenes", str(tmp_path / "nothing"), "--out", str(out)])
     assert bad.exit_code == 2 and "not a folder" in bad.output
+
+
+def test_recall_by_truth_contrast_separates_faint_from_clear_misses():
+    from dataclasses import replace
+
+    from models.evaluate import recall_by_contrast
+
+    truth = [replace(obj("vehicle", 0, 0, moving=True), contrast=0.004),
+             replace(obj("vehicle", 500, 0, moving=True), contrast=0.05),
+             replace(obj("vehicle", 1000, 0, moving=True), contrast=0.05),
+             replace(obj("vehicle", 1500, 0, moving=False), contrast=0.05)]  # parked: not scored
+    dets = [obj("vehicle", 505, 0, score=0.9, moving=True)]
+    table = recall_by_contrast([(dets, truth)], ("vehicle",))["vehicle"]
+    rows = {(r["contrast_from"], r["contrast_to"]): r for r in table}
+    assert rows[(0.0, 0.006)] == {"contrast_from": 0.0, "contrast_to": 0.006, "objects": 1, "found": 0, "recall": 0.0}
+    assert rows[(0.04, None)]["objects"] == 2 and rows[(0.04, None)]["found"] == 1
+    assert rows[(0.012, 0.02)]["recall"] is None
+    assert recall_by_contrast([(dets, [obj("vehicle", 0, 0, moving=True)])], ("vehicle",)) == {}  # no contrast: none

@@ -142,3 +142,24 @@ class Canvas:
             return
         cov, r0, c0 = got
         self.bands[:, r0:r0 + cov.shape[0], c0:c0 + cov.shape[1]] *= 1.0 - (1.0 - factor) * cov[None]
+
+
+class PaintDelta:
+    """How much painting one object changed a window of the canvas: its visibility before the sensor (PSF, noise).
+
+    Reads the canvas only (no random draws), so measuring never changes what is rendered."""
+
+    def __init__(self, canvas: Canvas, row: float, col: float, radius_px: float):
+        h, w = canvas.shape
+        r = int(np.ceil(radius_px)) + 2
+        self.win = (slice(max(int(row) - r, 0), min(int(row) + r + 1, h)),
+                    slice(max(int(col) - r, 0), min(int(col) + r + 1, w)))
+        self.canvas = canvas
+        self.before = canvas.bands[:, self.win[0], self.win[1]].copy()
+
+    def peak(self) -> float:
+        """Largest change of the band-mean reflectance over the window."""
+        after = self.canvas.bands[:, self.win[0], self.win[1]]
+        if after.size == 0:
+            return 0.0
+        return round(float(np.abs(after - self.before).mean(axis=0).max()), 4)

@@ -18,7 +18,7 @@ import numpy as np
 
 from pipeline.simulate import landcover, painters, sensor
 from pipeline.simulate.aircraft import CATALOGUE, choose_paint, paint_reflectance
-from pipeline.simulate.canvas import Canvas
+from pipeline.simulate.canvas import Canvas, PaintDelta
 from pipeline.simulate.clouds import cloud_layer
 from pipeline.simulate.physics import derive_seed, fractal_noise
 from pipeline.simulate.vehicles import pick_paint, pick_truck
@@ -245,22 +245,8 @@ def _flood_and_boats(lay: _Layout, dry: np.ndarray) -> None:
                             rng.uniform(0, 360), refl, wake=rng.random() < 0.3)
 
 
-class _Delta:
-    """Measures how much painting one object changed a window of the canvas (its visibility before the sensor)."""
-
-    def __init__(self, lay: _Layout, row: float, col: float, radius_px: float):
-        h, w = lay.canvas.shape
-        r = int(np.ceil(radius_px)) + 2
-        self.win = (slice(max(int(row) - r, 0), min(int(row) + r + 1, h)),
-                    slice(max(int(col) - r, 0), min(int(col) + r + 1, w)))
-        self.canvas = lay.canvas
-        self.before = lay.canvas.bands[:, self.win[0], self.win[1]].copy()
-
-    def peak(self) -> float:
-        after = self.canvas.bands[:, self.win[0], self.win[1]]
-        if after.size == 0:
-            return 0.0
-        return round(float(np.abs(after - self.before).mean(axis=0).max()), 4)
+def _Delta(lay: _Layout, row: float, col: float, radius_px: float) -> PaintDelta:  # noqa: N802 (was a class)
+    return PaintDelta(lay.canvas, row, col, radius_px)
 
 
 def _on_road(lay: _Layout) -> tuple[float, float]:

@@ -24,13 +24,14 @@ from pipeline.georef import map_to_lonlat, object_at_pixel, pixel_to_map
 from pipeline.simulate import painters, physics
 from pipeline.simulate import sensor as msi
 from pipeline.simulate.aircraft import CATALOGUE, choose_paint, paint_reflectance
-from pipeline.simulate.canvas import Canvas
+from pipeline.simulate.canvas import Canvas, PaintDelta
 from pipeline.simulate.clouds import cloud_fraction, cloud_layer
 from pipeline.simulate.site import PixelRoad, SiteLayout, road_length_px, site_for
 from pipeline.simulate.vehicles import pick_paint, pick_truck
 from pipeline.types import AOI, BAND_NAMES, Acquisition, Column, GridSpec, MapObject, Scene
 
 log = logging.getLogger(__name__)
+TRUCK_RADIUS_PX = 4.0  # a truck, its shadow and its band offset at column speeds all lie within this of its centre
 SOURCE_NAME = "simulated"
 PIXEL_M = 10.0
 MAX_PIXELS = 16_000_000  # 4000 x 4000 at 10 m = 40 x 40 km; keeps one render under ~1.5 GB
@@ -117,13 +118,14 @@ class _Painter:
                 paint = paint_reflectance(choose_paint(t, rng), rng)
                 scale = float(rng.uniform(0.98, 1.02))
                 height = 4.0 if t.cls == "large_aircraft" else 2.5
+                delta = PaintDelta(self.canvas, row, col, max(t.length_m, t.span_m) / 20.0 + 1.5)
                 painters.paint_aircraft(self.canvas, t, row, col, heading, paint, scale=scale,
                                         shadow_dir_deg=self.shadow_dir, shadow_len_m=self._shadow_len_m(height),
                                         shadow_factor=0.5, rotor_phase_deg=float(rng.uniform(0, 360)),
                                         swept_back=rng.random() < 0.3)
                 self._record(t.cls, row, col, type=t.name, length_m=round(t.length_m * scale, 2),
                              width_m=round(t.span_m * scale, 2), heading_deg=round(float(heading), 1),
-                             moving=False, speed_mps=0.0)
+                             moving=False, speed_mps=0.0, contrast=delta.peak())
 
     def _free_slot(self, slots, order: list[int], radius_px: float):
         while order:
@@ -149,11 +151,13 @@ class _Painter:
             t = pick_truck(rng, military=True)
             heading = (s.heading + rng.normal(0, 2)) % 360
             row, col = s.row + rng.normal(0, 0.05), s.col + rng.normal(0, 0.05)
+            delta = PaintDelta(self.canvas, row, col, TRUCK_RADIUS_PX)
             painters.paint_truck(self.canvas, row, col, heading, t.length_m, t.width_m,
                                  paint * rng.uniform(0.92, 1.08), shadow_dir_deg=self.shadow_dir,
                                  shadow_len_m=self._shadow_len_m(3.0))
             self._record("vehicle", row, col, type=t.name, length_m=t.length_m, width_m=t.width_m,
-                         heading_deg=round(float(heading), 1), moving=False, speed_mps=0.0)
+                         heading_deg=round(float(heading), 1), moving=False, speed_mps=0.0,
+                         contrast=delta.peak())
 
     def column(self, road: PixelRoad, direction: str, count: int, index: int, *, military: bool = True,
                speed: float | None = None, gap_m: float | None = None, head_frac: float | None = None) -> None:
@@ -176,12 +180,13 @@ class _Painter:
             lane = road.width_m * 0.25 / 10.0
             row, col = p + right * lane
             v = max(1.0, speed + rng.normal(0, 0.7))
+            delta = PaintDelta(self.canvas, row, col, TRUCK_RADIUS_PX)
             painters.paint_truck(self.canvas, row, col, heading, t.length_m, t.width_m, pick_paint(rng, military),
                                  speed_mps=v, time_scale=float(rng.uniform(0.98, 1.02)),
                                  shadow_dir_deg=self.shadow_dir, shadow_len_m=self._shadow_len_m(3.0))
             oid = self._record("vehicle", float(row), float(col), type=t.name, length_m=t.length_m,
                                width_m=t.width_m, heading_deg=round(float(heading), 1), moving=True,
-                               speed_mps=round(v, 2))
+                               speed_mps=round(v, 2), contrast=delta.peak())
             if oid is not None:
                 ids.append(oid)
                 pts.append((row, col))
@@ -216,11 +221,13 @@ class _Painter:
             row, col = p + np.array([np.sin(h), np.cos(h)]) * road.width_m * 0.25 / 10.0
             t = pick_truck(rng, military=rng.random() < 0.5)
             v = float(rng.uniform(6, 25))
+            delta = PaintDelta(self.canvas, row, col, TRUCK_RADIUS_PX)
             painters.paint_truck(self.canvas, row, col, heading, t.length_m, t.width_m,
                                  pick_paint(rng, military=False), speed_mps=v, shadow_dir_deg=self.shadow_dir,
                                  shadow_len_m=self._shadow_len_m(3.0))
             self._record("vehicle", float(row), float(col), type=t.name, length_m=t.length_m, width_m=t.width_m,
-                         heading_deg=round(float(heading), 1), moving=True, speed_mps=round(v, 2))
+                         heading_deg=round(float(heading), 1), moving=True, speed_mps=round(v, 2),
+                         contrast=delta.peak())
 
     def vessels(self, n: int) -> None:
         """Clutter on water: boats and the odd ship (bright hulls, aircraft-sized for a detector to reject)."""
