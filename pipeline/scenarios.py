@@ -104,8 +104,9 @@ def score_columns(detected: list[Column], truth: list[Column], aoi: AOI) -> Colu
 class TruthRecordingSource:
     """Wraps a simulated source so loading a scene also keeps its ground truth (no second render)."""
 
-    def __init__(self, inner):
+    def __init__(self, inner, min_vehicles: int = 3):
         self.inner = inner
+        self.min_vehicles = min_vehicles
         self.name = getattr(inner, "name", "simulated")
         self.simulated = getattr(inner, "simulated", True)
         self.truth_columns: dict[tuple[str, str], list[Column]] = {}
@@ -118,9 +119,19 @@ class TruthRecordingSource:
         if not hasattr(self.inner, "truth"):
             return self.inner.load(acquisition, aoi)
         sim = self.inner.truth(acquisition, aoi)
-        self.truth_columns[(aoi.name, acquisition.id)] = list(sim.truth_columns)
+        self.truth_columns[(aoi.name, acquisition.id)] = observable_columns(sim.truth_columns, sim.truth, sim.scene,
+                                                                            self.min_vehicles)
         self.truth_objects = {acquisition.id: list(sim.truth)}
         return sim.scene
+
+
+def observable_columns(columns: list[Column], truth: list[MapObject], scene: Scene, min_vehicles: int) -> list[Column]:
+    """Truth columns with at least ``min_vehicles`` members whose centre pixel is valid: a column under cloud is
+    not observed (the object-level rule of models.evaluate.observable), so it is neither found nor missed."""
+    from models.evaluate import observable
+
+    seen = {t.id for t in observable(truth, scene)}
+    return [c for c in columns if sum(1 for m in c.members if m in seen) >= min_vehicles]
 
 
 class TruthDetector:
@@ -217,7 +228,8 @@ def evaluate_scenario(path: str | Path, *, config: BasewatchConfig | None = None
 
     config = config or load_config(config_path)
     scenario = load_scenario(path)
-    source = TruthRecordingSource(make_source(config, kind="simulated", data_dir=data_dir, scenario=scenario))
+    source = TruthRecordingSource(make_source(config, kind="simulated", data_dir=data_dir, scenario=scenario),
+                                  min_vehicles=config.columns.min_vehicles)
     impl = TruthDetector(source) if detector == "truth" else None
     t0 = time.perf_counter()
     result = run(config, data_dir=data_dir, config_path=config_path, source_kind="simulated", aois=aois,
