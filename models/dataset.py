@@ -4,8 +4,9 @@ Every sample is a pure function of its integer index (chip seed = ``seed_base + 
 the same index), so training is deterministic whatever the number of loader workers, and resuming at step k just
 starts the index stream at k x batch size. Chips come from ``pipeline.simulate.chips.render_chip``, whose wide
 domain randomisation (land cover, paint, PSF, noise, haze, clouds, misregistration, speeds, layouts not tied to
-our AOIs) is the main guard against overfitting the simulator; here we add the 8 dihedral transforms and a mild
-radiometric jitter on top.
+our AOIs) is the main guard against overfitting the simulator; here we add the 8 dihedral transforms (torchvision
+transforms.v2 flips on image, mask and KeyPoints, plus a hand-written transpose) and a mild radiometric jitter on
+top (per-band gains and offsets for 4 reflectance bands: v2.ColorJitter is for RGB images).
 
 Target policy (what the network is asked to find):
 - ``large_aircraft``: every large aircraft whose centre pixel is valid.
@@ -106,26 +107,69 @@ def to_targets(objects: list[LabelledObject], height: int, width: int, classes: 
 # ------------------------------------------------------------------ augmentation
 
 
-def dihedral(sample: Sample, k: int) -> Sample:
-    """One of the 8 symmetries of the square (k in 0..7): rot90 k%4 times, then transpose if k >= 4.
-
-    Headings follow the pixels: rot90 (counter-clockwise) turns heading h into h - 90; a transpose (swap rows and
-    cols) turns h into 270 - h. The band-offset "rainbow" moves with the pixels, so it stays consistent.
-    """
-    bands, valid, objs = sample.bands, sample.valid, sample.objects
-    h, w = valid.shape
+def _numpy_dihedral(a: np.ndarray, k: int) -> np.ndarray:
+    """Symmetry k of the square on the last two axes: rot90 (counter-clockwise) k%4 times, then a transpose if
+    k >= 4. The definition the sample stream has always used; dihedral() reproduces it with torchvision."""
     for _ in range(k % 4):
-        bands = np.rot90(bands, 1, axes=(1, 2))
-        valid = np.rot90(valid, 1)
-        objs = [_moved(o, w - o.col, o.row, None if o.heading_deg is None else (o.heading_deg - 90.0) % 360)
-                for o in objs]
-        h, w = w, h
-    if k >= 4:
-        bands = np.swapaxes(bands, 1, 2)
-        valid = valid.T
-        objs = [_moved(o, o.col, o.row, None if o.heading_deg is None else (270.0 - o.heading_deg) % 360)
-                for o in objs]
-    return Sample(np.ascontiguousarray(bands), np.ascontiguousarray(valid), objs)
+        a = np.rot90(a, 1, axes=(-2, -1))
+    return np.swapaxes(a, -2, -1) if k >= 4 else a
+
+
+def _canonical(k: int) -> tuple[bool, bool, bool]:
+    """(transpose, vertical flip, horizontal flip), applied in that order, equal to symmetry k."""
+    probe = np.arange(6).reshape(2, 3)
+    target = _numpy_dihedral(probe, k)
+    for t in (False, True):
+        for v in (False, True):
+            for h in (False, True):
+                a = probe.T if t else probe
+                a = a[::-1] if v else a
+                a = a[:, ::-1] if h else a
+                if a.shape == target.shape and np.array_equal(a, target):
+                    return t, v, h
+    raise AssertionError(f"no canonical form for symmetry {k}")
+
+
+CANONICAL = {k: _canonical(k) for k in range(8)}
+
+
+def dihedral(sample: Sample, k: int) -> Sample:
+    """One of the 8 symmetries of the square (k in 0..7; see _numpy_dihedral), done with torchvision.transforms.v2
+    on the image, the valid mask and the object centres as KeyPoints.
+
+    torchvision lacks two things we write by hand: a transpose (the symmetries without one are only the flips), and
+    headings. Headings follow the pixels: a transpose turns h into 270 - h, a vertical flip into 180 - h, a
+    horizontal flip into 360 - h, so the band-offset "rainbow" and the heading stay consistent. torchvision's
+    KeyPoints use integer pixel centres (x' = W - 1 - x); our objects use continuous coordinates (pixel i spans
+    [i, i + 1)), hence the half-pixel shift in and out.
+    """
+    import torch
+    from torchvision import tv_tensors
+    from torchvision.transforms.v2 import functional as TF
+
+    transpose, vflip, hflip = CANONICAL[k]
+    bands, valid = torch.from_numpy(np.ascontiguousarray(sample.bands)), torch.from_numpy(sample.valid)
+    xy = torch.tensor([[o.col - 0.5, o.row - 0.5] for o in sample.objects], dtype=torch.float64).reshape(-1, 2)
+    headings = [o.heading_deg for o in sample.objects]
+
+    def turn(rule):
+        return [None if hd is None else rule(hd) % 360 for hd in headings]
+
+    if transpose:
+        bands, valid, xy = bands.transpose(1, 2), valid.T, xy.flip(1)
+        headings = turn(lambda hd: 270.0 - hd)
+    image, mask = tv_tensors.Image(bands), tv_tensors.Mask(valid)
+    points = tv_tensors.KeyPoints(xy, canvas_size=tuple(valid.shape))
+    if vflip:
+        image, mask, points = TF.vertical_flip(image), TF.vertical_flip(mask), TF.vertical_flip(points)
+        headings = turn(lambda hd: 180.0 - hd)
+    if hflip:
+        image, mask, points = TF.horizontal_flip(image), TF.horizontal_flip(mask), TF.horizontal_flip(points)
+        headings = turn(lambda hd: 360.0 - hd)
+    pts = points.as_subclass(torch.Tensor).numpy() + 0.5
+    objs = [_moved(o, float(p[1]), float(p[0]), hd) for o, p, hd in zip(sample.objects, pts, headings, strict=True)]
+    return Sample(np.ascontiguousarray(image.as_subclass(torch.Tensor).numpy()),
+                  np.ascontiguousarray(mask.as_subclass(torch.Tensor).numpy()), objs)
 
 
 def _moved(o: LabelledObject, row: float, col: float, heading: float | None) -> LabelledObject:

@@ -213,3 +213,36 @@ def test_labelled_scenes_reader_crops_in_pixel_coordinates(tmp_path):
     assert crop.bands.shape == (4, 32, 32)
     with pytest.raises(SceneError, match="not a folder"):
         LabelledScenes(tmp_path / "empty")
+
+
+def test_torchvision_dihedral_equals_the_numpy_definition():
+    """dihedral() (torchvision v2 flips + transpose) gives exactly the samples of the original numpy rot90 code."""
+    from models.dataset import _moved
+
+    def reference(sample, k):
+        bands, valid, objs = sample.bands, sample.valid, sample.objects
+        w = valid.shape[1]
+        for _ in range(k % 4):
+            bands, valid = np.rot90(bands, 1, axes=(1, 2)), np.rot90(valid, 1)
+            objs = [_moved(o, w - o.col, o.row, None if o.heading_deg is None else (o.heading_deg - 90.0) % 360)
+                    for o in objs]
+            w = valid.shape[1]
+        if k >= 4:
+            bands, valid = np.swapaxes(bands, 1, 2), valid.T
+            objs = [_moved(o, o.col, o.row, None if o.heading_deg is None else (270.0 - o.heading_deg) % 360)
+                    for o in objs]
+        return bands, valid, objs
+
+    rng = np.random.default_rng(0)
+    sample = Sample(rng.random((4, 6, 9), dtype=np.float32), rng.random((6, 9)) > 0.3,
+                    [LabelledObject("vehicle", 1.3, 7.2, 7.0, 2.5, 33.0, True, 10.0, False, 0.02),
+                     LabelledObject("large_aircraft", 4.9, 0.4, 60.0, 70.0, None, False, 0.0, False, 0.3)])
+    for k in range(8):
+        got = dihedral(sample, k)
+        bands, valid, objs = reference(sample, k)
+        assert np.array_equal(got.bands, bands) and np.array_equal(got.valid, valid), k
+        for a, b in zip(got.objects, objs, strict=True):
+            assert (a.row, a.col) == pytest.approx((b.row, b.col), abs=1e-9)
+            assert (a.heading_deg is None) == (b.heading_deg is None)
+            if a.heading_deg is not None:
+                assert abs((a.heading_deg - b.heading_deg + 180) % 360 - 180) < 1e-9
