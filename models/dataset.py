@@ -184,6 +184,19 @@ def radiometric_jitter(bands: np.ndarray, rng: np.random.Generator) -> np.ndarra
     return (bands * gain + offset).astype(np.float32)
 
 
+def invert_polarity(bands: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Mirror every band about its median over valid pixels: bright objects become dark ones and vice versa.
+
+    Why: the network should find a dark aircraft on pale concrete as readily as a white one on asphalt. Band order
+    is untouched, so a moving truck's fringe still runs B02 -> B03 -> B04 along its travel and its heading label
+    stays right (a dark truck makes exactly the inverted fringe). Invalid pixels are left as they are."""
+    out = bands.copy()
+    if valid.any():
+        med = np.median(bands[:, valid], axis=1)[:, None]
+        out[:, valid] = 2.0 * med - bands[:, valid]
+    return out
+
+
 # ------------------------------------------------------------------ datasets
 
 
@@ -212,8 +225,9 @@ class TrainingStream(Dataset):
     def __init__(self, seed_base: int, chip_size: int = 128, classes: tuple[str, ...] = CLASSES, stride: int = 2,
                  labelled: LabelledScenes | None = None, labels_every: int = 4, length: int = 10**9,
                  augment: bool = True, ignore_faint: bool = True, fighter_rows: float = 0.0,
-                 faint_limits: dict[str, float] | None = None):
+                 faint_limits: dict[str, float] | None = None, polarity_flip: float = 0.0):
         self.seed_base = seed_base
+        self.polarity_flip = polarity_flip
         self.fighter_rows = fighter_rows
         self.chip_size = chip_size
         self.classes = classes
@@ -233,6 +247,8 @@ class TrainingStream(Dataset):
             s = self.labelled.crop(rng, self.chip_size)
         else:
             s = chip_sample(self.seed_base + index, self.chip_size, self.fighter_rows)
+        if self.polarity_flip > 0 and np.random.default_rng([self.seed_base, index, 11]).random() < self.polarity_flip:
+            s = Sample(invert_polarity(s.bands, s.valid), s.valid, s.objects)  # own RNG: other samples unchanged
         if self.augment:
             s = dihedral(s, int(rng.integers(8)))
             s = Sample(radiometric_jitter(s.bands, rng), s.valid, s.objects)

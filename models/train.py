@@ -63,6 +63,8 @@ class TrainConfig(Strict):
     faint_limits: dict[str, float] | None = Field(default=None, description="Per-class peak reflectance change "
                                                   "below which a chip object is left out of the loss; None: "
                                                   "models/dataset.py MIN_CONTRAST.")
+    polarity_flip: float = Field(default=0.0, ge=0, le=1, description="Probability that a sample is mirrored about "
+                                 "its per-band median (dark objects become bright ones; models/dataset.py).")
     fighter_rows: float = Field(default=0.0, ge=0, le=1, description="Probability that a chip gets an extra row of "
                                 "fighters/helicopters side by side (hard negatives for large_aircraft).")
     init_from: str | None = Field(default=None, description="Start from these weights (a second stage) instead of "
@@ -173,7 +175,8 @@ def train(cfg: TrainConfig, labels: str | Path | None = None, progress: bool = T
     labelled = LabelledScenes(*folders) if folders else None
     stream = TrainingStream(TRAIN_SEED_BASE + cfg.seed * 10_000_000, cfg.chip_size, spec.classes, spec.stride,
                             labelled=labelled, labels_every=cfg.labels_every, ignore_faint=cfg.ignore_faint,
-                            fighter_rows=cfg.fighter_rows, faint_limits=cfg.faint_limits)
+                            fighter_rows=cfg.fighter_rows, faint_limits=cfg.faint_limits,
+                            polarity_flip=cfg.polarity_flip)
     end = cfg.steps if stop_after is None else min(cfg.steps, step + stop_after)
     loader = DataLoader(stream, batch_size=cfg.batch_size, sampler=_FromIndex(step * cfg.batch_size,
                                                                                 end * cfg.batch_size),

@@ -246,3 +246,17 @@ def test_torchvision_dihedral_equals_the_numpy_definition():
             assert (a.heading_deg is None) == (b.heading_deg is None)
             if a.heading_deg is not None:
                 assert abs((a.heading_deg - b.heading_deg + 180) % 360 - 180) < 1e-9
+
+
+def test_polarity_inversion_turns_bright_objects_dark_and_leaves_invalid_pixels():
+    from models.dataset import invert_polarity
+
+    bands = np.full((4, 8, 8), 0.2, np.float32)
+    bands[:, 3, 3] = 0.5  # a bright object
+    valid = np.ones((8, 8), bool)
+    valid[0, 0] = False
+    bands[:, 0, 0] = 0.0  # nodata stays 0
+    out = invert_polarity(bands, valid)
+    assert np.allclose(out[:, 3, 3], -0.1) and np.allclose(out[:, 5, 5], 0.2)  # 2 x median - value
+    assert np.all(out[:, 0, 0] == 0.0)
+    assert np.allclose(invert_polarity(out, valid), bands)
