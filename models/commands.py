@@ -93,6 +93,8 @@ def evaluate(
     make_heldout: int = typer.Option(0, "--make-heldout", help="First write N held-out simulated chip scenes "
                                                                "(seeds never used in training) into --scenes."),
     heldout_size: int = typer.Option(256, "--heldout-size", help="Side of those scenes in pixels."),
+    weights: Path | None = typer.Option(None, "--weights", help="Learned-detector checkpoint to use instead of "
+                                                                "detector.weights (compare a candidate)."),
 ) -> None:
     """Score detectors against truth with the DESIGN.md matching rule; prints a table, writes JSON."""
     from rich.console import Console
@@ -112,6 +114,8 @@ def evaluate(
     if make_heldout:
         write_heldout_chips(scenes, make_heldout, heldout_size)
     base = load_config(config).detector
+    if weights is not None:
+        base = base.model_copy(update={"weights": str(weights.resolve())})
     dets = {}
     for name in [n.strip() for n in detectors.split(",") if n.strip()]:
         if name not in ("learned", "classical"):

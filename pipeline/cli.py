@@ -124,11 +124,14 @@ def evaluate_scenarios_cmd(
     detector: str | None = typer.Option(
         None, "--detector", help="learned | classical | truth (simulator truth: checks the stages after detection)."
     ),
+    weights: Path | None = typer.Option(None, "--weights", help="Learned-detector checkpoint to use instead of "
+                                                                "detector.weights (compare a candidate)."),
 ) -> None:
     """Replay each simulated scenario and check the alerts that fire against its expectations; exit 1 on a mismatch."""
     from pipeline.scenarios import evaluate_command
 
-    if not evaluate_command(scenarios=scenarios or None, config_path=config, data_dir=data_dir, detector=detector):
+    if not evaluate_command(scenarios=scenarios or None, config_path=config, data_dir=data_dir, detector=detector,
+                            weights=weights):
         raise typer.Exit(1)
 
 

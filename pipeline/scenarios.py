@@ -19,6 +19,7 @@ from shapely.geometry import LineString
 
 from pipeline.config import PROJECT_ROOT, BasewatchConfig, ExpectationFile, load_aoi, load_config, load_scenario
 from pipeline.diff import ZoneMetric, measure
+from pipeline.errors import ConfigError
 from pipeline.store import open_store
 from pipeline.types import AOI, Acquisition, Alert, Column, MapObject, Observation, Scene
 
@@ -281,12 +282,17 @@ def print_result(res: ScenarioResult, console) -> None:
 
 
 def evaluate_command(*, scenarios: list[Path] | None, config_path: Path | None, data_dir: Path | None,
-                     detector: str | None) -> bool:
+                     detector: str | None, weights: Path | None = None) -> bool:
     """`basewatch evaluate-scenarios`: True when every scenario matches its expectations."""
     from rich.console import Console
 
     console = Console()
     config = load_config(config_path)
+    if weights is not None:  # compare a candidate checkpoint without writing a config for it
+        if not Path(weights).is_file():  # never fall back to another detector when a candidate was asked for
+            raise ConfigError(f"--weights: checkpoint {weights} not found")
+        config = config.model_copy(update={"detector": config.detector.model_copy(
+            update={"weights": str(Path(weights).resolve())})})
     paths = scenarios or default_scenarios()
     results = []
     with tempfile.TemporaryDirectory(prefix="basewatch-scenarios-") as tmp:

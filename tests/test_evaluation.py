@@ -87,6 +87,19 @@ def test_evaluate_command_pairs_scenes_and_writes_report(tmp_path):
             det["classes"]["vehicle"])
     bad = CliRunner().invoke(app, ["evaluate", "--scenes", str(tmp_path / "nothing"), "--out", str(out)])
     assert bad.exit_code == 2 and "not a folder" in bad.output
+    # --weights compares another checkpoint: a copy of the committed one scores exactly the same
+    import shutil
+
+    from pipeline.config import resolve_path
+
+    copy = shutil.copy(resolve_path("models/weights/basewatch_centernet.pt"), tmp_path / "candidate.pt")
+    again = tmp_path / "again.json"
+    result = CliRunner().invoke(app, ["evaluate", "--scenes", str(scenes), "--detectors", "learned", "--weights",
+                                      str(copy), "--out", str(again)])
+    assert result.exit_code == 0, result.output
+    assert json.loads(again.read_text())["detectors"]["learned"]["classes"] == report["detectors"]["learned"]["classes"]
+    missing = CliRunner().invoke(app, ["evaluate", "--scenes", str(scenes), "--weights", str(tmp_path / "no.pt")])
+    assert missing.exit_code != 0 and "no.pt not found" in missing.output
 
 
 def test_recall_by_truth_contrast_separates_faint_from_clear_misses():

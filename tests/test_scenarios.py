@@ -114,6 +114,10 @@ def test_evaluate_scenarios_exits_non_zero_on_mismatch(tmp_path):
                                    "--data-dir", str(tmp_path / "data")])
     assert out.exit_code == 0, out.output
     assert "1/1 scenarios match" in out.output
+    # --weights reaches the detector: a missing candidate is named in the error
+    out = CliRunner().invoke(app, ["evaluate-scenarios", str(path), "--weights", str(tmp_path / "candidate.pt"),
+                                   "--data-dir", str(tmp_path / "data2")])
+    assert out.exit_code != 0 and "candidate.pt not found" in out.output.replace("\n", "")
 
 
 # ---------------------------------------------------------------- expectation checks on hand-built stores
