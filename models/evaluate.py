@@ -217,7 +217,7 @@ def chip_scene(seed: int, size: int, origin: tuple[float, float] = (500_000.0, 3
             continue  # under cloud: not observable, not scored
         truth.append(object_at_pixel(transform, crs, o.row, o.col, o.cls, type=o.type, length_m=o.length_m,
                                      width_m=o.width_m, heading_deg=o.heading_deg, moving=o.moving,
-                                     speed_mps=o.speed_mps))
+                                     speed_mps=o.speed_mps, contrast=o.contrast))
     return scene, truth
 
 

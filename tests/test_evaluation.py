@@ -83,6 +83,7 @@ def test_evaluate_command_pairs_scenes_and_writes_report(tmp_path):
     assert report["scenes"] == 2 and set(report["detectors"]) == {"learned", "classical"}
     for det in report["detectors"].values():
         assert set(det["classes"]) == {"large_aircraft", "vehicle"}
+        assert set(det["recall_by_contrast"]) == {"large_aircraft", "vehicle"}  # chip truth carries contrast
         assert {"precision", "recall", "f1", "mean_abs_count_error", "heading_within_30deg"} <= set(
             det["classes"]["vehicle"])
     bad = CliRunner().invoke(app, ["evaluate", "--scenes", str(tmp_path / "nothing"), "--out", str(out)])
