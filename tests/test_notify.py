@@ -8,6 +8,7 @@ import logging
 import socket
 import threading
 import time
+from contextlib import contextmanager
 from email import policy
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -172,7 +173,11 @@ def test_redact_url_hides_path_query_and_credentials():
         "https://hooks.example.com:8443/…"
 
 
-def test_smtp_message_content_via_aiosmtpd(tmp_path):
+@contextmanager
+def smtp_server(handler=None, **options):
+    """A loopback aiosmtpd server for one test: yields (port, received messages); stopped afterwards.
+
+    Without a TLS context it offers no STARTTLS. ``handler`` replaces the default one that keeps each message."""
     aiosmtpd = pytest.importorskip("aiosmtpd.controller")
     from aiosmtpd.handlers import Message
 
@@ -183,9 +188,16 @@ def test_smtp_message_content_via_aiosmtpd(tmp_path):
             received.append(message)
 
     port = free_port()
-    controller = aiosmtpd.Controller(Keep(), hostname="127.0.0.1", port=port)
+    controller = aiosmtpd.Controller(handler or Keep(), hostname="127.0.0.1", port=port, **options)
     controller.start()
     try:
+        yield port, received
+    finally:
+        controller.stop()
+
+
+def test_smtp_message_content_via_aiosmtpd(tmp_path):
+    with smtp_server() as (port, received):
         config = cfg(smtp_host="127.0.0.1", smtp_port=port, smtp_starttls=False, mail_from="basewatch@example.org",
                      mail_to=["analyst@example.org", "duty@example.org"])
         alerts = [alert(1), alert(2, kind="outbound_columns", aoi="tartus")]
@@ -193,8 +205,6 @@ def test_smtp_message_content_via_aiosmtpd(tmp_path):
         assert result[0].channel == "email" and result[0].delivered == [a["id"] for a in alerts]
         again = notify_new_alerts(tmp_path / "db.sqlite", RUN, alerts, config, env={})
         assert again[0].delivered == []
-    finally:
-        controller.stop()
     assert len(received) == 1
     msg = email.message_from_bytes(received[0].as_bytes(), policy=policy.default)
     assert msg["From"] == "basewatch@example.org"
@@ -218,7 +228,7 @@ def test_email_for_real_imagery_has_no_simulated_marker():
 
 @pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
 def test_smtp_login_uses_credentials_from_the_environment_and_never_logs_them(tmp_path, caplog):
-    aiosmtpd = pytest.importorskip("aiosmtpd.controller")
+    pytest.importorskip("aiosmtpd.controller")
     from aiosmtpd.handlers import Sink
     from aiosmtpd.smtp import AuthResult, LoginPassword
 
@@ -229,15 +239,7 @@ def test_smtp_login_uses_credentials_from_the_environment_and_never_logs_them(tm
         seen.append((mechanism, data.login if isinstance(data, LoginPassword) else None, ok))
         return AuthResult(success=ok, handled=False)
 
-    def serve(port):
-        c = aiosmtpd.Controller(Sink(), hostname="127.0.0.1", port=port, authenticator=authenticator,
-                                auth_require_tls=False, auth_required=True)
-        c.start()
-        return c
-
-    port = free_port()
-    controller = serve(port)
-    try:
+    with smtp_server(Sink(), authenticator=authenticator, auth_require_tls=False, auth_required=True) as (port, _):
         config = cfg(smtp_host="127.0.0.1", smtp_port=port, smtp_starttls=False, mail_to=["a@example.org"],
                      max_attempts=1)
         good = {"BASEWATCH_SMTP_USER": "watcher", "BASEWATCH_SMTP_PASSWORD": "pa55-w0rd"}
@@ -249,8 +251,6 @@ def test_smtp_login_uses_credentials_from_the_environment_and_never_logs_them(tm
         assert ok[0].delivered == [alert(1)["id"]]
         assert seen[-1] == ("PLAIN", b"watcher", True) and not any(ok for *_, ok in seen[:-1])
         assert "pa55-w0rd" not in caplog.text and "wrong-secret" not in caplog.text
-    finally:
-        controller.stop()
 
 
 def test_email_headers_are_well_formed_whatever_the_data():
@@ -263,22 +263,8 @@ def test_email_headers_are_well_formed_whatever_the_data():
 
 
 def test_starttls_required_but_not_offered_is_refused_not_downgraded(tmp_path):
-    aiosmtpd = pytest.importorskip("aiosmtpd.controller")
-    from aiosmtpd.handlers import Message
-
-    received = []
-
-    class Keep(Message):
-        def handle_message(self, message):
-            received.append(message)
-
-    port = free_port()
-    controller = aiosmtpd.Controller(Keep(), hostname="127.0.0.1", port=port)  # no TLS context: no STARTTLS
-    controller.start()
-    try:
+    with smtp_server() as (port, received):  # no TLS context: no STARTTLS
         config = cfg(smtp_host="127.0.0.1", smtp_port=port, smtp_starttls=True, mail_to=["a@example.org"])
         r = notify_new_alerts(tmp_path / "db.sqlite", RUN, [alert(1)], config, env={})
-    finally:
-        controller.stop()
     assert r[0].failed and "does not offer STARTTLS" in r[0].errors[0]
     assert received == []  # nothing went out in clear
