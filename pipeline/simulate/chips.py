@@ -245,10 +245,6 @@ def _flood_and_boats(lay: _Layout, dry: np.ndarray) -> None:
                             rng.uniform(0, 360), refl, wake=rng.random() < 0.3)
 
 
-def _Delta(lay: _Layout, row: float, col: float, radius_px: float) -> PaintDelta:  # noqa: N802 (was a class)
-    return PaintDelta(lay.canvas, row, col, radius_px)
-
-
 def _on_road(lay: _Layout) -> tuple[float, float]:
     pts, _ = lay.roads[int(lay.rng.integers(len(lay.roads)))]
     i = int(lay.rng.integers(len(pts) - 1))
@@ -298,7 +294,7 @@ def _add_aircraft(lay: _Layout, style: str) -> None:
         refl = paint_reflectance(paint, rng)
         shadow_len = float(rng.uniform(2.0, 9.0)) if rng.random() < 0.8 else 0.0
         taxi = float(rng.uniform(3.0, 15.0)) if not t.rotor_blades and rng.random() < 0.06 else 0.0
-        delta = _Delta(lay, row, col, max(t.length_m, t.span_m) / 2 / PIXEL + 1.5 + taxi * 0.6 / PIXEL)
+        delta = PaintDelta(lay.canvas, row, col, max(t.length_m, t.span_m) / 2 / PIXEL + 1.5 + taxi * 0.6 / PIXEL)
         painters.paint_aircraft(lay.canvas, t, row, col, heading, refl, scale=scale, shadow_dir_deg=lay.shadow_dir,
                                 shadow_len_m=shadow_len, shadow_factor=float(rng.uniform(0.35, 0.65)),
                                 rotor_phase_deg=float(rng.uniform(0, 360)), swept_back=rng.random() < 0.4,
@@ -332,7 +328,7 @@ def _add_fighter_rows(lay: _Layout, rng: np.random.Generator) -> None:
         lay.occupied.append((row, col, radius))
         refl = paint_reflectance(paint, rng)
         heading = (facing + rng.normal(0, 3)) % 360
-        delta = _Delta(lay, row, col, radius + 1.5)
+        delta = PaintDelta(lay.canvas, row, col, radius + 1.5)
         painters.paint_aircraft(lay.canvas, t, row, col, heading, refl, scale=1.0, shadow_dir_deg=lay.shadow_dir,
                                 shadow_len_m=shadow_len, shadow_factor=float(rng.uniform(0.35, 0.65)),
                                 rotor_phase_deg=float(rng.uniform(0, 360)), swept_back=rng.random() < 0.4,
@@ -358,19 +354,16 @@ def _add_trucks(lay: _Layout) -> None:
             military = rng.random() < 0.4
             lane = (width / 4 if width < 14 else width * 0.3) * rng.uniform(0.6, 1.2)
             for _j in range(k):
-                got = painters.point_along(line, s)
+                got = painters.lane_point(line, s, lane, PIXEL)
                 if got is None:
                     break
-                p, heading = got
+                row, col, heading = got
                 t = pick_truck(rng, military)
-                h = np.deg2rad(heading)
-                right = np.array([np.sin(h), np.cos(h)])  # (drow, dcol) to the right of travel
-                row, col = p + right * lane / PIXEL
                 speed = max(0.0, speed0 + rng.normal(0, 0.8)) if speed0 > 0 else 0.0
                 s -= (t.length_m + gap_m * rng.uniform(0.7, 1.3)) / PIXEL
                 if not lay.free(row, col, 0.4):
                     continue
-                delta = _Delta(lay, row, col, t.length_m / 2 / PIXEL + speed * 0.6 / PIXEL + 0.5)
+                delta = PaintDelta(lay.canvas, row, col, t.length_m / 2 / PIXEL + speed * 0.6 / PIXEL + 0.5)
                 painters.paint_truck(lay.canvas, row, col, heading, t.length_m, t.width_m, pick_paint(rng, military),
                                      speed_mps=speed, time_scale=float(rng.uniform(0.98, 1.02)),
                                      shadow_dir_deg=lay.shadow_dir, shadow_len_m=float(rng.uniform(0, 4)))
@@ -411,7 +404,7 @@ def _add_trucks(lay: _Layout) -> None:
                 if not lay.free(pos[0], pos[1], 0.3):
                     continue
                 refl = paint * rng.uniform(0.9, 1.1) if rng.random() < 0.8 else pick_paint(rng, military)
-                delta = _Delta(lay, pos[0], pos[1], t.length_m / 2 / PIXEL + 0.5)
+                delta = PaintDelta(lay.canvas, pos[0], pos[1], t.length_m / 2 / PIXEL + 0.5)
                 painters.paint_truck(lay.canvas, pos[0], pos[1], heading, t.length_m, t.width_m, refl,
                                      shadow_dir_deg=lay.shadow_dir, shadow_len_m=float(rng.uniform(0, 4)))
                 lay.objects.append(ChipObject("vehicle", float(pos[0]), float(pos[1]), t.name, t.length_m,

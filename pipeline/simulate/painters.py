@@ -156,3 +156,16 @@ def point_along(pts: np.ndarray, s_px: float) -> tuple[np.ndarray, float] | None
             return p, heading_between(pts[k][0], pts[k][1], pts[k + 1][0], pts[k + 1][1])
         acc += L
     return None
+
+
+def lane_point(pts: np.ndarray, s_px: float, offset: float, per_px: float = 1.0) -> tuple[float, float, float] | None:
+    """(row, col, heading) of a vehicle at arc length ``s_px`` along a road polyline, ``offset / per_px`` pixels to
+    the right of its direction of travel (its lane); None beyond the road's end. (The offset is scaled after the
+    direction vector, the order the simulator has always used, so seeded scenes stay byte-identical.)"""
+    got = point_along(pts, s_px)
+    if got is None:
+        return None
+    p, heading = got
+    h = np.deg2rad(heading)
+    row, col = p + np.array([np.sin(h), np.cos(h)]) * offset / per_px  # (drow, dcol) to the right of travel
+    return row, col, heading

@@ -170,15 +170,11 @@ class _Painter:
         s = (float(rng.uniform(0.35, 0.95)) if head_frac is None else head_frac) * total
         ids, pts, headings = [], [], []
         for _ in range(count):
-            got = painters.point_along(line, s)
+            got = painters.lane_point(line, s, road.width_m * 0.25 / 10.0)
             if got is None:
                 break
-            p, heading = got
+            row, col, heading = got
             t = pick_truck(rng, military)
-            h = np.deg2rad(heading)
-            right = np.array([np.sin(h), np.cos(h)])
-            lane = road.width_m * 0.25 / 10.0
-            row, col = p + right * lane
             v = max(1.0, speed + rng.normal(0, 0.7))
             delta = PaintDelta(self.canvas, row, col, TRUCK_RADIUS_PX)
             painters.paint_truck(self.canvas, row, col, heading, t.length_m, t.width_m, pick_paint(rng, military),
@@ -213,12 +209,10 @@ class _Painter:
         for _ in range(n):
             road = roads[int(rng.integers(len(roads)))]
             line = road.points if rng.random() < 0.5 else road.points[::-1]
-            got = painters.point_along(line, rng.uniform(0, road_length_px(line)))
+            got = painters.lane_point(line, rng.uniform(0, road_length_px(line)), road.width_m * 0.25, 10.0)
             if got is None:
                 continue
-            p, heading = got
-            h = np.deg2rad(heading)
-            row, col = p + np.array([np.sin(h), np.cos(h)]) * road.width_m * 0.25 / 10.0
+            row, col, heading = got
             t = pick_truck(rng, military=rng.random() < 0.5)
             v = float(rng.uniform(6, 25))
             delta = PaintDelta(self.canvas, row, col, TRUCK_RADIUS_PX)
