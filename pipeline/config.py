@@ -172,14 +172,22 @@ class ColumnsConfig(Strict):
         default=12.0, ge=0, description="A truck estimated slower than this may have its direction read backwards "
         "(a band offset of about a pixel): it still links to a column on its axis, which the faster trucks orient; "
         "0 = never.")
+    road_snap_deg: float = Field(
+        default=60.0, ge=0, le=90, description="A moving vehicle on an egress road whose heading axis is within "
+        "this of the road's travels along the road: its heading is taken from the road, in the sense it points "
+        "(a 10 m heading is often 30-50 degrees off); 0 = never.")
 
 
 class DiffConfig(Strict):
     baseline_window_days: int = Field(default=30, ge=1, description="History used for the baseline.")
     min_history: int = Field(default=2, ge=1, description="Fewest valid observations for a baseline.")
     min_zone_valid: float = Field(default=0.6, ge=0, le=1, description="Zone cloud-free fraction to count it.")
-    surge_factor: float = Field(default=2.0, gt=1, description="Large aircraft >= factor x baseline is a surge.")
-    surge_min_increase: int = Field(default=2, ge=1, description="... and at least this many more aircraft.")
+    surge_factor: float = Field(default=2.0, gt=1, description="Large aircraft >= factor x baseline is a surge ...")
+    surge_sigma: float = Field(
+        default=2.0, gt=0, description="... or >= baseline + sigma x max(sqrt(baseline), spread): a significant "
+        "rise over a count that scatters like a Poisson count (a detector's steady false positives inflate the "
+        "baseline, and a doubling of the inflated count is too much to ask) ...")
+    surge_min_increase: int = Field(default=2, ge=1, description="... and always at least this many more aircraft.")
     drawdown_fraction: float = Field(default=0.6, gt=0, lt=1, description="Parked assets below this x baseline.")
     outbound_min_vehicles: int = Field(default=5, ge=1, description="Outbound vehicles that raise an event.")
     cooccurrence_days: int = Field(default=7, ge=1, description="Window in which events make a withdrawal.")

@@ -5,7 +5,8 @@ clouded observations simply drop out). Counts are density-corrected by the cloud
 and a zone below ``min_zone_valid`` is not observed, so clouds lower confidence but never read as a drawdown.
 
 Events (``compare``):
-- ``airlift_surge``: large aircraft on aprons/runways >= surge_factor x baseline and >= baseline + surge_min_increase;
+- ``airlift_surge``: large aircraft on aprons/runways >= surge_factor x baseline or a significant rise
+  (baseline + surge_sigma x max(sqrt(baseline), spread)), and always >= baseline + surge_min_increase;
 - ``outbound_columns``: vehicles in outbound columns >= outbound_min_vehicles (and above their own baseline);
 - ``asset_drawdown``: parked aircraft or vehicles below drawdown_fraction x baseline on two consecutive observations
   (a single low observation is a provisional *drop*: no event of its own, but a withdrawal signal);
@@ -15,6 +16,7 @@ Events (``compare``):
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -146,11 +148,20 @@ def _figures(m: Measure) -> tuple[dict, dict]:
     return baseline, current
 
 
+def surge_threshold(m: Measure, cfg: DiffConfig) -> float:
+    """Large aircraft that make a surge against ``m``'s baseline: a doubling (small bases) or a significant rise
+    (large bases, or a base inflated by a detector's steady false positives), and never under
+    ``surge_min_increase`` more aircraft."""
+    doubling = cfg.surge_factor * m.expected
+    significant = m.expected + cfg.surge_sigma * max(math.sqrt(m.expected), m.spread)
+    return max(min(doubling, significant), m.expected + cfg.surge_min_increase)
+
+
 def _surge(aoi: AOI, history: Sequence[Observation], obs: Observation, cfg: DiffConfig) -> Signal | None:
     m = measure(LARGE_AIRCRAFT, aoi, history, obs, cfg)
     if m is None:
         return None
-    threshold = max(cfg.surge_factor * m.expected, m.expected + cfg.surge_min_increase)
+    threshold = surge_threshold(m, cfg)
     if m.current < threshold:
         return None
     strength = min(1.0, 0.7 + 0.1 * (m.current - threshold))

@@ -70,6 +70,19 @@ def test_airlift_surge_needs_factor_and_increase():
     assert 0 < ev.confidence <= 1
 
 
+def test_a_large_base_surges_on_a_significant_rise_short_of_a_doubling():
+    busy = [obs(0, large=20), obs(5, large=21), obs(10, large=19)]  # baseline 20: sqrt 4.5, 2 sigma = 8.9
+    assert kinds(busy, obs(15, large=29)) == {"airlift_surge"}  # +9: significant, though far from 40
+    assert kinds(busy, obs(15, large=27)) == set()  # +7: within what a count of 20 scatters
+    # a volatile history needs more: the spread (1.4826 x MAD = 7.4) replaces sqrt(baseline)
+    volatile = [obs(0, large=15), obs(5, large=20), obs(10, large=25)]
+    assert kinds(volatile, obs(15, large=29)) == set()
+    assert kinds(volatile, obs(15, large=35)) == {"airlift_surge"}
+    # on a small base the doubling rule still decides: 4 -> 7 is neither a doubling nor 2 sigma (4 + 2 x 2)
+    small = [obs(0, large=4), obs(5, large=4), obs(10, large=4)]
+    assert kinds(small, obs(15, large=7)) == set() and kinds(small, obs(15, large=8)) == {"airlift_surge"}
+
+
 def test_no_baseline_without_min_history():
     assert kinds([obs(0)], obs(5, large=6)) == set()  # one earlier observation < min_history 2
     assert kinds([obs(0)], obs(5, large=6), DiffConfig(min_history=1)) == {"airlift_surge"}
