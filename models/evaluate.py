@@ -100,7 +100,34 @@ def evaluate_detectors(pairs: list[ScenePair], detectors: dict[str, Detector],
         by_contrast = recall_by_contrast(pairs_, classes)
         if by_contrast:
             report["detectors"][name]["recall_by_contrast"] = by_contrast
+        parked = parked_count_error(pairs_)
+        if parked:
+            report["detectors"][name]["parked_vehicles"] = parked
     return report
+
+
+def _parked(o: MapObject) -> bool:
+    return o.cls == "vehicle" and o.moving is False
+
+
+def parked_count_error(runs: list[tuple[list[MapObject], list[MapObject]]]) -> dict:
+    """Parked vehicles counted against the observable truth, per scene: {} when neither side has any.
+
+    Parked trucks stand closer than a 10 m pixel, so they are counted (models/density.py), not matched one by one:
+    the figures are count errors, which is what a drawdown judgement reads."""
+    rows = [(sum(_parked(t) for t in truth), sum(_parked(d) for d in dets)) for dets, truth in runs]
+    if not any(t or d for t, d in rows):
+        return {}
+    a = np.array(rows, dtype=float)
+    err = np.abs(a[:, 1] - a[:, 0])
+    with_parks = a[:, 0] >= 10
+    return {"truth": int(a[:, 0].sum()), "counted": int(a[:, 1].sum()),
+            "mean_abs_count_error": round(float(err.mean()), 2),
+            "relative_count_error": round(float(err.sum() / max(a[:, 0].sum(), 1.0)), 3),
+            "scenes_with_10_or_more": int(with_parks.sum()),
+            "median_relative_error_there": (round(float(np.median(err[with_parks] / a[with_parks, 0])), 3)
+                                            if with_parks.any() else None),
+            "false_count_in_scenes_without": int(a[a[:, 0] == 0, 1].sum())}
 
 
 CONTRAST_BINS = (0.0, 0.006, 0.012, 0.02, 0.04, float("inf"))
@@ -152,6 +179,12 @@ def contrast_lines(report: dict) -> list[str]:
                 rec = "-" if r["recall"] is None else f"{r['recall']:.2f}"
                 cells.append(f"{rng}: {rec} of {r['objects']}")
             lines.append(f"{name} {cls} recall by truth contrast: " + ", ".join(cells))
+        p = d.get("parked_vehicles")
+        if p:
+            lines.append(f"{name} parked vehicles (counted, not matched): {p['counted']} counted for {p['truth']} "
+                         f"true; mean |error| {p['mean_abs_count_error']} per scene, "
+                         f"{100 * p['relative_count_error']:.0f} % of the truth; "
+                         f"{p['false_count_in_scenes_without']} counted in scenes without any")
     return lines
 
 

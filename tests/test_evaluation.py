@@ -119,3 +119,24 @@ def test_recall_by_truth_contrast_separates_faint_from_clear_misses():
     assert rows[(0.04, None)]["objects"] == 2 and rows[(0.04, None)]["found"] == 1
     assert rows[(0.012, 0.02)]["recall"] is None
     assert recall_by_contrast([(dets, [obj("vehicle", 0, 0, moving=True)])], ("vehicle",)) == {}  # no contrast: none
+
+
+def test_parked_vehicles_are_scored_as_counts_per_scene():
+    from models.evaluate import contrast_lines, parked_count_error
+
+    def parked(n, x0=0.0):
+        return [MapObject(cls="vehicle", x=x0 + 3 * k, y=0, lon=0, lat=0, moving=False) for k in range(n)]
+
+    moving = [MapObject(cls="vehicle", x=0, y=0, lon=0, lat=0, moving=True, heading_deg=0)]
+    runs = [(parked(18) + moving, parked(20)),  # 2 short
+            (parked(33, x0=500.0), parked(30)),  # 3 over, wherever they sit: counts are not matched
+            (parked(1), moving)]  # one counted where there is none
+    p = parked_count_error(runs)
+    assert p["truth"] == 50 and p["counted"] == 52
+    assert p["mean_abs_count_error"] == pytest.approx(2.0) and p["relative_count_error"] == pytest.approx(0.12)
+    assert p["scenes_with_10_or_more"] == 2 and p["median_relative_error_there"] == pytest.approx(0.1)
+    assert p["false_count_in_scenes_without"] == 1
+    assert parked_count_error([(moving, moving)]) == {}
+    line = contrast_lines({"detectors": {"learned": {"parked_vehicles": p}}})
+    assert line == ["learned parked vehicles (counted, not matched): 52 counted for 50 true; mean |error| 2.0 per "
+                    "scene, 12 % of the truth; 1 counted in scenes without any"]
