@@ -4,14 +4,12 @@ A column is a chain of moving vehicles with consistent heading, each within ``ma
 lined up along their direction of travel. Direction is judged along the AOI's egress roads (whose first
 vertex is at the base): travelling away from that vertex is outbound. Off-road, a column clearly moving
 radially away from (towards) the base's centre is outbound (inbound); anything else is unknown.
-On an egress road the road gives the axis: a vehicle's heading snaps to it, and neighbours on one road form one
-column whichever way each was read, the column's score x speed vote deciding its direction.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 from shapely.geometry import LineString, Point
@@ -49,7 +47,6 @@ class _Vehicle:
     heading: float
     speed: float | None = None  # estimated (m/s); None = unknown
     score: float = 1.0
-    road: int | None = None  # index of the egress road it was snapped to (snap_to_roads)
 
 
 def _moving_vehicles(detections: list[Detection]) -> list[_Vehicle]:
@@ -62,48 +59,13 @@ def _moving_vehicles(detections: list[Detection]) -> list[_Vehicle]:
     return out
 
 
-def _road_tangent(line: LineString, xy: np.ndarray) -> np.ndarray:
-    """Unit (east, north) tangent of ``line`` (in its drawing order) at the point nearest ``xy``."""
-    s = line.project(Point(xy))
-    a = line.interpolate(max(s - 25.0, 0.0))
-    b = line.interpolate(min(s + 25.0, line.length))
-    tangent = np.array([b.x - a.x, b.y - a.y])
-    return tangent / max(float(np.linalg.norm(tangent)), 1e-9)
-
-
-def snap_to_roads(vehicles: list[_Vehicle], aoi: AOI, cfg: ColumnsConfig) -> list[_Vehicle]:
-    """Vehicles on an egress road travel along it: one whose heading axis is within ``road_snap_deg`` of the
-    road's takes the road's heading, in the sense its own heading points, and remembers the road.
-
-    Why: at 10 m the heading comes from a band offset of one or two pixels and is often 30-50 degrees off, enough
-    to break a chain of trucks that the road makes obvious. A vehicle crossing the road keeps its own heading."""
-    if cfg.road_snap_deg <= 0 or not aoi.roads:
-        return vehicles
-    lines = [aoi.to_utm(r.line) for r in aoi.roads]
-    max_cos = math.cos(math.radians(cfg.road_snap_deg))
-    out = []
-    for v in vehicles:
-        dists = [line.distance(Point(v.xy)) for line in lines]
-        k = int(np.argmin(dists))
-        if dists[k] > cfg.road_buffer_m:
-            out.append(v)
-            continue
-        tangent = _road_tangent(lines[k], v.xy)
-        cos = float(heading_vector(v.heading) @ tangent)
-        if abs(cos) < max_cos:
-            out.append(v)
-            continue
-        out.append(replace(v, heading=heading_of(tangent if cos > 0 else -tangent), road=k))
-    return out
-
-
 def _linked(a: _Vehicle, b: _Vehicle, cfg: ColumnsConfig) -> bool:
     delta = b.xy - a.xy
     dist = float(np.hypot(*delta))
     if dist == 0 or dist > cfg.max_gap_m:
         return False
     diff = angle_diff(a.heading, b.heading)
-    reversed_ = diff >= 180.0 - cfg.heading_tolerance_deg and (_slow(a, b, cfg) or _same_road(a, b))
+    reversed_ = diff >= 180.0 - cfg.heading_tolerance_deg and _slow(a, b, cfg)
     if diff > cfg.heading_tolerance_deg and not reversed_:
         return False
     axis = heading_vector(a.heading) + (-1.0 if reversed_ else 1.0) * heading_vector(b.heading)
@@ -128,15 +90,6 @@ def _components(vehicles: list[_Vehicle], cfg: ColumnsConfig) -> list[list[int]]
     for i in range(len(vehicles)):
         groups.setdefault(find(i), []).append(i)
     return sorted(groups.values(), key=lambda g: min(g))
-
-
-def _same_road(a: _Vehicle, b: _Vehicle) -> bool:
-    """Whether both trucks were snapped to the same egress road. Neighbours on one road at one instant are read as
-    one column even when their headings disagree: at 10 m a truck's direction is misread far more often than two
-    convoys pass each other, and the column's score x speed vote orients it (on the scenario suite this kept the
-    direction right on every matched column where keeping opposite readings apart left 2 % wrong). Two convoys
-    meeting on one road are therefore reported as one column in the stronger reading's direction."""
-    return a.road is not None and a.road == b.road
 
 
 def _slow(a: _Vehicle, b: _Vehicle, cfg: ColumnsConfig) -> bool:
@@ -172,7 +125,12 @@ def _road_direction(aoi: AOI, points: np.ndarray, heading: float, cfg: ColumnsCo
     if best is None:
         return None, None
     _, name, line = best
-    tangent = _road_tangent(line, points.mean(axis=0))
+    centre = points.mean(axis=0)
+    s = line.project(Point(centre))
+    a = line.interpolate(max(s - 25.0, 0.0))
+    b = line.interpolate(min(s + 25.0, line.length))
+    tangent = np.array([b.x - a.x, b.y - a.y])
+    tangent /= max(np.linalg.norm(tangent), 1e-9)
     cos = float(heading_vector(heading) @ tangent)
     if cos >= _DIRECTION_COS:
         return name, "outbound"
@@ -203,7 +161,7 @@ def _offroad_direction(aoi: AOI, points: np.ndarray, heading: float) -> str:
 
 def group_columns(detections: list[Detection], aoi: AOI, cfg: ColumnsConfig) -> list[Column]:
     """Columns from detections whose x/y are in the AOI's UTM CRS; members refer to detection ids."""
-    vehicles = snap_to_roads(_moving_vehicles(detections), aoi, cfg)
+    vehicles = _moving_vehicles(detections)
     crs = aoi.crs.to_string()
     columns: list[Column] = []
     for group in _components(vehicles, cfg):
@@ -253,7 +211,7 @@ def admit_candidates(detections: list[Detection], candidates: list[Detection], a
     axis_cos = math.cos(math.radians(cfg.candidate_axis_deg))
     pts = np.array([[c.x, c.y] for c in candidates])
     on_road = np.array([min(r.distance(Point(p)) for r in roads) <= cfg.road_buffer_m for p in pts])
-    vehicles = snap_to_roads(_moving_vehicles(detections), aoi, cfg)
+    vehicles = _moving_vehicles(detections)
     frontier = [(v.xy, v.heading) for v in vehicles]
     admitted: dict[int, float] = {}
     while frontier:

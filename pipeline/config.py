@@ -172,10 +172,6 @@ class ColumnsConfig(Strict):
         default=12.0, ge=0, description="A truck estimated slower than this may have its direction read backwards "
         "(a band offset of about a pixel): it still links to a column on its axis, which the faster trucks orient; "
         "0 = never.")
-    road_snap_deg: float = Field(
-        default=60.0, ge=0, le=90, description="A moving vehicle on an egress road whose heading axis is within "
-        "this of the road's travels along the road: its heading is taken from the road, in the sense it points "
-        "(a 10 m heading is often 30-50 degrees off); 0 = never.")
 
 
 class DiffConfig(Strict):

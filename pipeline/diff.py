@@ -6,14 +6,12 @@ and a zone below ``min_zone_valid`` is not observed, so clouds lower confidence 
 
 Events (``compare``):
 - ``airlift_surge``: large aircraft on aprons/runways >= surge_factor x baseline or a significant rise
-  (baseline + surge_sigma x max(sqrt(baseline), spread)), and always >= baseline + surge_min_increase; a rise of
-  at least surge_min_increase short of that is a provisional *rise*: no event of its own, but a withdrawal signal;
+  (baseline + surge_sigma x max(sqrt(baseline), spread)), and always >= baseline + surge_min_increase;
 - ``outbound_columns``: vehicles in outbound columns >= outbound_min_vehicles (and above their own baseline);
 - ``asset_drawdown``: parked aircraft or vehicles below drawdown_fraction x baseline on two consecutive observations
   (a single low observation is a provisional *drop*: no event of its own, but a withdrawal signal);
 - ``withdrawal_activity``: within cooccurrence_days at least two different signals of which one is a departure
   (outbound columns, drawdown or drop), or outbound columns on ``mass_outbound_columns`` egress roads at once.
-  Provisional signals count as the kind they announce, at their lower confidence.
 """
 
 from __future__ import annotations
@@ -45,8 +43,6 @@ PARKED_AIRCRAFT = ZoneMetric("parked_aircraft", ("small_aircraft", "helicopter")
 PARKED_VEHICLES = ZoneMetric("parked_vehicles", (PARKED_VEHICLE,), ("vehicle_park", "pier"))
 DRAWDOWN_METRICS = (PARKED_AIRCRAFT, PARKED_VEHICLES)
 DEPARTURE_KINDS = ("outbound_columns", "asset_drawdown", "asset_drop")
-PROVISIONAL = {"asset_drop": "asset_drawdown", "airlift_rise": "airlift_surge"}
-"""Signals that raise no event of their own but count, as the kind they announce, towards withdrawal_activity."""
 
 
 @dataclass(frozen=True)
@@ -166,16 +162,11 @@ def _surge(aoi: AOI, history: Sequence[Observation], obs: Observation, cfg: Diff
     if m is None:
         return None
     threshold = surge_threshold(m, cfg)
-    surge = m.current >= threshold
-    if not surge and m.current < m.expected + cfg.surge_min_increase:
+    if m.current < threshold:
         return None
-    # a rise short of a surge is provisional (like a drop before its confirmation): no event of its own, but it
-    # corroborates a departure seen in the same days
-    strength = min(1.0, 0.7 + 0.1 * (m.current - threshold)) if surge else 0.5
+    strength = min(1.0, 0.7 + 0.1 * (m.current - threshold))
     baseline, current = _figures(m)
-    current["surge_threshold"] = round(threshold, 2)
-    return Signal("airlift_surge" if surge else "airlift_rise",
-                  score=round((m.current - m.expected) / max(m.spread, 1.0), 2),
+    return Signal("airlift_surge", score=round((m.current - m.expected) / max(m.spread, 1.0), 2),
                   confidence=round(strength * m.coverage * history_factor(m.n_history), 3),
                   baseline={"large_aircraft": baseline}, current={"large_aircraft": current},
                   zones=m.zones, classes=LARGE_AIRCRAFT.classes)
@@ -261,7 +252,7 @@ def _withdrawal(aoi: AOI, history: Sequence[Observation], obs: Observation, now:
         seen += [(h, s) for s in signals(aoi, earlier, h, cfg)]
     best: dict[str, float] = {}
     for _, s in seen:
-        k = PROVISIONAL.get(s.kind, s.kind)
+        k = "asset_drawdown" if s.kind == "asset_drop" else s.kind
         best[k] = max(best.get(k, 0.0), s.confidence)
     departure = any(k in best for k in ("outbound_columns", "asset_drawdown"))
     out_now = next((s for s in now if s.kind == "outbound_columns"), None)
@@ -315,7 +306,7 @@ def compare(aoi: AOI, history: Sequence[Observation], obs: Observation, detectio
     withdrawal = _withdrawal(aoi, earlier, obs, now, cfg)
     events = []
     for sig in [*now, withdrawal]:
-        if sig is None or sig.kind in PROVISIONAL:
+        if sig is None or sig.kind == "asset_drop":
             continue
         current = dict(sig.current)
         if sig.acquisitions:

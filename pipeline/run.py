@@ -134,15 +134,13 @@ def _in_aoi_crs(detections, aoi: AOI, scene: Scene):
 def detect_for_columns(detector, scene: Scene, aoi: AOI, config: BasewatchConfig) -> list[Detection]:
     """The detector's detections plus the faint moving-vehicle candidates that extend a column on an egress road
     (pipeline/columns.py ``admit_candidates``); an admitted candidate keeps its own low score and takes the
-    heading of the column; its speed is dropped (unknown) so that a heading it only inherited carries no weight in
-    the column's direction vote. Detectors without candidates (classical, truth) are used as they are."""
+    heading of the column. Detectors without candidates (classical, truth) are used as they are."""
     with_candidates = getattr(detector, "detect_with_candidates", None)
     if with_candidates is None:
         return detector.detect(scene)
     dets, weak = with_candidates(scene)
     admitted = admit_candidates(_in_aoi_crs(dets, aoi, scene), _in_aoi_crs(weak, aoi, scene), aoi, config.columns)
-    return dets + [replace(weak[i], heading_deg=round(heading, 1), speed_mps=None)
-                   for i, heading in sorted(admitted.items())]
+    return dets + [replace(weak[i], heading_deg=round(heading, 1)) for i, heading in sorted(admitted.items())]
 
 
 def rediff(store: Store, run_id: str, aoi: AOI, model: str, config: BasewatchConfig, since, fresh=None) -> dict:

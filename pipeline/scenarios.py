@@ -223,12 +223,15 @@ def check_expectation(exp: ExpectationFile, store, aoi: AOI, model: str, config:
 
 def evaluate_scenario(path: str | Path, *, config: BasewatchConfig | None = None, data_dir: Path,
                       config_path: Path | None = None, detector: str | None = None, aois: list[str] | None = None,
-                      progress: bool = False) -> ScenarioResult:
-    """Run ``path`` on the simulated source into ``data_dir`` and check its expectations."""
+                      progress: bool = False, seed: int | None = None) -> ScenarioResult:
+    """Run ``path`` on the simulated source into ``data_dir`` and check its expectations (``seed`` replaces the
+    scenario's own: the same story with other clouds, layouts and detector noise)."""
     from pipeline.run import make_source, run
 
     config = config or load_config(config_path)
     scenario = load_scenario(path)
+    if seed is not None:
+        scenario = scenario.model_copy(update={"seed": seed})
     source = TruthRecordingSource(make_source(config, kind="simulated", data_dir=data_dir, scenario=scenario),
                                   min_vehicles=config.columns.min_vehicles)
     impl = TruthDetector(source) if detector == "truth" else None
@@ -281,9 +284,53 @@ def print_result(res: ScenarioResult, console) -> None:
         console.print(f"  [yellow]skipped:[/] {f}", highlight=False)
 
 
+@dataclass
+class SeedSweep:
+    """How often each expectation of one scenario held over replays with other seeds."""
+
+    name: str
+    runs: int = 0
+    matched_runs: int = 0
+    held: dict[str, int] = field(default_factory=dict)  # expectation id -> runs where it held
+    failed_seeds: dict[str, list[int]] = field(default_factory=dict)  # expectation id -> seeds where it did not
+    columns: ColumnScore = field(default_factory=ColumnScore)
+
+    def add(self, seed: int, result: ScenarioResult) -> None:
+        self.runs += 1
+        self.matched_runs += int(result.ok)
+        self.columns.add(result.columns)
+        for r in result.expectations:
+            self.held[r.expectation.id] = self.held.get(r.expectation.id, 0) + int(r.ok)
+            if not r.ok:
+                self.failed_seeds.setdefault(r.expectation.id, []).append(seed)
+
+
+def sweep_seeds(n: int) -> list[int]:
+    """The seeds a sweep replays: 1..n (never a scenario's own, which are dates like 20241213)."""
+    return list(range(1, n + 1))
+
+
+def print_sweep(sweep: SeedSweep, console) -> None:
+    console.print(f"\n[bold]{sweep.name}[/] over {sweep.runs} other seeds: {sweep.matched_runs}/{sweep.runs} runs "
+                  "match every expectation", highlight=False)
+    for exp_id, held in sweep.held.items():
+        failed = sweep.failed_seeds.get(exp_id, [])
+        tail = f" (not with seed{'s' if len(failed) > 1 else ''} {', '.join(map(str, failed))})" if failed else ""
+        console.print(f"    {held}/{sweep.runs}  {exp_id}{tail}", highlight=False)
+    c = sweep.columns
+    if c.matched:
+        console.print(f"    columns: {c.matched} of {c.truth_columns} true matched, direction right "
+                      f"{100 * c.direction_accuracy:.1f}%, count within 1 on {100 * c.within_one:.0f}% of "
+                      f"{c.scenes} scenes (max error {c.max_count_error})", highlight=False)
+
+
 def evaluate_command(*, scenarios: list[Path] | None, config_path: Path | None, data_dir: Path | None,
-                     detector: str | None, weights: Path | None = None) -> bool:
-    """`basewatch evaluate-scenarios`: True when every scenario matches its expectations."""
+                     detector: str | None, weights: Path | None = None, seeds: int = 0) -> bool:
+    """`basewatch evaluate-scenarios`: True when every scenario matches its expectations.
+
+    With ``seeds`` N > 0 each scenario is also replayed with seeds 1..N and the share of runs in which each
+    expectation held is printed: one scenario seed is one draw of clouds, layouts and detector noise, and a rule
+    tuned to it can look right by luck. The verdict stays that of the scenarios' own seeds."""
     from rich.console import Console
 
     console = Console()
@@ -303,6 +350,12 @@ def evaluate_command(*, scenarios: list[Path] | None, config_path: Path | None, 
                                     detector=detector, progress=True)
             print_result(res, console)
             results.append(res)
+            if seeds > 0:
+                sweep = SeedSweep(name)
+                for seed in sweep_seeds(seeds):
+                    sweep.add(seed, evaluate_scenario(path, config=config, data_dir=root / f"{name}-seed{seed}",
+                                                      config_path=config_path, detector=detector, seed=seed))
+                print_sweep(sweep, console)
     total = ColumnScore()
     for r in results:
         total.add(r.columns)
@@ -316,5 +369,5 @@ def evaluate_command(*, scenarios: list[Path] | None, config_path: Path | None, 
     return ok
 
 
-__all__ = ["ColumnScore", "ScenarioResult", "check_expectation",
+__all__ = ["ColumnScore", "ScenarioResult", "SeedSweep", "check_expectation",
            "default_scenarios", "evaluate_command", "evaluate_scenario", "score_columns"]

@@ -169,25 +169,6 @@ def test_withdrawal_from_outbound_and_provisional_drop():
     assert kinds(ROUTINE, obs(15, parked=10, outbound=(7,))) == {"outbound_columns", "withdrawal_activity"}
 
 
-def test_a_rise_short_of_a_surge_is_provisional_and_only_corroborates_a_departure():
-    busy = [obs(0, large=5), obs(5, large=4), obs(10, large=5)]  # a detector's false positives inflate the base
-    rise = obs(15, large=7)  # +2: at least surge_min_increase more, short of 10 (doubling) and 5 + 2 x sqrt(5)
-    assert {s.kind for s in signals(AOI_, busy, rise, CFG)} == {"airlift_rise"}
-    assert kinds(busy, rise) == set()  # no event, no alert of its own
-    assert kinds(busy, obs(15, large=6)) == set() and not signals(AOI_, busy, obs(15, large=6), CFG)  # +1: nothing
-    evs = {e.kind: e for e in compare(AOI_, busy, obs(15, large=7, outbound=(7,)), [], CFG)}
-    assert set(evs) == {"outbound_columns", "withdrawal_activity"}
-    w = evs["withdrawal_activity"]
-    assert {s["kind"] for s in w.current["signals"]} == {"airlift_rise", "outbound_columns"}
-    assert w.current["airlift_rise"]["large_aircraft"]["count"] == 7
-    assert w.current["airlift_rise"]["large_aircraft"]["surge_threshold"] > 7
-    # a full surge with the same columns is more certain than a rise
-    full = {e.kind: e for e in compare(AOI_, busy, obs(15, large=10, outbound=(7,)), [], CFG)}
-    assert full["withdrawal_activity"].confidence > w.confidence
-    # a rise with inbound columns only (arrivals) is not a withdrawal
-    assert kinds(busy, obs(15, large=7, inbound=(9,))) == set()
-
-
 def test_reinforcement_is_not_withdrawal():
     # arrivals: transports surge, inbound columns, more parked trucks
     assert kinds(ROUTINE, obs(15, large=6, parked=60, inbound=(10, 8))) == {"airlift_surge"}

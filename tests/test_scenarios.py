@@ -9,6 +9,7 @@ detectors are judged by their own benchmarks.
 from __future__ import annotations
 
 from datetime import date
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,7 +18,7 @@ from typer.testing import CliRunner
 
 from pipeline.cli import app
 from pipeline.config import load_aoi, load_config, load_scenario
-from pipeline.scenarios import ColumnScore, default_scenarios, evaluate_scenario
+from pipeline.scenarios import ColumnScore, ScenarioResult, default_scenarios, evaluate_scenario
 
 CONFIG = load_config()
 
@@ -114,6 +115,16 @@ def test_evaluate_scenarios_exits_non_zero_on_mismatch(tmp_path):
                                    "--data-dir", str(tmp_path / "data")])
     assert out.exit_code == 0, out.output
     assert "1/1 scenarios match" in out.output
+    # --seeds replays the same story with other seeds and says how often each expectation held
+    out = CliRunner().invoke(app, ["evaluate-scenarios", str(path), "--detector", "truth", "--seeds", "2",
+                                   "--data-dir", str(tmp_path / "sweep")])
+    assert out.exit_code == 0, out.output
+    text = " ".join(out.output.split())
+    assert "over 2 other seeds: 2/2 runs match every expectation" in text and "2/2 quiet" in text
+    name = data["name"]
+    one, two = (sorted((tmp_path / "sweep" / f"{name}-seed{k}" / "scenes" / "tartus").glob("*.tif"))
+                for k in (1, 2))
+    assert [p.name for p in one] == [p.name for p in two] and one[0].read_bytes() != two[0].read_bytes()
     # --weights reaches the detector: a missing candidate is named in the error
     out = CliRunner().invoke(app, ["evaluate-scenarios", str(path), "--weights", str(tmp_path / "candidate.pt"),
                                    "--data-dir", str(tmp_path / "data2")])
@@ -178,3 +189,23 @@ def test_no_abandonment_sees_empty_aprons_but_not_clouded_ones(tmp_path):
     store, aoi = _store_with(tmp_path / "b", [10, 10, 10, 0], [1, 1, 1, 0.2])  # the empty look was clouded
     assert check_expectation(_exp("no_abandonment"), store, aoi, "m", CONFIG).ok
     store.close()
+
+
+def test_seed_sweep_counts_where_each_expectation_held():
+    from pipeline.config import ExpectationFile
+    from pipeline.scenarios import ExpectationResult, SeedSweep
+
+    def result(ok_a: bool, ok_b: bool) -> ScenarioResult:
+        exps = [ExpectationResult(ExpectationFile(id=i, claim="c", aoi="tartus", kind="outbound_columns",
+                                                  start=date(2024, 12, 1), end=date(2024, 12, 2)), [], ok, "")
+                for i, ok in (("a", ok_a), ("b", ok_b))]
+        cols = ColumnScore(scenes=2, truth_columns=2, detected_columns=2, matched=2, direction_right=1,
+                           count_errors=[0, 1])
+        return ScenarioResult("s", Path("s.yaml"), "run", "m", 1.0, exps, [], cols, [])
+
+    sweep = SeedSweep("s")
+    for seed, oks in ((1, (True, True)), (2, (True, False)), (3, (False, False))):
+        sweep.add(seed, result(*oks))
+    assert (sweep.runs, sweep.matched_runs) == (3, 1)
+    assert sweep.held == {"a": 2, "b": 1} and sweep.failed_seeds == {"a": [3], "b": [2, 3]}
+    assert (sweep.columns.matched, sweep.columns.direction_right, sweep.columns.scenes) == (6, 3, 6)
