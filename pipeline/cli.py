@@ -127,7 +127,8 @@ def evaluate_scenarios_cmd(
     weights: Path | None = typer.Option(None, "--weights", help="Learned-detector checkpoint to use instead of "
                                                                 "detector.weights (compare a candidate)."),
     seeds: int = typer.Option(0, "--seeds", min=0, help="Also replay each scenario with seeds 1..N and print how "
-                              "often each expectation held (robustness; ~10 s per replay)."),
+                              "often each expectation held (robustness; ~10 s and, under --data-dir, ~120 MB of "
+                              "scenes per replay)."),
 ) -> None:
     """Replay each simulated scenario and check the alerts that fire against its expectations; exit 1 on a mismatch."""
     from pipeline.scenarios import evaluate_command
