@@ -113,8 +113,8 @@ def _parked(o: MapObject) -> bool:
 def parked_count_error(runs: list[tuple[list[MapObject], list[MapObject]]]) -> dict:
     """Parked vehicles counted against the observable truth, per scene: {} when neither side has any.
 
-    Parked trucks stand closer than a 10 m pixel, so they are counted (models/density.py), not matched one by one:
-    the figures are count errors, which is what a drawdown judgement reads."""
+    Parked trucks stand closer together than a 10 m pixel, so they are counted, not matched one by one: the figures
+    are count errors, which is what a drawdown judgement reads."""
     rows = [(sum(_parked(t) for t in truth), sum(_parked(d) for d in dets)) for dets, truth in runs]
     if not any(t or d for t, d in rows):
         return {}
