@@ -129,12 +129,15 @@ def evaluate_scenarios_cmd(
     seeds: int = typer.Option(0, "--seeds", min=0, help="Also replay each scenario with seeds 1..N and print how "
                               "often each expectation held (robustness; ~10 s and, under --data-dir, ~120 MB of "
                               "scenes per replay)."),
+    lookback_days: int = typer.Option(0, "--lookback-days", min=0, help="Start each replay N days before its "
+                                      "scenario's start (the first phase's activity), so baselines are long as in "
+                                      "scheduled runs (30 = diff.baseline_window_days); expectations unchanged."),
 ) -> None:
     """Replay each simulated scenario and check the alerts that fire against its expectations; exit 1 on a mismatch."""
     from pipeline.scenarios import evaluate_command
 
     if not evaluate_command(scenarios=scenarios or None, config_path=config, data_dir=data_dir, detector=detector,
-                            weights=weights, seeds=seeds):
+                            weights=weights, seeds=seeds, lookback_days=lookback_days):
         raise typer.Exit(1)
 
 

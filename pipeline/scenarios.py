@@ -12,6 +12,7 @@ import logging
 import tempfile
 import time
 from dataclasses import dataclass, field, replace
+from datetime import date, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -183,6 +184,7 @@ class ScenarioResult:
     alerts: list[Alert]
     columns: ColumnScore
     failures: list[str]
+    history_start: date | None = None  # set when the replay started before the scenario (--lookback-days)
 
     @property
     def ok(self) -> bool:
@@ -223,15 +225,19 @@ def check_expectation(exp: ExpectationFile, store, aoi: AOI, model: str, config:
 
 def evaluate_scenario(path: str | Path, *, config: BasewatchConfig | None = None, data_dir: Path,
                       config_path: Path | None = None, detector: str | None = None, aois: list[str] | None = None,
-                      progress: bool = False, seed: int | None = None) -> ScenarioResult:
+                      progress: bool = False, seed: int | None = None, lookback_days: int = 0) -> ScenarioResult:
     """Run ``path`` on the simulated source into ``data_dir`` and check its expectations (``seed`` replaces the
-    scenario's own: the same story with other clouds, layouts and detector noise)."""
+    scenario's own: the same story with other clouds, layouts and detector noise). ``lookback_days`` starts the
+    replay that many days before the scenario's start, in its first phase: scheduled runs build their baselines
+    from such a lookback, while a scenario's own window gives only a few passes before its events."""
     from pipeline.run import make_source, run
 
     config = config or load_config(config_path)
     scenario = load_scenario(path)
     if seed is not None:
         scenario = scenario.model_copy(update={"seed": seed})
+    if lookback_days:
+        scenario = scenario.model_copy(update={"start": scenario.start - timedelta(days=lookback_days)})
     source = TruthRecordingSource(make_source(config, kind="simulated", data_dir=data_dir, scenario=scenario),
                                   min_vehicles=config.columns.min_vehicles)
     impl = TruthDetector(source) if detector == "truth" else None
@@ -254,13 +260,14 @@ def evaluate_scenario(path: str | Path, *, config: BasewatchConfig | None = None
         store.close()
     return ScenarioResult(name=scenario.name, path=Path(path), run_id=result.run_id, model=result.model,
                           seconds=seconds, expectations=checks, alerts=alerts, columns=columns,
-                          failures=result.failures)
+                          failures=result.failures, history_start=scenario.start if lookback_days else None)
 
 
 def print_result(res: ScenarioResult, console) -> None:
     """One line per alert and per expectation (readable in a narrow terminal and in CI logs)."""
     verdict = "[green]MATCH[/]" if res.ok else "[bold red]MISMATCH[/]"
-    console.print(f"\n[bold]{res.name}[/] — SIMULATED, model {res.model}, {res.seconds:.0f} s: {verdict}")
+    history = f", history from {res.history_start}" if res.history_start else ""
+    console.print(f"\n[bold]{res.name}[/] — SIMULATED, model {res.model}{history}, {res.seconds:.0f} s: {verdict}")
     console.print(f"  alerts fired ({len(res.alerts)}):")
     for a in res.alerts:
         console.print(f"    {a.kind} at {a.aoi}: {a.severity}, confidence {a.confidence:.2f}, "
@@ -325,7 +332,8 @@ def print_sweep(sweep: SeedSweep, console) -> None:
 
 
 def evaluate_command(*, scenarios: list[Path] | None, config_path: Path | None, data_dir: Path | None,
-                     detector: str | None, weights: Path | None = None, seeds: int = 0) -> bool:
+                     detector: str | None, weights: Path | None = None, seeds: int = 0,
+                     lookback_days: int = 0) -> bool:
     """`basewatch evaluate-scenarios`: True when every scenario matches its expectations.
 
     With ``seeds`` N > 0 each scenario is also replayed with seeds 1..N and the share of runs in which each
@@ -347,14 +355,15 @@ def evaluate_command(*, scenarios: list[Path] | None, config_path: Path | None, 
         for path in paths:
             name = load_scenario(path).name
             res = evaluate_scenario(path, config=config, data_dir=root / name, config_path=config_path,
-                                    detector=detector, progress=True)
+                                    detector=detector, progress=True, lookback_days=lookback_days)
             print_result(res, console)
             results.append(res)
             if seeds > 0:
                 sweep = SeedSweep(name)
                 for seed in sweep_seeds(seeds):
                     sweep.add(seed, evaluate_scenario(path, config=config, data_dir=root / f"{name}-seed{seed}",
-                                                      config_path=config_path, detector=detector, seed=seed))
+                                                      config_path=config_path, detector=detector, seed=seed,
+                                                      lookback_days=lookback_days))
                 print_sweep(sweep, console)
     total = ColumnScore()
     for r in results:

@@ -209,3 +209,21 @@ def test_seed_sweep_counts_where_each_expectation_held():
     assert (sweep.runs, sweep.matched_runs) == (3, 1)
     assert sweep.held == {"a": 2, "b": 1} and sweep.failed_seeds == {"a": [3], "b": [2, 3]}
     assert (sweep.columns.matched, sweep.columns.direction_right, sweep.columns.scenes) == (6, 3, 6)
+
+
+def test_lookback_starts_the_replay_before_the_scenario(tmp_path):
+    data = yaml.safe_load(default_scenarios()[0].read_text())
+    data["sites"] = [s for s in data["sites"] if s["aoi"] == "tartus"]
+    data["start"], data["end"] = date(2024, 11, 25), date(2024, 12, 9)
+    data["expectations"] = [{"id": "quiet", "claim": "nothing yet", "aoi": "tartus", "kind": "withdrawal_activity",
+                             "expect": "absent", "start": date(2024, 11, 25), "end": date(2024, 12, 9)}]
+    path = tmp_path / "short.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    out = CliRunner().invoke(app, ["evaluate-scenarios", str(path), "--detector", "truth", "--lookback-days", "15",
+                                   "--data-dir", str(tmp_path / "data")])
+    assert out.exit_code == 0, out.output
+    assert "history from 2024-11-10" in " ".join(out.output.split())
+    scenes = tmp_path / "data" / data["name"] / "scenes" / "tartus"
+    days = sorted(p.stem.split("-")[-1][:8] for p in scenes.glob("*.tif"))
+    # Tartus passes every 5 days (13 Dec, 8 Dec, ...): 3 of them in the 15 days before the scenario's own start
+    assert days[0] < "20241125" and sum(d < "20241125" for d in days) == 3 and days[-1] <= "20241209"
