@@ -103,6 +103,9 @@ def evaluate_detectors(pairs: list[ScenePair], detectors: dict[str, Detector],
         parked = parked_count_error(pairs_)
         if parked:
             report["detectors"][name]["parked_vehicles"] = parked
+        by_speed = heading_by_speed(pairs_)
+        if by_speed:
+            report["detectors"][name]["heading_by_speed"] = by_speed
     return report
 
 
@@ -166,6 +169,36 @@ def recall_by_contrast(runs: list[tuple[list[MapObject], list[MapObject]]],
     return out
 
 
+SPEED_BINS = (0.0, 5.0, 10.0, 15.0, 20.0, float("inf"))
+"""Edges of the truth-speed bins (m/s): at 10 m, B02 -> B04 (1.005 s) moves a truck by speed x 0.1 pixels."""
+
+
+def heading_by_speed(runs: list[tuple[list[MapObject], list[MapObject]]]) -> list[dict]:
+    """Heading accuracy of matched moving vehicles per truth-speed bin; [] when no match has speeds and headings.
+
+    Why: the direction of travel is read from the inter-band offset, which shrinks with speed, so an analyst needs
+    to know from what speed a reported heading (inbound or outbound) can be trusted, and how often it is reversed."""
+    from pipeline.evaluation import heading_error_deg, match_class
+
+    errors: list[list[float]] = [[] for _ in SPEED_BINS[1:]]
+    for dets, truth in runs:
+        for m in match_class(dets, truth, "vehicle").matches:
+            t, d = m.truth, m.detection
+            if t.speed_mps is None or t.heading_deg is None or d.heading_deg is None:
+                continue
+            k = next(i for i in range(len(SPEED_BINS) - 1) if t.speed_mps < SPEED_BINS[i + 1])
+            errors[k].append(heading_error_deg(d.heading_deg, t.heading_deg))
+    if not any(errors):
+        return []
+    out = []
+    for (lo, hi), errs in zip(zip(SPEED_BINS, SPEED_BINS[1:], strict=False), errors, strict=True):
+        e = np.asarray(errs)
+        out.append({"speed_from": lo, "speed_to": None if hi == float("inf") else hi, "matched": len(errs),
+                    "within_30": round(float((e <= 30).mean()), 3) if len(errs) else None,
+                    "reversed": round(float((e >= 150).mean()), 3) if len(errs) else None})
+    return out
+
+
 def contrast_lines(report: dict) -> list[str]:
     """One printable line per detector and class: recall in each truth-contrast bin."""
     lines = []
@@ -179,6 +212,13 @@ def contrast_lines(report: dict) -> list[str]:
                 rec = "-" if r["recall"] is None else f"{r['recall']:.2f}"
                 cells.append(f"{rng}: {rec} of {r['objects']}")
             lines.append(f"{name} {cls} recall by truth contrast: " + ", ".join(cells))
+        speed = [r for r in d.get("heading_by_speed", []) if r["matched"]]
+        if speed:
+            cells = [(f"<{r['speed_to']:g}" if r["speed_from"] == 0 else f">={r['speed_from']:g}" if r["speed_to"]
+                      is None else f"{r['speed_from']:g}-{r['speed_to']:g}")
+                     + f" m/s: {100 * r['within_30']:.0f} % of {r['matched']} ({100 * r['reversed']:.0f} % reversed)"
+                     for r in speed]
+            lines.append(f"{name} vehicle heading within 30 deg by truth speed: " + ", ".join(cells))
         p = d.get("parked_vehicles")
         if p:
             lines.append(f"{name} parked vehicles (counted, not matched): {p['counted']} counted for {p['truth']} "

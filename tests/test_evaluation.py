@@ -140,3 +140,28 @@ def test_parked_vehicles_are_scored_as_counts_per_scene():
     line = contrast_lines({"detectors": {"learned": {"parked_vehicles": p}}})
     assert line == ["learned parked vehicles (counted, not matched): 52 counted for 50 true; mean |error| 2.0 per "
                     "scene, 12 % of the truth; 1 counted in scenes without any"]
+
+
+def test_heading_accuracy_by_truth_speed_says_when_a_direction_can_be_trusted():
+    from models.evaluate import contrast_lines, heading_by_speed
+
+    def truck(x, speed, heading, score=None):
+        return MapObject(cls="vehicle", x=x, y=0, lon=0, lat=0, moving=True, speed_mps=speed, heading_deg=heading,
+                         score=score)
+
+    truth = [truck(0, 4.0, 90.0), truck(500, 4.0, 90.0), truck(1000, 18.0, 90.0), truck(1500, 25.0, 270.0),
+             truck(2000, 25.0, 0.0)]
+    dets = [truck(2, None, 270.0, 0.9),  # slow truck read backwards
+            truck(502, None, 100.0, 0.9),
+            truck(1003, None, 80.0, 0.9),
+            truck(1502, None, 265.0, 0.9),
+            truck(2002, None, 60.0, 0.9)]  # fast but 60 deg off: neither right nor reversed
+    rows = {r["speed_from"]: r for r in heading_by_speed([(dets, truth)])}
+    assert rows[0.0] == {"speed_from": 0.0, "speed_to": 5.0, "matched": 2, "within_30": 0.5, "reversed": 0.5}
+    assert rows[5.0]["matched"] == 0 and rows[5.0]["within_30"] is None
+    assert rows[15.0]["within_30"] == 1.0 and rows[20.0] == {"speed_from": 20.0, "speed_to": None, "matched": 2,
+                                                             "within_30": 0.5, "reversed": 0.0}
+    assert heading_by_speed([(dets, [truck(0, None, 90.0)])]) == []  # truth without speeds: nothing to say
+    line = contrast_lines({"detectors": {"learned": {"heading_by_speed": list(rows.values())}}})
+    assert line == ["learned vehicle heading within 30 deg by truth speed: <5 m/s: 50 % of 2 (50 % reversed), "
+                    "15-20 m/s: 100 % of 1 (0 % reversed), >=20 m/s: 50 % of 2 (0 % reversed)"]
