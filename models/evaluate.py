@@ -200,7 +200,8 @@ def heading_by_speed(runs: list[tuple[list[MapObject], list[MapObject]]]) -> lis
 
 
 def contrast_lines(report: dict) -> list[str]:
-    """One printable line per detector and class: recall in each truth-contrast bin."""
+    """Printable lines per detector: recall in each truth-contrast bin per class, vehicle heading accuracy by truth
+    speed, and the parked-vehicle count."""
     lines = []
     for name, d in report["detectors"].items():
         for cls, rows in d.get("recall_by_contrast", {}).items():
