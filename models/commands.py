@@ -100,7 +100,7 @@ def evaluate(
     from rich.console import Console
 
     from models.evaluate import (
-        contrast_lines,
+        detail_lines,
         evaluate_detectors,
         pair_scenes,
         report_table,
@@ -124,6 +124,6 @@ def evaluate(
     report = evaluate_detectors(pair_scenes(scenes, labels), dets)
     write_report(report, out)
     Console().print(report_table(report))
-    for line in contrast_lines(report):
+    for line in detail_lines(report):
         Console().print(line)
     _console.print(f"report: {out}")

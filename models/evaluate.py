@@ -133,6 +133,16 @@ def parked_count_error(runs: list[tuple[list[MapObject], list[MapObject]]]) -> d
             "false_count_in_scenes_without": int(a[a[:, 0] == 0, 1].sum())}
 
 
+def _bin_index(value: float, edges: tuple[float, ...]) -> int:
+    """Index of the half-open bin [edges[i], edges[i + 1]) holding ``value`` (the last edge is infinite)."""
+    return next(i for i in range(len(edges) - 1) if value < edges[i + 1])
+
+
+def _bin_label(lo: float, hi: float | None) -> str:
+    """'<hi' for the first bin, '>=lo' for the open last one, else 'lo-hi'."""
+    return f"<{hi:g}" if lo == 0 else f">={lo:g}" if hi is None else f"{lo:g}-{hi:g}"
+
+
 CONTRAST_BINS = (0.0, 0.006, 0.012, 0.02, 0.04, float("inf"))
 """Edges of the truth-contrast bins (peak band-mean reflectance change an object made before the sensor; 0.012 is
 the training loss's limit for trucks, models/dataset.py MIN_CONTRAST)."""
@@ -155,7 +165,7 @@ def recall_by_contrast(runs: list[tuple[list[MapObject], list[MapObject]]],
                 if t.contrast is None or not _counts(t, cls):
                     continue
                 seen = True
-                k = next(i for i in range(len(CONTRAST_BINS) - 1) if t.contrast < CONTRAST_BINS[i + 1])
+                k = _bin_index(t.contrast, CONTRAST_BINS)
                 tallies[cls][k][0] += 1
                 tallies[cls][k][1] += id(t) in found
     if not seen:
@@ -186,7 +196,7 @@ def heading_by_speed(runs: list[tuple[list[MapObject], list[MapObject]]]) -> lis
             t, d = m.truth, m.detection
             if t.speed_mps is None or t.heading_deg is None or d.heading_deg is None:
                 continue
-            k = next(i for i in range(len(SPEED_BINS) - 1) if t.speed_mps < SPEED_BINS[i + 1])
+            k = _bin_index(t.speed_mps, SPEED_BINS)
             errors[k].append(heading_error_deg(d.heading_deg, t.heading_deg))
     if not any(errors):
         return []
@@ -199,26 +209,19 @@ def heading_by_speed(runs: list[tuple[list[MapObject], list[MapObject]]]) -> lis
     return out
 
 
-def contrast_lines(report: dict) -> list[str]:
+def detail_lines(report: dict) -> list[str]:
     """Printable lines per detector: recall in each truth-contrast bin per class, vehicle heading accuracy by truth
     speed, and the parked-vehicle count."""
     lines = []
     for name, d in report["detectors"].items():
         for cls, rows in d.get("recall_by_contrast", {}).items():
-            cells = []
-            for r in rows:
-                rng = f"<{r['contrast_to']}" if r["contrast_from"] == 0 else (
-                    f">={r['contrast_from']}" if r["contrast_to"] is None else
-                    f"{r['contrast_from']}-{r['contrast_to']}")
-                rec = "-" if r["recall"] is None else f"{r['recall']:.2f}"
-                cells.append(f"{rng}: {rec} of {r['objects']}")
+            cells = [f"{_bin_label(r['contrast_from'], r['contrast_to'])}: "
+                     f"{'-' if r['recall'] is None else format(r['recall'], '.2f')} of {r['objects']}" for r in rows]
             lines.append(f"{name} {cls} recall by truth contrast: " + ", ".join(cells))
         speed = [r for r in d.get("heading_by_speed", []) if r["matched"]]
         if speed:
-            cells = [(f"<{r['speed_to']:g}" if r["speed_from"] == 0 else f">={r['speed_from']:g}" if r["speed_to"]
-                      is None else f"{r['speed_from']:g}-{r['speed_to']:g}")
-                     + f" m/s: {100 * r['within_30']:.0f} % of {r['matched']} ({100 * r['reversed']:.0f} % reversed)"
-                     for r in speed]
+            cells = [f"{_bin_label(r['speed_from'], r['speed_to'])} m/s: {100 * r['within_30']:.0f} % of "
+                     f"{r['matched']} ({100 * r['reversed']:.0f} % reversed)" for r in speed]
             lines.append(f"{name} vehicle heading within 30 deg by truth speed: " + ", ".join(cells))
         p = d.get("parked_vehicles")
         if p:

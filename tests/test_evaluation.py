@@ -122,7 +122,7 @@ def test_recall_by_truth_contrast_separates_faint_from_clear_misses():
 
 
 def test_parked_vehicles_are_scored_as_counts_per_scene():
-    from models.evaluate import contrast_lines, parked_count_error
+    from models.evaluate import detail_lines, parked_count_error
 
     def parked(n, x0=0.0):
         return [MapObject(cls="vehicle", x=x0 + 3 * k, y=0, lon=0, lat=0, moving=False) for k in range(n)]
@@ -137,13 +137,13 @@ def test_parked_vehicles_are_scored_as_counts_per_scene():
     assert p["scenes_with_10_or_more"] == 2 and p["median_relative_error_there"] == pytest.approx(0.1)
     assert p["false_count_in_scenes_without"] == 1
     assert parked_count_error([(moving, moving)]) == {}
-    line = contrast_lines({"detectors": {"learned": {"parked_vehicles": p}}})
+    line = detail_lines({"detectors": {"learned": {"parked_vehicles": p}}})
     assert line == ["learned parked vehicles (counted, not matched): 52 counted for 50 true; mean |error| 2.0 per "
                     "scene, 12 % of the truth; 1 counted in scenes without any"]
 
 
 def test_heading_accuracy_by_truth_speed_says_when_a_direction_can_be_trusted():
-    from models.evaluate import contrast_lines, heading_by_speed
+    from models.evaluate import detail_lines, heading_by_speed
 
     def truck(x, speed, heading, score=None):
         return MapObject(cls="vehicle", x=x, y=0, lon=0, lat=0, moving=True, speed_mps=speed, heading_deg=heading,
@@ -162,6 +162,6 @@ def test_heading_accuracy_by_truth_speed_says_when_a_direction_can_be_trusted():
     assert rows[15.0]["within_30"] == 1.0 and rows[20.0] == {"speed_from": 20.0, "speed_to": None, "matched": 2,
                                                              "within_30": 0.5, "reversed": 0.0}
     assert heading_by_speed([(dets, [truck(0, None, 90.0)])]) == []  # truth without speeds: nothing to say
-    line = contrast_lines({"detectors": {"learned": {"heading_by_speed": list(rows.values())}}})
+    line = detail_lines({"detectors": {"learned": {"heading_by_speed": list(rows.values())}}})
     assert line == ["learned vehicle heading within 30 deg by truth speed: <5 m/s: 50 % of 2 (50 % reversed), "
                     "15-20 m/s: 100 % of 1 (0 % reversed), >=20 m/s: 50 % of 2 (0 % reversed)"]
