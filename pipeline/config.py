@@ -184,6 +184,11 @@ class DiffConfig(Strict):
         "rise over a count that scatters like a Poisson count (a detector's steady false positives inflate the "
         "baseline, and a doubling of the inflated count is too much to ask) ...")
     surge_min_increase: int = Field(default=2, ge=1, description="... and always at least this many more aircraft.")
+    surge_min_score: float = Field(
+        default=0.55, ge=0, le=1, description="Large aircraft scoring below this are left out of surge counts: "
+        "marginal peaks (fighters, clutter) come and go between passes and hide a rise. Truth and labels, which have "
+        "no score, always count. Applied when a scene is observed, so stored observations keep the value they were "
+        "made with.")
     drawdown_fraction: float = Field(default=0.6, gt=0, lt=1, description="Parked assets below this x baseline.")
     outbound_min_vehicles: int = Field(default=5, ge=1, description="Outbound vehicles that raise an event.")
     cooccurrence_days: int = Field(default=7, ge=1, description="Window in which events make a withdrawal.")

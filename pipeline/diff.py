@@ -5,8 +5,9 @@ clouded observations simply drop out). Counts are density-corrected by the cloud
 and a zone below ``min_zone_valid`` is not observed, so clouds lower confidence but never read as a drawdown.
 
 Events (``compare``):
-- ``airlift_surge``: large aircraft on aprons/runways >= surge_factor x baseline or a significant rise
-  (baseline + surge_sigma x max(sqrt(baseline), spread)), and always >= baseline + surge_min_increase;
+- ``airlift_surge``: confident large aircraft (score >= surge_min_score) on aprons/runways >= surge_factor x
+  baseline or a significant rise (baseline + surge_sigma x max(sqrt(baseline), spread)), and always >= baseline +
+  surge_min_increase;
 - ``outbound_columns``: vehicles in outbound columns >= outbound_min_vehicles (and above their own baseline);
 - ``asset_drawdown``: parked aircraft or vehicles below drawdown_fraction x baseline on two consecutive observations
   (a single low observation is a provisional *drop*: no event of its own, but a withdrawal signal);
@@ -25,7 +26,7 @@ from functools import lru_cache
 import numpy as np
 
 from pipeline.config import DiffConfig
-from pipeline.observe import PARKED_VEHICLE
+from pipeline.observe import CONFIDENT_LARGE_AIRCRAFT, PARKED_VEHICLE
 from pipeline.types import AOI, ChangeEvent, Column, Detection, Observation
 
 
@@ -36,9 +37,11 @@ class ZoneMetric:
     name: str
     classes: tuple[str, ...]
     zone_kinds: tuple[str, ...]
+    derived_from: str | None = None  # a zone that counted this class but not ``classes`` predates the count
 
 
-LARGE_AIRCRAFT = ZoneMetric("large_aircraft", ("large_aircraft",), ("apron", "runway"))
+LARGE_AIRCRAFT = ZoneMetric("large_aircraft", (CONFIDENT_LARGE_AIRCRAFT,), ("apron", "runway"),
+                            derived_from="large_aircraft")
 PARKED_AIRCRAFT = ZoneMetric("parked_aircraft", ("small_aircraft", "helicopter"), ("apron",))
 PARKED_VEHICLES = ZoneMetric("parked_vehicles", (PARKED_VEHICLE,), ("vehicle_park", "pier"))
 DRAWDOWN_METRICS = (PARKED_AIRCRAFT, PARKED_VEHICLES)
@@ -73,6 +76,7 @@ class Signal:
     classes: tuple[str, ...] = ()
     columns: tuple[str, ...] = ()  # column ids
     acquisitions: tuple[str, ...] = field(default=())
+    min_score: float | None = None  # evidence: only detections of ``classes`` scoring at least this
 
 
 def _zones(aoi: AOI, kinds: tuple[str, ...]) -> list[str]:
@@ -106,6 +110,9 @@ def metric_value(metric: ZoneMetric, aoi: AOI, obs: Observation,
     if not zones or total <= 0:
         return None
     seen = tuple(z for z in zones if obs.zone_valid.get(z, 0.0) >= cfg.min_zone_valid)
+    if metric.derived_from and any(metric.derived_from in obs.zone_counts.get(z, {})
+                                   and not any(c in obs.zone_counts[z] for c in metric.classes) for z in seen):
+        return None  # stored before this count existed: not comparable, so not an observation of it
     share = sum(areas[z] * obs.zone_valid[z] for z in seen) / total
     if share < cfg.min_zone_valid:
         return None
@@ -166,10 +173,11 @@ def _surge(aoi: AOI, history: Sequence[Observation], obs: Observation, cfg: Diff
         return None
     strength = min(1.0, 0.7 + 0.1 * (m.current - threshold))
     baseline, current = _figures(m)
+    current["min_score"] = cfg.surge_min_score
     return Signal("airlift_surge", score=round((m.current - m.expected) / max(m.spread, 1.0), 2),
                   confidence=round(strength * m.coverage * history_factor(m.n_history), 3),
                   baseline={"large_aircraft": baseline}, current={"large_aircraft": current},
-                  zones=m.zones, classes=LARGE_AIRCRAFT.classes)
+                  zones=m.zones, classes=("large_aircraft",), min_score=cfg.surge_min_score)
 
 
 def road_columns(aoi: AOI, obs: Observation, direction: str) -> list[Column]:
@@ -287,7 +295,8 @@ def _evidence(sig: Signal, detections: Sequence[Detection], obs: Observation) ->
     zones, classes = set(sig.zones), set(sig.classes)
     for d in detections:
         key = PARKED_VEHICLE if d.cls == "vehicle" and not d.moving else d.cls
-        if d.id and d.zone in zones and (key in classes or d.cls in classes):
+        weak = sig.min_score is not None and d.score is not None and d.score < sig.min_score
+        if d.id and d.zone in zones and (key in classes or d.cls in classes) and not weak:
             ids.append(d.id)
     members = {c.id: c.members for c in obs.columns}
     for cid in sig.columns:

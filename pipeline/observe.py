@@ -17,6 +17,7 @@ from pipeline.types import AOI, Column, Detection, Observation, Scene, reproject
 PARKED_VEHICLE = "parked_vehicle"
 ROAD_PREFIX = "road:"  # zone_counts keys of egress roads (columns and their vehicles by direction)
 MOVING_VEHICLE = "moving_vehicle"
+CONFIDENT_LARGE_AIRCRAFT = "large_aircraft_confident"  # large aircraft scoring >= the surge's min_score
 
 
 def prepare_detections(detections: list[Detection], aoi: AOI, crs: str, acquisition_id: str,
@@ -50,10 +51,13 @@ def _vehicle_key(d: Detection) -> str:
     return MOVING_VEHICLE if d.moving else PARKED_VEHICLE
 
 
-def observe(aoi: AOI, scene: Scene, detections: list[Detection], columns: list[Column], model: str) -> Observation:
+def observe(aoi: AOI, scene: Scene, detections: list[Detection], columns: list[Column], model: str,
+            confident_score: float = 0.0) -> Observation:
     """Summarise one scene at one AOI. ``detections`` come from :func:`prepare_detections` (ids and zones set).
 
-    counts: every class, plus parked/moving vehicles and per-direction column and vehicle totals.
+    counts: every class, plus parked/moving vehicles, large aircraft scoring >= ``confident_score``
+    (``large_aircraft_confident``, written as 0 beside every large-aircraft count so that an observation made before
+    this count existed can be told from one without confident aircraft), and per-direction column and vehicle totals.
     zone_counts: zone -> class -> count, with vehicles split into ``parked_vehicle`` / ``moving_vehicle``; and
     ``road:<name>`` -> columns/vehicles per direction on each egress road.
     """
@@ -64,8 +68,15 @@ def observe(aoi: AOI, scene: Scene, detections: list[Detection], columns: list[C
         key = _vehicle_key(d) if d.cls == "vehicle" else d.cls
         if d.cls == "vehicle":
             counts[key] = counts.get(key, 0) + 1
-        if d.zone is not None and d.zone in zone_counts:
+        in_zone = d.zone is not None and d.zone in zone_counts
+        if in_zone:
             zone_counts[d.zone][key] = zone_counts[d.zone].get(key, 0) + 1
+        if d.cls == "large_aircraft":
+            confident = int(d.score is None or d.score >= confident_score)
+            counts[CONFIDENT_LARGE_AIRCRAFT] = counts.get(CONFIDENT_LARGE_AIRCRAFT, 0) + confident
+            if in_zone:
+                zone = zone_counts[d.zone]
+                zone[CONFIDENT_LARGE_AIRCRAFT] = zone.get(CONFIDENT_LARGE_AIRCRAFT, 0) + confident
     roads = {r.name: {} for r in aoi.roads}
     for direction in ("outbound", "inbound", "unknown"):
         chosen = [c for c in columns if c.direction == direction]

@@ -28,6 +28,7 @@ class SeriesPoint:
     acquisition_id: str
     valid_fraction: float
     large_aircraft: int
+    large_aircraft_confident: int  # those scoring >= diff.surge_min_score: the count surges are judged on
     small_aircraft: int
     helicopter: int
     vehicle: int
@@ -45,6 +46,7 @@ def series_point(obs: Observation) -> SeriesPoint:
         acquisition_id=obs.acquisition.id,
         valid_fraction=obs.valid_fraction,
         large_aircraft=int(obs.counts.get("large_aircraft", 0)),
+        large_aircraft_confident=int(obs.counts.get("large_aircraft_confident", obs.counts.get("large_aircraft", 0))),
         small_aircraft=int(obs.counts.get("small_aircraft", 0)),
         helicopter=int(obs.counts.get("helicopter", 0)),
         vehicle=int(obs.counts.get("vehicle", 0)),
@@ -96,12 +98,14 @@ def time_series_figure(observations: list[Observation], *, title: str, alerts: l
         return fig
     dates = [p.when for p in points]
     cloudy = [p.valid_fraction < min_valid for p in points]
-    band_dates, lo, hi = baseline_band(points, "large_aircraft", window_days=window_days, min_history=min_history,
-                                       min_valid=min_valid)
+    band_dates, lo, hi = baseline_band(points, "large_aircraft_confident", window_days=window_days,
+                                       min_history=min_history, min_valid=min_valid)
     ax.fill_between(band_dates, lo, hi, color=np.array(CLASS_COLOURS["large_aircraft"]) / 255, alpha=0.22, step="mid",
-                    label="large aircraft baseline (mean ± 1 sd)")
+                    label="confident large aircraft baseline (mean ± 1 sd)")
     series = (
         ("large_aircraft", "large aircraft", CLASS_COLOURS["large_aircraft"], "o", "-"),
+        ("large_aircraft_confident", "large aircraft, confident (surge count)", CLASS_COLOURS["large_aircraft"], "D",
+         ":"),
         ("small_aircraft", "small aircraft", CLASS_COLOURS["small_aircraft"], "s", "-"),
         ("outbound_vehicles", "moving vehicles outbound", (200, 30, 30), "^", "-"),
         ("inbound_vehicles", "moving vehicles inbound", (30, 90, 200), "v", "--"),

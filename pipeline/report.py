@@ -42,8 +42,8 @@ log = logging.getLogger(__name__)
 
 SEVERITY_ORDER = {"high": 0, "medium": 1, "low": 2}
 CSV_FIELDS = ("simulated", "aoi", "acquisition_id", "datetime", "sensor", "model", "valid_fraction", "cloud_cover",
-              "large_aircraft", "small_aircraft", "helicopter", "vehicle", "outbound_columns", "outbound_vehicles",
-              "inbound_columns", "inbound_vehicles")
+              "large_aircraft", "large_aircraft_confident", "small_aircraft", "helicopter", "vehicle",
+              "outbound_columns", "outbound_vehicles", "inbound_columns", "inbound_vehicles")
 
 
 # ---------------------------------------------------------------- the alerts.json schema (shared with notify)
@@ -317,7 +317,8 @@ def _build(store, run, out: Path) -> None:
                 "simulated": str(bool(run.simulated)).lower(), "aoi": aoi_name, "acquisition_id": obs.acquisition.id,
                 "datetime": iso(obs.acquisition.datetime), "sensor": obs.acquisition.sensor, "model": obs.model,
                 "valid_fraction": f"{obs.valid_fraction:.4f}", "cloud_cover": "" if cloud is None else f"{cloud:.2f}",
-                "large_aircraft": p.large_aircraft, "small_aircraft": p.small_aircraft, "helicopter": p.helicopter,
+                "large_aircraft": p.large_aircraft, "large_aircraft_confident": p.large_aircraft_confident,
+                "small_aircraft": p.small_aircraft, "helicopter": p.helicopter,
                 "vehicle": p.vehicle, "outbound_columns": p.outbound_columns, "outbound_vehicles": p.outbound_vehicles,
                 "inbound_columns": p.inbound_columns, "inbound_vehicles": p.inbound_vehicles,
             })

@@ -175,7 +175,7 @@ def process_acquisition(store: Store, run_id: str, aoi: AOI, scene: Scene, detec
         raw = detect_for_columns(detector, scene, aoi, config)
         dets = prepare_detections(raw, aoi, scene.crs, acq.id, model)
         columns = group_columns(_in_aoi_crs(dets, aoi, scene), aoi, config.columns)
-        obs = observe(aoi, scene, dets, columns, model)
+        obs = observe(aoi, scene, dets, columns, model, confident_score=config.diff.surge_min_score)
     else:  # all cloud: stored as an observation where nothing was observed, never as "empty"
         dets, columns, obs = [], [], not_observed(aoi, scene, model)
     with store.transaction():

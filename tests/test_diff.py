@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from shapely.geometry import LineString, box
 
 from pipeline.config import DiffConfig
-from pipeline.diff import PARKED_AIRCRAFT, compare, measure, signals
-from pipeline.types import AOI, Acquisition, Column, EgressRoad, Observation, Zone
+from pipeline.diff import LARGE_AIRCRAFT, PARKED_AIRCRAFT, compare, measure, signals
+from pipeline.types import AOI, Acquisition, Column, EgressRoad, MapObject, Observation, Zone
 
 AOI_ = AOI(
     name="base", title="Test base",
@@ -26,8 +27,10 @@ T0 = datetime(2024, 11, 28, 8, 25, tzinfo=UTC)
 
 def obs(day: int, *, large: int = 1, small: int = 12, parked: int = 40, valid: dict | None = None,
         outbound: tuple[int, ...] = (), inbound: tuple[int, ...] = (),
-        road: str | None | tuple = "gate_road") -> Observation:
-    """Observation ``day`` days after T0; ``outbound``/``inbound`` list the vehicles of each column."""
+        road: str | None | tuple = "gate_road", confident: int | None = None) -> Observation:
+    """Observation ``day`` days after T0; ``outbound``/``inbound`` list the vehicles of each column; ``confident``
+    of the ``large`` aircraft score >= the surge's min_score (default: all)."""
+    confident = large if confident is None else confident
     acq = Acquisition(source="simulated", id=f"acq{day:02d}", sensor="Sentinel-2A",
                       datetime=T0 + timedelta(days=day), simulated=True)
     valid = {"apron": 1.0, "runway": 1.0, "park": 1.0, **(valid or {})}
@@ -40,10 +43,12 @@ def obs(day: int, *, large: int = 1, small: int = 12, parked: int = 40, valid: d
                                line=LineString([(35.96, 35.42), (35.96, 35.425)]), length_m=500.0,
                                heading_deg=0.0 if direction == "outbound" else 180.0, direction=direction,
                                vehicles=n, road=on))
-    counts = {"large_aircraft": large, "small_aircraft": small, "parked_vehicle": parked,
+    counts = {"large_aircraft": large, "large_aircraft_confident": confident, "small_aircraft": small,
+              "parked_vehicle": parked,
               "vehicles_outbound": sum(outbound), "vehicles_inbound": sum(inbound),
               "columns_outbound": len(outbound), "columns_inbound": len(inbound)}
-    zone_counts = {"apron": {"large_aircraft": large, "small_aircraft": small}, "runway": {},
+    zone_counts = {"apron": {"large_aircraft": large, "large_aircraft_confident": confident, "small_aircraft": small},
+                   "runway": {},
                    "park": {"parked_vehicle": parked}}
     vf = sum(valid.values()) / 3
     return Observation(aoi="base", acquisition=acq, counts=counts, zone_counts=zone_counts, zone_valid=valid,
@@ -81,6 +86,34 @@ def test_a_large_base_surges_on_a_significant_rise_short_of_a_doubling():
     # on a small base the doubling rule still decides: 4 -> 7 is neither a doubling nor 2 sigma (4 + 2 x 2)
     small = [obs(0, large=4), obs(5, large=4), obs(10, large=4)]
     assert kinds(small, obs(15, large=7)) == set() and kinds(small, obs(15, large=8)) == {"airlift_surge"}
+
+
+def test_surge_is_judged_on_confident_aircraft_only():
+    """A detector's marginal peaks (fighters read as transports) come and go between passes: neither their coming
+    nor their going makes a surge, while aircraft it is sure of do. Only the sure ones are its evidence."""
+    noisy = [obs(0, large=5, confident=1), obs(5, large=3, confident=1), obs(10, large=6, confident=1)]
+    assert kinds(noisy, obs(15, large=6, confident=4)) == {"airlift_surge"}  # all peaks: 6 against 5
+    assert kinds(noisy, obs(15, large=10, confident=1)) == set()  # ten peaks, no more of them sure
+    plane = MapObject(cls="large_aircraft", x=0.0, y=0.0, lon=35.95, lat=35.41, zone="apron")
+    dets = [replace(plane, id="acq15:m:0", score=0.9), replace(plane, id="acq15:m:1", score=0.5),
+            replace(plane, id="acq15:m:2", score=None)]  # unscored (truth, labels) always counts
+    [ev] = compare(AOI_, noisy, obs(15, large=6, confident=4), dets, CFG)
+    assert ev.evidence == ("acq15:m:0", "acq15:m:2") and ev.current["large_aircraft"]["min_score"] == 0.55
+
+
+def test_observations_stored_before_the_confident_count_are_no_surge_baseline():
+    """A store written before surges counted confident aircraft holds only the count of all peaks. That is not
+    comparable, so those observations give no baseline (never a baseline of 0 that any aircraft would beat)."""
+    def legacy(o: Observation) -> Observation:
+        return replace(o, zone_counts={z: {k: v for k, v in c.items() if k != "large_aircraft_confident"}
+                                       for z, c in o.zone_counts.items()})
+
+    old = [legacy(obs(day, large=3, confident=0)) for day in (0, 5, 10)]
+    assert measure(LARGE_AIRCRAFT, AOI_, old, obs(15, large=3, confident=3), CFG) is None
+    assert kinds(old, obs(15, large=3, confident=3)) == set()
+    fresh = [*old, obs(15, large=3), obs(20, large=3)]
+    assert measure(LARGE_AIRCRAFT, AOI_, fresh, obs(25, large=6), CFG).n_history == 2
+    assert kinds(fresh, obs(25, large=6)) == {"airlift_surge"}
 
 
 def test_no_baseline_without_min_history():

@@ -26,10 +26,10 @@ def scene(valid: np.ndarray | None = None) -> Scene:
                  crs=g.crs, valid=valid, acquisition=acq, simulated=True)
 
 
-def at(zone: str, cls: str, moving: bool | None = None) -> MapObject:
+def at(zone: str, cls: str, moving: bool | None = None, score: float | None = 0.9) -> MapObject:
     c = AOI.zone(zone).polygon.centroid
     x, y = lonlat_to_map(AOI.crs.to_string(), c.x, c.y)
-    return MapObject(cls=cls, x=x, y=y, lon=c.x, lat=c.y, moving=moving, score=0.9)
+    return MapObject(cls=cls, x=x, y=y, lon=c.x, lat=c.y, moving=moving, score=score)
 
 
 def test_zone_valid_fractions_follow_the_mask():
@@ -76,6 +76,20 @@ def test_counts_per_class_zone_and_column_direction():
                                                            "columns_inbound": 1, "vehicles_inbound": 4}
     assert obs.zone_counts["road:north_coast_road"] == {}
     assert obs.detection_ids == tuple(d.id for d in dets) and obs.valid_fraction == 1.0
+
+
+def test_confident_large_aircraft_are_counted_beside_all_large_aircraft():
+    """Surges are judged on aircraft scoring >= the surge's min_score; unscored truth always counts; a zone with
+    only marginal aircraft still records 0 confident ones (so it is not mistaken for an older observation)."""
+    dets = prepare_detections([at("naval_quay", "large_aircraft", score=0.8), at("naval_quay", "large_aircraft",
+                                                                                 score=0.5),
+                               at("naval_quay", "large_aircraft", score=None),
+                               at("north_pier", "large_aircraft", score=0.46)], AOI, AOI.crs.to_string(), "acq1", "m")
+    obs = observe(AOI, scene(), dets, [], "m", confident_score=0.55)
+    assert obs.counts["large_aircraft"] == 4 and obs.counts["large_aircraft_confident"] == 2
+    assert obs.zone_counts["naval_quay"] == {"large_aircraft": 3, "large_aircraft_confident": 2}
+    assert obs.zone_counts["north_pier"] == {"large_aircraft": 1, "large_aircraft_confident": 0}
+    assert observe(AOI, scene(), dets, [], "m").counts["large_aircraft_confident"] == 4  # no floor: all count
 
 
 def test_all_cloud_scene_is_not_observed():

@@ -74,6 +74,7 @@ def test_geojson_and_csv_are_objects_format_and_say_simulated(world):
     rows = list(csv.DictReader((folder / "observations.csv").open()))
     assert len(rows) == 5 and {r["simulated"] for r in rows} == {"true"}
     assert [int(r["large_aircraft"]) for r in rows] == [2, 2, 0, 4, 4]
+    assert [int(r["large_aircraft_confident"]) for r in rows] == [2, 2, 0, 4, 3]  # one marginal on the last date
     assert rows[4]["outbound_vehicles"] == "6" and float(rows[2]["valid_fraction"]) < 0.5
 
 
