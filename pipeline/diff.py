@@ -8,7 +8,8 @@ Events (``compare``):
 - ``airlift_surge``: confident large aircraft (score >= surge_min_score) on aprons/runways >= surge_factor x
   baseline or a significant rise (baseline + surge_sigma x max(sqrt(baseline), spread)), and always >= baseline +
   surge_min_increase;
-- ``outbound_columns``: vehicles in outbound columns >= outbound_min_vehicles (and above their own baseline);
+- ``outbound_columns``: vehicles in outbound columns, net of inbound ones on the same egress road, >=
+  outbound_min_vehicles (and above their own baseline);
 - ``asset_drawdown``: parked aircraft or vehicles below drawdown_fraction x baseline on two consecutive observations
   (a single low observation is a provisional *drop*: no event of its own, but a withdrawal signal);
 - ``withdrawal_activity``: within cooccurrence_days at least two different signals of which one is a departure
@@ -186,22 +187,36 @@ def road_columns(aoi: AOI, obs: Observation, direction: str) -> list[Column]:
     return [c for c in obs.columns if c.direction == direction and (c.road is not None or not aoi.roads)]
 
 
+def net_outbound(aoi: AOI, obs: Observation) -> dict[str, int]:
+    """Outbound minus inbound vehicles per egress road (per column off-road when the AOI has no roads), for the
+    roads where more go out than come in. Why: at 10 m a slow truck's direction is sometimes read backwards, so one
+    inbound column on a road shows up as columns both ways on it; and traffic both ways on one road is not an
+    exodus from the base either."""
+    net: dict[str, int] = {}
+    for direction, sign in (("outbound", 1), ("inbound", -1)):
+        for c in road_columns(aoi, obs, direction):
+            key = c.road or c.id
+            net[key] = net.get(key, 0) + sign * c.vehicles
+    return {road: n for road, n in net.items() if n > 0}
+
+
 def _outbound(aoi: AOI, history: Sequence[Observation], obs: Observation, cfg: DiffConfig) -> Signal | None:
-    out_cols = road_columns(aoi, obs, "outbound")
-    vehicles = sum(c.vehicles for c in out_cols)
+    net = net_outbound(aoi, obs)
+    vehicles = sum(net.values())
     hist = window(history, obs, cfg.baseline_window_days)
-    base = float(np.median([sum(c.vehicles for c in road_columns(aoi, h, "outbound")) for h in hist])) if hist else 0.0
+    base = float(np.median([sum(net_outbound(aoi, h).values()) for h in hist])) if hist else 0.0
     if vehicles < max(cfg.outbound_min_vehicles, base + cfg.outbound_min_vehicles):
         return None
+    out_cols = [c for c in road_columns(aoi, obs, "outbound") if (c.road or c.id) in net]
     inbound = sum(c.vehicles for c in road_columns(aoi, obs, "inbound"))
     strength = min(1.0, 0.45 + 0.05 * vehicles)
     confidence = strength * (0.5 + 0.5 * obs.valid_fraction) * (1.0 if hist else 0.8)
     return Signal("outbound_columns", score=round(vehicles / cfg.outbound_min_vehicles, 2),
                   confidence=round(confidence, 3),
                   baseline={"outbound_vehicles_median": base, "observations": len(hist)},
-                  current={"outbound_columns": len(out_cols), "outbound_vehicles": vehicles,
-                           "inbound_vehicles": inbound, "roads": sorted({c.road for c in out_cols if c.road}),
-                           "outbound_roads": len({c.road or c.id for c in out_cols})},
+                  current={"outbound_columns": len(out_cols), "outbound_vehicles": sum(c.vehicles for c in out_cols),
+                           "net_outbound_vehicles": vehicles, "inbound_vehicles": inbound,
+                           "roads": sorted({c.road for c in out_cols if c.road}), "outbound_roads": len(net)},
                   columns=tuple(c.id for c in out_cols))
 
 

@@ -27,17 +27,20 @@ T0 = datetime(2024, 11, 28, 8, 25, tzinfo=UTC)
 
 def obs(day: int, *, large: int = 1, small: int = 12, parked: int = 40, valid: dict | None = None,
         outbound: tuple[int, ...] = (), inbound: tuple[int, ...] = (),
-        road: str | None | tuple = "gate_road", confident: int | None = None) -> Observation:
+        road: str | None | tuple = "gate_road", confident: int | None = None,
+        inbound_road: str | None | tuple = ...) -> Observation:
     """Observation ``day`` days after T0; ``outbound``/``inbound`` list the vehicles of each column; ``confident``
-    of the ``large`` aircraft score >= the surge's min_score (default: all)."""
+    of the ``large`` aircraft score >= the surge's min_score (default: all); inbound columns run on ``inbound_road``
+    (default: ``road``)."""
     confident = large if confident is None else confident
     acq = Acquisition(source="simulated", id=f"acq{day:02d}", sensor="Sentinel-2A",
                       datetime=T0 + timedelta(days=day), simulated=True)
     valid = {"apron": 1.0, "runway": 1.0, "park": 1.0, **(valid or {})}
     cols = []
+    roads = {"outbound": road, "inbound": road if inbound_road is ... else inbound_road}
     for direction, sizes in (("outbound", outbound), ("inbound", inbound)):
         for i, n in enumerate(sizes):
-            on = road if not isinstance(road, tuple) else road[i]
+            on = roads[direction] if not isinstance(roads[direction], tuple) else roads[direction][i]
             cols.append(Column(id=f"acq{day:02d}:{direction}{i}", members=tuple(f"acq{day:02d}:v{direction}{i}-{k}"
                                                                              for k in range(n)),
                                line=LineString([(35.96, 35.42), (35.96, 35.425)]), length_m=500.0,
@@ -131,6 +134,17 @@ def test_outbound_columns_threshold_and_own_baseline():
     assert kinds(ROUTINE, obs(15, inbound=(12,))) == set()  # arrivals are not departures
 
 
+def test_outbound_columns_are_counted_net_of_inbound_ones_on_the_same_road():
+    """The reinforcement replay (seed 7) that raised a false withdrawal: an arriving column whose slow trucks were
+    partly read backwards shows as 5 trucks out and 3 in on one road. Per road only the excess going out counts."""
+    assert kinds(ROUTINE, obs(15, outbound=(5,), inbound=(3,))) == set()  # net 2 out on the gate road
+    [ev] = compare(AOI_, ROUTINE, obs(15, outbound=(9,), inbound=(3,)), [], CFG)  # net 6: still a departure
+    assert ev.current["net_outbound_vehicles"] == 6 and ev.current["outbound_vehicles"] == 9
+    # arrivals on another road do not cancel departures on this one
+    [ev] = compare(AOI_, ROUTINE, obs(15, outbound=(6,), inbound=(12,), inbound_road="south_road"), [], CFG)
+    assert ev.kind == "outbound_columns" and ev.current["net_outbound_vehicles"] == 6
+
+
 def test_drawdown_needs_confirmation_on_second_observation():
     first_low = obs(15, parked=15)
     assert kinds(ROUTINE, first_low) == set()  # a drop seen once is only provisional
@@ -212,8 +226,8 @@ def test_mass_outbound_alone_is_withdrawal():
     assert kinds(ROUTINE, obs(15, outbound=(9, 8), road=two_roads)) == {"outbound_columns", "withdrawal_activity"}
     # one column split in two by detection gaps is still one road's column: no withdrawal on its own
     assert kinds(ROUTINE, obs(15, outbound=(6, 4))) == {"outbound_columns"}
-    # columns out on two roads but as many coming in: traffic, not a departure
-    assert kinds(ROUTINE, obs(15, outbound=(9, 8), inbound=(9, 8), road=two_roads)) == {"outbound_columns"}
+    # columns out on two roads but as many coming in on each: traffic, not a departure (not even outbound columns)
+    assert kinds(ROUTINE, obs(15, outbound=(9, 8), inbound=(9, 8), road=two_roads)) == set()
 
 
 def test_off_road_chains_are_not_departures():
