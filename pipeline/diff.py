@@ -187,6 +187,10 @@ def road_columns(aoi: AOI, obs: Observation, direction: str) -> list[Column]:
     return [c for c in obs.columns if c.direction == direction and (c.road is not None or not aoi.roads)]
 
 
+def _road_key(c: Column) -> str:
+    return c.road or c.id
+
+
 def net_outbound(aoi: AOI, obs: Observation) -> dict[str, int]:
     """Outbound minus inbound vehicles per egress road (per column off-road when the AOI has no roads), for the
     roads where more go out than come in. Why: at 10 m a slow truck's direction is sometimes read backwards, so one
@@ -195,8 +199,7 @@ def net_outbound(aoi: AOI, obs: Observation) -> dict[str, int]:
     net: dict[str, int] = {}
     for direction, sign in (("outbound", 1), ("inbound", -1)):
         for c in road_columns(aoi, obs, direction):
-            key = c.road or c.id
-            net[key] = net.get(key, 0) + sign * c.vehicles
+            net[_road_key(c)] = net.get(_road_key(c), 0) + sign * c.vehicles
     return {road: n for road, n in net.items() if n > 0}
 
 
@@ -207,7 +210,7 @@ def _outbound(aoi: AOI, history: Sequence[Observation], obs: Observation, cfg: D
     base = float(np.median([sum(net_outbound(aoi, h).values()) for h in hist])) if hist else 0.0
     if vehicles < max(cfg.outbound_min_vehicles, base + cfg.outbound_min_vehicles):
         return None
-    out_cols = [c for c in road_columns(aoi, obs, "outbound") if (c.road or c.id) in net]
+    out_cols = [c for c in road_columns(aoi, obs, "outbound") if _road_key(c) in net]
     inbound = sum(c.vehicles for c in road_columns(aoi, obs, "inbound"))
     strength = min(1.0, 0.45 + 0.05 * vehicles)
     confidence = strength * (0.5 + 0.5 * obs.valid_fraction) * (1.0 if hist else 0.8)

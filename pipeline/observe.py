@@ -56,12 +56,13 @@ def observe(aoi: AOI, scene: Scene, detections: list[Detection], columns: list[C
     """Summarise one scene at one AOI. ``detections`` come from :func:`prepare_detections` (ids and zones set).
 
     counts: every class, plus parked/moving vehicles, large aircraft scoring >= ``confident_score``
-    (``large_aircraft_confident``, written as 0 beside every large-aircraft count so that an observation made before
-    this count existed can be told from one without confident aircraft), and per-direction column and vehicle totals.
+    (``large_aircraft_confident``; always written, and in each zone beside its large-aircraft count, so that an
+    observation made before this count existed can be told from one without confident aircraft), and per-direction
+    column and vehicle totals.
     zone_counts: zone -> class -> count, with vehicles split into ``parked_vehicle`` / ``moving_vehicle``; and
     ``road:<name>`` -> columns/vehicles per direction on each egress road.
     """
-    counts: dict[str, int] = {}
+    counts: dict[str, int] = {CONFIDENT_LARGE_AIRCRAFT: 0}
     zone_counts: dict[str, dict[str, int]] = {z.name: {} for z in aoi.zones}
     for d in detections:
         counts[d.cls] = counts.get(d.cls, 0) + 1
@@ -73,7 +74,7 @@ def observe(aoi: AOI, scene: Scene, detections: list[Detection], columns: list[C
             zone_counts[d.zone][key] = zone_counts[d.zone].get(key, 0) + 1
         if d.cls == "large_aircraft":
             confident = int(d.score is None or d.score >= confident_score)
-            counts[CONFIDENT_LARGE_AIRCRAFT] = counts.get(CONFIDENT_LARGE_AIRCRAFT, 0) + confident
+            counts[CONFIDENT_LARGE_AIRCRAFT] += confident
             if in_zone:
                 zone = zone_counts[d.zone]
                 zone[CONFIDENT_LARGE_AIRCRAFT] = zone.get(CONFIDENT_LARGE_AIRCRAFT, 0) + confident
@@ -98,6 +99,13 @@ def observe(aoi: AOI, scene: Scene, detections: list[Detection], columns: list[C
         model=model,
         detection_ids=tuple(d.id for d in detections if d.id),
     )
+
+
+def confident_large_aircraft(obs: Observation) -> int | None:
+    """The observation's count of confident large aircraft (what surges are judged on), or None for an observation
+    stored before that count existed."""
+    value = obs.counts.get(CONFIDENT_LARGE_AIRCRAFT)
+    return None if value is None else int(value)
 
 
 def not_observed(aoi: AOI, scene: Scene, model: str) -> Observation:

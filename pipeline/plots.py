@@ -17,6 +17,7 @@ from matplotlib.patches import FancyArrow
 
 from pipeline.atomic import atomic_write
 from pipeline.chips import CLASS_COLOURS, _nice_length, true_colour
+from pipeline.observe import confident_large_aircraft
 from pipeline.types import AOI, Alert, Column, Detection, Observation, Scene, reproject_geometry
 
 
@@ -28,7 +29,7 @@ class SeriesPoint:
     acquisition_id: str
     valid_fraction: float
     large_aircraft: int
-    large_aircraft_confident: int  # those scoring >= diff.surge_min_score: the count surges are judged on
+    large_aircraft_confident: int | None  # scoring >= diff.surge_min_score (surges' count); None: stored before it
     small_aircraft: int
     helicopter: int
     vehicle: int
@@ -46,7 +47,7 @@ def series_point(obs: Observation) -> SeriesPoint:
         acquisition_id=obs.acquisition.id,
         valid_fraction=obs.valid_fraction,
         large_aircraft=int(obs.counts.get("large_aircraft", 0)),
-        large_aircraft_confident=int(obs.counts.get("large_aircraft_confident", obs.counts.get("large_aircraft", 0))),
+        large_aircraft_confident=confident_large_aircraft(obs),
         small_aircraft=int(obs.counts.get("small_aircraft", 0)),
         helicopter=int(obs.counts.get("helicopter", 0)),
         vehicle=int(obs.counts.get("vehicle", 0)),
@@ -66,7 +67,8 @@ def baseline_band(points: list[SeriesPoint], attr: str, *, window_days: int, min
     dates, lo, hi = [], [], []
     for p in points:
         since = p.when - timedelta(days=window_days)
-        prior = [getattr(q, attr) for q in points if since <= q.when < p.when and q.valid_fraction >= min_valid]
+        prior = [v for q in points if since <= q.when < p.when and q.valid_fraction >= min_valid
+                 for v in [getattr(q, attr)] if v is not None]
         dates.append(p.when)
         if len(prior) >= min_history:
             m, s = float(np.mean(prior)), float(np.std(prior))

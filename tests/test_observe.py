@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 from rasterio.features import geometry_mask
@@ -10,7 +11,14 @@ from shapely.geometry import LineString
 
 from pipeline.config import load_aoi
 from pipeline.georef import lonlat_to_map
-from pipeline.observe import not_observed, observe, prepare_detections, zone_valid_fractions
+from pipeline.observe import (
+    confident_large_aircraft,
+    not_observed,
+    observe,
+    prepare_detections,
+    zone_valid_fractions,
+)
+from pipeline.plots import baseline_band, series_point
 from pipeline.types import BAND_NAMES, Acquisition, Column, MapObject, Scene
 
 AOI = load_aoi("tartus")
@@ -90,6 +98,21 @@ def test_confident_large_aircraft_are_counted_beside_all_large_aircraft():
     assert obs.zone_counts["naval_quay"] == {"large_aircraft": 3, "large_aircraft_confident": 2}
     assert obs.zone_counts["north_pier"] == {"large_aircraft": 1, "large_aircraft_confident": 0}
     assert observe(AOI, scene(), dets, [], "m").counts["large_aircraft_confident"] == 4  # no floor: all count
+    assert confident_large_aircraft(observe(AOI, scene(), [], [], "m")) == 0  # none seen: 0, not unknown
+
+
+def test_observations_stored_before_the_confident_count_show_it_as_unknown():
+    """Older stores lack the count: plots and observations.csv leave it blank instead of inventing it, and the
+    baseline band is formed from the observations that have it."""
+    dets = prepare_detections([at("naval_quay", "large_aircraft")], AOI, AOI.crs.to_string(), "acq1", "m")
+    new = observe(AOI, scene(), dets, [], "m", confident_score=0.55)
+    old = replace(new, counts={k: v for k, v in new.counts.items() if k != "large_aircraft_confident"})
+    assert confident_large_aircraft(old) is None and series_point(old).large_aircraft_confident is None
+    points = [series_point(replace(o, acquisition=replace(o.acquisition, datetime=o.acquisition.datetime
+                                                          + timedelta(days=5 * i))))
+              for i, o in enumerate([old, new, new, new])]
+    _, lo, hi = baseline_band(points, "large_aircraft_confident", window_days=30, min_history=2, min_valid=0.6)
+    assert np.isnan(lo[:3]).all() and lo[3] == hi[3] == 1.0  # only the two newer ones before the last count
 
 
 def test_all_cloud_scene_is_not_observed():
