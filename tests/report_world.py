@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from shapely.geometry import LineString
 
-from pipeline.config import BasewatchConfig, load_aoi
+from pipeline.config import BasewatchConfig, DiffConfig, load_aoi
 from pipeline.georef import map_to_lonlat, object_at_pixel, pixel_to_map
 from pipeline.geotiff import write_scene
 from pipeline.store import open_store
@@ -100,7 +100,8 @@ def build_world(tmp_path: Path, *, aoi_name: str = "khmeimim", model: str = "cla
                                   length_m=150.0, heading_deg=53.0, direction="outbound", vehicles=len(pts),
                                   road="north_gate_to_latakia"))
         counts = {"large_aircraft": sum(d.cls == "large_aircraft" for d in dets),
-                  "large_aircraft_confident": sum(d.cls == "large_aircraft" and d.score >= 0.55 for d in dets),
+                  "large_aircraft_confident": sum(d.cls == "large_aircraft" and d.score >= DiffConfig().surge_min_score
+                                                  for d in dets),
                   "vehicle": sum(d.cls == "vehicle" for d in dets)}
         obs = Observation(aoi=aoi_name, acquisition=scene.acquisition, counts=counts, zone_counts={},
                           zone_valid={}, columns=tuple(columns), valid_fraction=scene.valid_fraction, model=model,
