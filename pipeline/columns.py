@@ -1,15 +1,17 @@
 """Group moving-vehicle detections into columns and judge their direction relative to the base.
 
 A column is a chain of moving vehicles with consistent heading, each within ``max_gap_m`` of the next and
-lined up along their direction of travel. Direction is judged along the AOI's egress roads (whose first
-vertex is at the base): travelling away from that vertex is outbound. Off-road, a column clearly moving
-radially away from (towards) the base's centre is outbound (inbound); anything else is unknown.
+lined up along their direction of travel. On an egress road the road is the line of travel: trucks on it heading
+roughly along it the same way link even when their own headings scatter (``road_axis_deg``). Direction is judged
+along the AOI's egress roads (whose first vertex is at the base): travelling away from that vertex is outbound.
+Off-road, a column clearly moving radially away from (towards) the base's centre is outbound (inbound); anything
+else is unknown.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from shapely.geometry import LineString, Point
@@ -47,6 +49,39 @@ class _Vehicle:
     heading: float
     speed: float | None = None  # estimated (m/s); None = unknown
     score: float = 1.0
+    spot: _RoadSpot | None = None  # where on an egress road it is, if on one
+
+
+@dataclass(frozen=True)
+class _RoadSpot:
+    """A vehicle's place on an egress road: which road, and the road's direction away from the base there."""
+
+    road: int
+    tangent: np.ndarray  # unit (east, north)
+
+
+def _road_spots(vehicles: list[_Vehicle], aoi: AOI, cfg: ColumnsConfig) -> list[_Vehicle]:
+    """The vehicles with the egress road each lies on (the nearest within ``road_buffer_m``), if any."""
+    if cfg.road_axis_deg <= 0 or not aoi.roads:
+        return vehicles
+    lines = [aoi.to_utm(r.line) for r in aoi.roads]
+    out = []
+    for v in vehicles:
+        p = Point(v.xy)
+        dists = [line.distance(p) for line in lines]
+        k = int(np.argmin(dists))
+        if dists[k] > cfg.road_buffer_m:
+            out.append(v)
+            continue
+        out.append(replace(v, spot=_RoadSpot(k, _tangent(lines[k], lines[k].project(p)))))
+    return out
+
+
+def _tangent(line: LineString, s: float) -> np.ndarray:
+    a = line.interpolate(max(s - 25.0, 0.0))
+    b = line.interpolate(min(s + 25.0, line.length))
+    t = np.array([b.x - a.x, b.y - a.y])
+    return t / max(float(np.linalg.norm(t)), 1e-9)
 
 
 def _moving_vehicles(detections: list[Detection]) -> list[_Vehicle]:
@@ -60,6 +95,27 @@ def _moving_vehicles(detections: list[Detection]) -> list[_Vehicle]:
 
 
 def _linked(a: _Vehicle, b: _Vehicle, cfg: ColumnsConfig) -> bool:
+    return _linked_by_heading(a, b, cfg) or _linked_on_road(a, b, cfg)
+
+
+def _linked_on_road(a: _Vehicle, b: _Vehicle, cfg: ColumnsConfig) -> bool:
+    """Two trucks on the same egress road within ``max_gap_m``, each heading within ``road_axis_deg`` of the road's
+    axis and the same way along it (or one slow enough to be read backwards). Why: at 6-15 m/s the band offset is
+    one or two pixels and single headings scatter by 40-50 degrees, which breaks a chain built on heading agreement
+    alone; the road says where the next truck of a column is."""
+    if a.spot is None or b.spot is None or a.spot.road != b.spot.road:
+        return False
+    if float(np.hypot(*(b.xy - a.xy))) > cfg.max_gap_m:
+        return False
+    limit = math.cos(math.radians(cfg.road_axis_deg))
+    ca = float(heading_vector(a.heading) @ a.spot.tangent)
+    cb = float(heading_vector(b.heading) @ b.spot.tangent)
+    if abs(ca) < limit or abs(cb) < limit:
+        return False
+    return (ca > 0) == (cb > 0) or _slow(a, b, cfg)
+
+
+def _linked_by_heading(a: _Vehicle, b: _Vehicle, cfg: ColumnsConfig) -> bool:
     delta = b.xy - a.xy
     dist = float(np.hypot(*delta))
     if dist == 0 or dist > cfg.max_gap_m:
@@ -161,7 +217,7 @@ def _offroad_direction(aoi: AOI, points: np.ndarray, heading: float) -> str:
 
 def group_columns(detections: list[Detection], aoi: AOI, cfg: ColumnsConfig) -> list[Column]:
     """Columns from detections whose x/y are in the AOI's UTM CRS; members refer to detection ids."""
-    vehicles = _moving_vehicles(detections)
+    vehicles = _road_spots(_moving_vehicles(detections), aoi, cfg)
     crs = aoi.crs.to_string()
     columns: list[Column] = []
     for group in _components(vehicles, cfg):
@@ -200,8 +256,9 @@ def admit_candidates(detections: list[Detection], candidates: list[Detection], a
     Why: a military truck in olive paint changes a 10 m pixel by about the noise level, so a faint peak alone is
     clutter, but a faint peak one truck-gap ahead of or behind a confident moving truck, on the line of its travel
     and on an egress road, is almost always the next truck of the column (hysteresis along the column; Canny's
-    rule). The heading of a faint peak is unreliable, so an admitted one takes the heading of the truck that
-    vouches for it, and can in turn vouch for the next. Everything is in the AOI's UTM CRS.
+    rule). On the road, the line of travel is the road's own (on that road only): a slow truck's heading can be
+    40 degrees off. The heading of a faint peak is unreliable, so an admitted one takes the heading of the truck
+    that vouches for it, and can in turn vouch for the next. Everything is in the AOI's UTM CRS.
     """
     if not candidates or cfg.candidate_gap_m <= 0:
         return {}
@@ -210,21 +267,26 @@ def admit_candidates(detections: list[Detection], candidates: list[Detection], a
         return {}
     axis_cos = math.cos(math.radians(cfg.candidate_axis_deg))
     pts = np.array([[c.x, c.y] for c in candidates])
+    cand_spots = [v.spot for v in _road_spots([_Vehicle(key="", xy=p, heading=0.0) for p in pts], aoi, cfg)]
+    road_of = np.array([-1 if sp is None else sp.road for sp in cand_spots])
     on_road = np.array([min(r.distance(Point(p)) for r in roads) <= cfg.road_buffer_m for p in pts])
-    vehicles = _moving_vehicles(detections)
-    frontier = [(v.xy, v.heading) for v in vehicles]
+    vehicles = _road_spots(_moving_vehicles(detections), aoi, cfg)
+    frontier = [(v.xy, v.heading, v.spot) for v in vehicles]
     admitted: dict[int, float] = {}
     while frontier:
-        xy, heading = frontier.pop()
-        axis = heading_vector(heading)
+        xy, heading, spot = frontier.pop()
+        # the line of travel: the road's where the truck is on one (its own heading scatters), else its heading
+        axis = spot.tangent if spot is not None else heading_vector(heading)
         delta = pts - xy
         dist = np.hypot(delta[:, 0], delta[:, 1])
         ok = on_road & (dist > 0) & (dist <= cfg.candidate_gap_m)
+        if spot is not None:
+            ok &= road_of == spot.road
         ok &= np.abs(delta @ axis) >= axis_cos * np.maximum(dist, 1e-9)
         for i in np.flatnonzero(ok):
             if int(i) not in admitted and candidates[i].cls == "vehicle":
                 admitted[int(i)] = heading
-                frontier.append((pts[i], heading))
+                frontier.append((pts[i], heading, cand_spots[i]))
     return _with_two_confident(vehicles, admitted, pts, cfg)
 
 

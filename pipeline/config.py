@@ -168,6 +168,11 @@ class ColumnsConfig(Strict):
         "confident moving truck, on its line of travel and on an egress road, join its column; 0 = never.")
     candidate_axis_deg: float = Field(default=15.0, gt=0, le=90,
                                       description="How far off the line of travel a faint peak may sit.")
+    road_axis_deg: float = Field(
+        default=50.0, ge=0, le=90, description="On an egress road the road gives the line of travel: two trucks on "
+        "it within max_gap_m, each heading within this of the road's axis and the same way along it (or one slow, "
+        "see flip_speed_mps), join one column even when their headings differ by more than heading_tolerance_deg, "
+        "and faint candidates are looked for along the road; 0 = headings only.")
     flip_speed_mps: float = Field(
         default=12.0, ge=0, description="A truck estimated slower than this may have its direction read backwards "
         "(a band offset of about a pixel): it still links to a column on its axis, which the faster trucks orient; "

@@ -142,3 +142,46 @@ def test_fast_columns_in_opposite_directions_still_do_not_merge(tartus):
     inn = [replace(v, speed_mps=18.0) for v in vehicles_along(tartus, "east_to_m1_highway", 220, 5, 40, False, "b")]
     cols = group_columns(out + inn, tartus, ColumnsConfig())
     assert sorted(c.direction for c in cols) == ["inbound", "outbound"]
+
+
+# ---------------------------------------------------------------- the road is the line of travel
+
+
+def _scattered(column: list[MapObject], offsets: list[float], speed: float) -> list[MapObject]:
+    """The column with each truck's heading turned by the next offset (degrees), as slow trucks' headings scatter."""
+    from dataclasses import replace
+
+    return [replace(v, heading_deg=(v.heading_deg + offsets[i % len(offsets)]) % 360, speed_mps=speed)
+            for i, v in enumerate(column)]
+
+
+def test_trucks_whose_headings_scatter_about_the_road_chain_along_it(tartus):
+    # 110 m apart, headings alternately 45 degrees either side of the road: no two neighbours agree within 35
+    column = _scattered(vehicles_along(tartus, "east_to_m1_highway", 150, 8, 110, outbound=True, prefix="r"),
+                        [45.0, -45.0], speed=14.0)
+    cols = group_columns(column, tartus, ColumnsConfig())
+    assert len(cols) == 1 and cols[0].vehicles == 8 and cols[0].direction == "outbound"
+    assert cols[0].road == "east_to_m1_highway"
+    assert group_columns(column, tartus, ColumnsConfig(road_axis_deg=0)) == []  # headings alone: no chain
+
+
+def test_the_road_does_not_chain_trucks_crossing_it_or_fast_trucks_going_both_ways(tartus):
+    across = _scattered(vehicles_along(tartus, "east_to_m1_highway", 150, 8, 110, outbound=True, prefix="x"),
+                        [60.0, -60.0], speed=14.0)
+    assert group_columns(across, tartus, ColumnsConfig()) == []
+    # alternate trucks read the other way, all fast: no link between neighbours, so no column
+    both = _scattered(vehicles_along(tartus, "east_to_m1_highway", 150, 8, 110, outbound=True, prefix="b"),
+                      [0.0, 180.0], speed=18.0)
+    assert group_columns(both, tartus, ColumnsConfig()) == []
+
+
+def test_faint_peaks_are_looked_for_along_the_road_not_along_a_scattered_heading(tartus):
+    from pipeline.columns import admit_candidates
+
+    column = vehicles_along(tartus, "east_to_m1_highway", 200, 8, 50, outbound=True, prefix="c")
+    confident = _scattered([column[0], column[2]], [25.0], speed=14.0)  # both read 25 degrees off the road
+    faint = _faint([column[1], *column[3:]])
+    admitted = admit_candidates(confident, faint, tartus, ColumnsConfig())
+    assert sorted(admitted) == list(range(len(faint)))
+    # along the trucks' own heading (15 degrees allowed) the road's next trucks are out of line
+    assert len(admit_candidates(confident, faint, tartus, ColumnsConfig(road_axis_deg=0))) < len(faint)
