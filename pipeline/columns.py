@@ -60,20 +60,27 @@ class _RoadSpot:
     tangent: np.ndarray  # unit (east, north)
 
 
-def _road_spots(vehicles: list[_Vehicle], aoi: AOI, cfg: ColumnsConfig) -> list[_Vehicle]:
-    """The vehicles with the egress road each lies on (the nearest within ``road_buffer_m``), if any."""
-    if cfg.road_axis_deg <= 0 or not aoi.roads:
+def _nearest_road(xy: np.ndarray, lines: list[LineString]) -> tuple[int, float]:
+    """(index, distance in m) of the egress road nearest to a point."""
+    dists = [line.distance(Point(xy)) for line in lines]
+    k = int(np.argmin(dists))
+    return k, dists[k]
+
+
+def _spot(xy: np.ndarray, road: int, lines: list[LineString]) -> _RoadSpot:
+    line = lines[road]
+    return _RoadSpot(road, _tangent(line, line.project(Point(xy))))
+
+
+def _road_spots(vehicles: list[_Vehicle], lines: list[LineString], cfg: ColumnsConfig) -> list[_Vehicle]:
+    """The vehicles with the egress road (``lines``, in the AOI's UTM CRS) each lies on (the nearest within
+    ``road_buffer_m``), if any."""
+    if cfg.road_axis_deg <= 0 or not lines:
         return vehicles
-    lines = [aoi.to_utm(r.line) for r in aoi.roads]
     out = []
     for v in vehicles:
-        p = Point(v.xy)
-        dists = [line.distance(p) for line in lines]
-        k = int(np.argmin(dists))
-        if dists[k] > cfg.road_buffer_m:
-            out.append(v)
-            continue
-        out.append(replace(v, spot=_RoadSpot(k, _tangent(lines[k], lines[k].project(p)))))
+        k, dist = _nearest_road(v.xy, lines)
+        out.append(replace(v, spot=_spot(v.xy, k, lines)) if dist <= cfg.road_buffer_m else v)
     return out
 
 
@@ -181,12 +188,7 @@ def _road_direction(aoi: AOI, points: np.ndarray, heading: float, cfg: ColumnsCo
     if best is None:
         return None, None
     _, name, line = best
-    centre = points.mean(axis=0)
-    s = line.project(Point(centre))
-    a = line.interpolate(max(s - 25.0, 0.0))
-    b = line.interpolate(min(s + 25.0, line.length))
-    tangent = np.array([b.x - a.x, b.y - a.y])
-    tangent /= max(np.linalg.norm(tangent), 1e-9)
+    tangent = _tangent(line, line.project(Point(points.mean(axis=0))))
     cos = float(heading_vector(heading) @ tangent)
     if cos >= _DIRECTION_COS:
         return name, "outbound"
@@ -217,7 +219,7 @@ def _offroad_direction(aoi: AOI, points: np.ndarray, heading: float) -> str:
 
 def group_columns(detections: list[Detection], aoi: AOI, cfg: ColumnsConfig) -> list[Column]:
     """Columns from detections whose x/y are in the AOI's UTM CRS; members refer to detection ids."""
-    vehicles = _road_spots(_moving_vehicles(detections), aoi, cfg)
+    vehicles = _road_spots(_moving_vehicles(detections), [aoi.to_utm(r.line) for r in aoi.roads], cfg)
     crs = aoi.crs.to_string()
     columns: list[Column] = []
     for group in _components(vehicles, cfg):
@@ -267,10 +269,11 @@ def admit_candidates(detections: list[Detection], candidates: list[Detection], a
         return {}
     axis_cos = math.cos(math.radians(cfg.candidate_axis_deg))
     pts = np.array([[c.x, c.y] for c in candidates])
-    cand_spots = [v.spot for v in _road_spots([_Vehicle(key="", xy=p, heading=0.0) for p in pts], aoi, cfg)]
-    road_of = np.array([-1 if sp is None else sp.road for sp in cand_spots])
-    on_road = np.array([min(r.distance(Point(p)) for r in roads) <= cfg.road_buffer_m for p in pts])
-    vehicles = _road_spots(_moving_vehicles(detections), aoi, cfg)
+    nearest = [_nearest_road(p, roads) for p in pts]
+    road_of = np.array([k for k, _ in nearest])
+    on_road = np.array([dist <= cfg.road_buffer_m for _, dist in nearest])
+    follow_road = cfg.road_axis_deg > 0
+    vehicles = _road_spots(_moving_vehicles(detections), roads, cfg)
     frontier = [(v.xy, v.heading, v.spot) for v in vehicles]
     admitted: dict[int, float] = {}
     while frontier:
@@ -286,7 +289,7 @@ def admit_candidates(detections: list[Detection], candidates: list[Detection], a
         for i in np.flatnonzero(ok):
             if int(i) not in admitted and candidates[i].cls == "vehicle":
                 admitted[int(i)] = heading
-                frontier.append((pts[i], heading, cand_spots[i]))
+                frontier.append((pts[i], heading, _spot(pts[i], int(road_of[i]), roads) if follow_road else None))
     return _with_two_confident(vehicles, admitted, pts, cfg)
 
 
