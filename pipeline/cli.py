@@ -153,6 +153,9 @@ def run_cmd(
     detector: str | None = typer.Option(None, "--detector", help="learned | classical (default: config)."),
     no_report: bool = typer.Option(False, "--no-report", help="Skip writing the report folder."),
     scenario: Path | None = typer.Option(None, "--scenario", help="Scenario replayed on the simulated source."),
+    reprocess: bool = typer.Option(
+        False, "--reprocess", help="Process acquisitions already stored again (replacing them), so that changed "
+        "detector, columns, diff or alerts settings reach the whole history; a run says when they changed."),
 ) -> None:
     """Fetch new acquisitions, detect, diff against the baseline, raise alerts and write a report (incremental).
 
@@ -160,7 +163,8 @@ def run_cmd(
     from pipeline.run import run_command
 
     run_command(config_path=config, data_dir=data_dir, source=source, aois=aoi, start=start.date() if start else None,
-                end=end.date() if end else None, detector=detector, no_report=no_report, scenario=scenario)
+                end=end.date() if end else None, detector=detector, no_report=no_report, scenario=scenario,
+                reprocess=reprocess)
 
 
 @app.command("report")

@@ -202,11 +202,13 @@ def _progress(enabled: bool) -> Iterator:
 def run(config: BasewatchConfig, *, data_dir: Path, config_path: Path | None = None, source_kind: str | None = None,
         aois: list[str] | None = None, start: date | None = None, end: date | None = None,
         detector: str | None = None, progress: bool = True, report: bool = True,
-        scenario: ScenarioFile | str | Path | None = None, source=None, detector_impl=None) -> RunResult:
+        scenario: ScenarioFile | str | Path | None = None, source=None, detector_impl=None,
+        reprocess: bool = False) -> RunResult:
     """Process every acquisition of the window the store lacks for the current model, then report.
 
-    ``source`` / ``detector_impl`` (optional) replace the configured source / detector, e.g. a wrapper that
-    keeps simulated ground truth (the scenario suite)."""
+    ``reprocess`` processes the stored ones again too (replacing them), so that a changed detector threshold,
+    column or diff setting reaches the history. ``source`` / ``detector_impl`` (optional) replace the configured
+    source / detector, e.g. a wrapper that keeps simulated ground truth (the scenario suite)."""
     data_dir = Path(data_dir)
     scen = scenario if isinstance(scenario, ScenarioFile) else load_scenario(scenario or config.scenario)
     kind = source_kind or config.source.kind
@@ -240,11 +242,12 @@ def run(config: BasewatchConfig, *, data_dir: Path, config_path: Path | None = N
     data_dir.mkdir(parents=True, exist_ok=True)
     _sweep_partial_files(data_dir)
     store = open_store(data_dir)
+    drift = None if reprocess else settings_drift(store, config, model)
     run_id = store.begin_run(config, source=getattr(source, "name", kind), simulated=simulated, model=model,
                              aois=[a.name for a in aoi_objs], start=start, end=end)
     result = RunResult(run_id=run_id, report_dir=None, processed=0, skipped=0, new_alerts=[], failures=[],
                        simulated=simulated, source=getattr(source, "name", kind), model=model,
-                       notes=[note] if note else [])
+                       notes=[n for n in (note, drift) if n])
     status = "failed"
     new_ids: set[str] = set()
     try:
@@ -258,7 +261,7 @@ def run(config: BasewatchConfig, *, data_dir: Path, config_path: Path | None = N
                     summary.failed += 1
                     continue
                 summary.acquisitions = len(acquisitions)
-                todo = [a for a in acquisitions if not store.has_acquisition(aoi.name, a.id, model)]
+                todo = [a for a in acquisitions if reprocess or not store.has_acquisition(aoi.name, a.id, model)]
                 summary.skipped = len(acquisitions) - len(todo)
                 task = bar.add_task(f"{aoi.name:<10}", total=len(todo)) if bar else None
                 for acq in todo:
@@ -292,6 +295,34 @@ def run(config: BasewatchConfig, *, data_dir: Path, config_path: Path | None = N
     return result
 
 
+# settings that change what is derived from a scene (detections, columns, observations, events, alerts)
+DERIVING_SECTIONS = ("detector", "columns", "diff", "alerts")
+_NOT_DERIVING = {"detector": ("threads", "batch_size")}  # how fast, not what
+
+
+def deriving_settings(config: dict) -> dict:
+    return {section: {k: v for k, v in (config.get(section) or {}).items() if k not in _NOT_DERIVING.get(section, ())}
+            for section in DERIVING_SECTIONS}
+
+
+def settings_drift(store: Store, config: BasewatchConfig, model: str) -> str | None:
+    """A note when the store's latest run with this model derived its results with other detector, column, diff or
+    alert settings than ``config``. Why: stored acquisitions are not processed again, so a changed setting would
+    otherwise reach only new acquisitions, silently."""
+    earlier = [r for r in store.runs() if r.model == model and r.summary.get("processed")]
+    if not earlier:
+        return None
+    before, now = deriving_settings(earlier[-1].config), deriving_settings(config.model_dump(mode="json"))
+    changed = [f"{section}.{key}" for section in DERIVING_SECTIONS
+               for key in sorted(set(before[section]) | set(now[section]))
+               if before[section].get(key) != now[section].get(key)]
+    if not changed:
+        return None
+    shown = ", ".join(changed[:6]) + (f" and {len(changed) - 6} more" if len(changed) > 6 else "")
+    return (f"settings changed since run {earlier[-1].id} ({shown}): acquisitions already stored keep what the old "
+            "settings derived; run again with --reprocess to derive them anew")
+
+
 def _summary(result: RunResult) -> dict:
     return {
         "processed": result.processed, "skipped": result.skipped, "failures": result.failures,
@@ -323,7 +354,7 @@ DETECTORS = ("learned", "classical")
 
 def run_command(*, config_path: Path | None, data_dir: Path | None, source: str | None, aois: list[str] | None,
                 start: date | None, end: date | None, detector: str | None, no_report: bool,
-                scenario: Path | None = None) -> RunResult:
+                scenario: Path | None = None, reprocess: bool = False) -> RunResult:
     """`basewatch run`: run, then print a per-AOI summary table and the report path."""
     from rich.console import Console
     from rich.table import Table
@@ -337,7 +368,8 @@ def run_command(*, config_path: Path | None, data_dir: Path | None, source: str 
     cfg = load_config(config_path)
     folder = Path(data_dir or cfg.data_dir)
     result = run(cfg, data_dir=folder, config_path=config_path, source_kind=source, aois=aois or None,
-                 start=start, end=end, detector=detector, report=not no_report, scenario=scenario)
+                 start=start, end=end, detector=detector, report=not no_report, scenario=scenario,
+                 reprocess=reprocess)
     out = Console()
     if result.simulated:
         out.print("[bold black on yellow] SIMULATED [/] scenes come from the built-in simulator, not from a "

@@ -224,3 +224,36 @@ def test_sweep_removes_only_stale_temp_files(tmp_path):
     os.utime(stale, (old, old))
     _sweep_partial_files(tmp_path)
     assert not stale.exists() and fresh.exists()  # a concurrent run may still be writing the fresh one
+
+
+def test_changed_settings_are_noted_and_reprocess_derives_the_history_anew(tmp_path, config):
+    scen = tiny_scenario(tmp_path)
+    data = tmp_path / "data"
+    first = _run(config, data, scen)
+    assert first.processed == 4 and first.notes == []
+    stricter = config.model_copy(update={
+        "detector": config.detector.model_copy(update={"score_threshold": 0.9, "threads": 1}),
+        "diff": config.diff.model_copy(update={"outbound_min_vehicles": 50})})
+    # stored acquisitions are not processed again, and the run says why its figures may be stale
+    again = _run(stricter, data, scen)
+    assert again.processed == 0 and again.skipped == 4
+    [note] = again.notes
+    assert "detector.score_threshold" in note and "diff.outbound_min_vehicles" in note and "--reprocess" in note
+    assert "threads" not in note  # how fast, not what
+    assert _content(data) == _content_after(_run, config, tmp_path / "old", scen)
+    from pipeline.report import render_report
+
+    with open_store(data) as store:  # the report says it too
+        assert note in (render_report(store, again.run_id, data) / "index.html").read_text()
+    # --reprocess replaces every stored acquisition: the store ends as a fresh run with the new settings makes it
+    redone = _run(stricter, data, scen, reprocess=True)
+    assert redone.processed == 4 and redone.skipped == 0 and redone.notes == []
+    assert _content(data) == _content_after(_run, stricter, tmp_path / "new", scen)
+    assert _content(data) != _content_after(_run, config, tmp_path / "old", scen)
+    assert _run(stricter, data, scen).notes == []  # the history now matches the settings
+
+
+def _content_after(run_fn, config, data_dir: Path, scen: Path) -> dict:
+    if not (data_dir / "basewatch.sqlite").exists():
+        run_fn(config, data_dir, scen)
+    return _content(data_dir)
