@@ -197,6 +197,10 @@ class DiffConfig(Strict):
     drawdown_fraction: float = Field(default=0.6, gt=0, lt=1, description="Parked assets below this x baseline.")
     outbound_min_vehicles: int = Field(default=5, ge=1, description="Outbound vehicles that raise an event.")
     cooccurrence_days: int = Field(default=7, ge=1, description="Window in which events make a withdrawal.")
+    cooccurrence_max_days: int = Field(
+        default=14, ge=1, description="Passes clouded over (valid fraction under min_zone_valid) do not use up the "
+        "co-occurrence window, which they may stretch up to this: a surge on the last clear pass and columns on the "
+        "next clear one still co-occur.")
     min_parked_baseline: float = Field(
         default=3.0, ge=0, description="Parked assets a baseline needs before a drawdown can be judged."
     )

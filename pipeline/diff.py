@@ -14,6 +14,7 @@ Events (``compare``):
   (a single low observation is a provisional *drop*: no event of its own, but a withdrawal signal);
 - ``withdrawal_activity``: within cooccurrence_days at least two different signals of which one is a departure
   (outbound columns, drawdown or drop), or outbound columns on ``mass_outbound_columns`` egress roads at once.
+  Clouded passes in between do not use up the window (``cooccurrence_window``).
 """
 
 from __future__ import annotations
@@ -94,6 +95,25 @@ def window(history: Sequence[Observation], obs: Observation, days: int) -> list[
     t = obs.acquisition.datetime
     lo = t - timedelta(days=days)
     return [h for h in history if lo <= h.acquisition.datetime < t and h.acquisition.id != obs.acquisition.id]
+
+
+def cooccurrence_window(history: Sequence[Observation], obs: Observation, cfg: DiffConfig) -> list[Observation]:
+    """Earlier observations whose signals co-occur with ``obs``: within ``cooccurrence_days`` of observed time,
+    where the time up to a pass that clouds hid (valid fraction under ``min_zone_valid``) is not counted, and never
+    more than ``cooccurrence_max_days`` back. Why: under clouds an AOI is seen every 10-15 days instead of every 5;
+    signals on consecutive clear passes are as close as the imagery lets them be."""
+    t = obs.acquisition.datetime
+    earlier = sorted((h for h in window(history, obs, max(cfg.cooccurrence_max_days, cfg.cooccurrence_days))),
+                     key=lambda h: h.acquisition.datetime, reverse=True)
+    out: list[Observation] = []
+    later, unseen = obs, timedelta(0)
+    for h in earlier:
+        if later is not obs and later.valid_fraction < cfg.min_zone_valid:
+            unseen += later.acquisition.datetime - h.acquisition.datetime
+        if t - h.acquisition.datetime - unseen <= timedelta(days=cfg.cooccurrence_days):
+            out.append(h)
+        later = h
+    return out[::-1]
 
 
 @lru_cache(maxsize=64)
@@ -271,15 +291,15 @@ def _withdrawal(aoi: AOI, history: Sequence[Observation], obs: Observation, now:
                 cfg: DiffConfig) -> Signal | None:
     if not now:
         return None
-    recent = window(history, obs, cfg.cooccurrence_days)
+    recent = cooccurrence_window(history, obs, cfg)
     seen: list[tuple[Observation, Signal]] = [(obs, s) for s in now]
     for h in recent:
         earlier = [x for x in history if x.acquisition.datetime < h.acquisition.datetime]
         seen += [(h, s) for s in signals(aoi, earlier, h, cfg)]
     best: dict[str, float] = {}
-    for _, s in seen:
+    for h, s in seen:
         k = "asset_drawdown" if s.kind == "asset_drop" else s.kind
-        best[k] = max(best.get(k, 0.0), s.confidence)
+        best[k] = max(best.get(k, 0.0), s.confidence * _staleness(h, obs, cfg))
     departure = any(k in best for k in ("outbound_columns", "asset_drawdown"))
     out_now = next((s for s in now if s.kind == "outbound_columns"), None)
     # several egress roads carrying columns out at once (one column that detection gaps split stays on one road)
@@ -306,6 +326,13 @@ def _withdrawal(aoi: AOI, history: Sequence[Observation], obs: Observation, now:
                   zones=tuple(z for s in now for z in s.zones), classes=tuple(c for s in now for c in s.classes),
                   columns=tuple(c for s in now for c in s.columns),
                   acquisitions=tuple(dict.fromkeys(h.acquisition.id for h, _ in seen)))
+
+
+def _staleness(earlier: Observation, obs: Observation, cfg: DiffConfig) -> float:
+    """Weight of an earlier signal in a withdrawal: 1 within ``cooccurrence_days``, less the further clouds
+    stretched the window (cooccurrence_days / days apart): signals 10 days apart say less than signals 5 apart."""
+    days = (obs.acquisition.datetime - earlier.acquisition.datetime).total_seconds() / 86400.0
+    return 1.0 if days <= cfg.cooccurrence_days else cfg.cooccurrence_days / days
 
 
 def _evidence(sig: Signal, detections: Sequence[Detection], obs: Observation) -> tuple[str, ...]:

@@ -212,6 +212,29 @@ def test_withdrawal_from_signals_days_apart_within_window():
     assert kinds([*ROUTINE, surge_day], obs(25, outbound=(9,))) == {"outbound_columns"}
 
 
+def test_a_clouded_pass_between_two_signals_does_not_use_up_the_window():
+    surge_day = obs(15, large=5)
+    clouded = obs(20, valid={"apron": 0.0, "runway": 0.0, "park": 0.1}, large=0, parked=0)
+    history = [*ROUTINE, surge_day, clouded]
+    # 10 days apart, but the pass between them saw nothing: the columns are seen on the next clear pass
+    assert kinds(history, obs(25, outbound=(9,))) == {"outbound_columns", "withdrawal_activity"}
+    [withdrawal] = [e for e in compare(AOI_, history, obs(25, outbound=(9,)), [], CFG)
+                    if e.kind == "withdrawal_activity"]
+    assert "acq15" in withdrawal.current["acquisitions"]
+    # the older signal weighs less (7 / 10): the same two signals on passes 5 days apart give more confidence
+    [near] = [e for e in compare(AOI_, [*ROUTINE, obs(15), obs(20, large=5)], obs(25, outbound=(9,)), [], CFG)
+              if e.kind == "withdrawal_activity"]
+    assert withdrawal.confidence < near.confidence
+    # a clear pass between them: 10 days of observed time, no co-occurrence
+    assert kinds([*ROUTINE, surge_day, obs(20)], obs(25, outbound=(9,))) == {"outbound_columns"}
+    # and clouds stretch the window only up to cooccurrence_max_days (14): three clouded passes do not bridge 20
+    long_gap = [*ROUTINE, surge_day, *(replace(clouded, acquisition=replace(
+        clouded.acquisition, id=f"acq{d}", datetime=T0 + timedelta(days=d))) for d in (20, 25, 30))]
+    assert kinds(long_gap, obs(35, outbound=(9,))) == {"outbound_columns"}
+    no_stretch = CFG.model_copy(update={"cooccurrence_max_days": 7})
+    assert kinds(history, obs(25, outbound=(9,)), no_stretch) == {"outbound_columns"}
+
+
 def test_withdrawal_from_outbound_and_provisional_drop():
     assert kinds(ROUTINE, obs(15, parked=10, outbound=(7,))) == {"outbound_columns", "withdrawal_activity"}
 
