@@ -69,7 +69,7 @@ def _nearest_road(xy: np.ndarray, lines: list[LineString]) -> tuple[int, float]:
 
 def _spot(xy: np.ndarray, road: int, lines: list[LineString]) -> _RoadSpot:
     line = lines[road]
-    return _RoadSpot(road, _tangent(line, line.project(Point(xy))))
+    return _RoadSpot(road, road_tangent(line, line.project(Point(xy))))
 
 
 def _road_spots(vehicles: list[_Vehicle], lines: list[LineString], cfg: ColumnsConfig) -> list[_Vehicle]:
@@ -84,7 +84,8 @@ def _road_spots(vehicles: list[_Vehicle], lines: list[LineString], cfg: ColumnsC
     return out
 
 
-def _tangent(line: LineString, s: float) -> np.ndarray:
+def road_tangent(line: LineString, s: float) -> np.ndarray:
+    """Unit (east, north) vector of the road ``s`` metres along it, pointing away from the base (its first vertex)."""
     a = line.interpolate(max(s - 25.0, 0.0))
     b = line.interpolate(min(s + 25.0, line.length))
     t = np.array([b.x - a.x, b.y - a.y])
@@ -188,7 +189,7 @@ def _road_direction(aoi: AOI, points: np.ndarray, heading: float, cfg: ColumnsCo
     if best is None:
         return None, None
     _, name, line = best
-    tangent = _tangent(line, line.project(Point(points.mean(axis=0))))
+    tangent = road_tangent(line, line.project(Point(points.mean(axis=0))))
     cos = float(heading_vector(heading) @ tangent)
     if cos >= _DIRECTION_COS:
         return name, "outbound"

@@ -20,6 +20,7 @@ from pathlib import Path
 from pyproj import CRS
 
 from pipeline.alerts import replay
+from pipeline.band_shift import orient_by_band_shift
 from pipeline.columns import admit_candidates, group_columns
 from pipeline.config import BasewatchConfig, ScenarioFile, load_aoi, load_scenario, resolve_path
 from pipeline.diff import compare
@@ -175,6 +176,7 @@ def process_acquisition(store: Store, run_id: str, aoi: AOI, scene: Scene, detec
         raw = detect_for_columns(detector, scene, aoi, config)
         dets = prepare_detections(raw, aoi, scene.crs, acq.id, model)
         columns = group_columns(_in_aoi_crs(dets, aoi, scene), aoi, config.columns)
+        columns = orient_by_band_shift(columns, scene, aoi, config.columns)
         obs = observe(aoi, scene, dets, columns, model, confident_score=config.diff.surge_min_score)
     else:  # all cloud: stored as an observation where nothing was observed, never as "empty"
         dets, columns, obs = [], [], not_observed(aoi, scene, model)
