@@ -114,6 +114,7 @@ def orient_by_band_shift(columns: list[Column], scene: Scene, aoi: AOI, cfg: Col
 
 
 def _all_valid(scene: Scene, rows: np.ndarray, cols: np.ndarray) -> bool:
+    """Whether every sample lies on a valid (cloud-free, inside the scene) pixel: a clouded truck says nothing."""
     r, c = np.round(rows).astype(int), np.round(cols).astype(int)
     if r.min() < 0 or c.min() < 0 or r.max() >= scene.height or c.max() >= scene.width:
         return False

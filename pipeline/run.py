@@ -303,6 +303,7 @@ _NOT_DERIVING = {"detector": ("threads", "batch_size")}  # how fast, not what
 
 
 def deriving_settings(config: dict) -> dict:
+    """The sections of a resolved config (as stored with a run) that decide what a run derives."""
     return {section: {k: v for k, v in (config.get(section) or {}).items() if k not in _NOT_DERIVING.get(section, ())}
             for section in DERIVING_SECTIONS}
 
