@@ -15,9 +15,9 @@ import numpy as np
 from scipy.ndimage import map_coordinates
 from shapely.geometry import Point
 
-from pipeline.columns import road_tangent
+from pipeline.columns import Orienter, road_tangent
 from pipeline.config import ColumnsConfig
-from pipeline.georef import lonlat_to_map
+from pipeline.georef import lonlat_to_map, map_to_lonlat
 from pipeline.types import AOI, Column, Scene
 
 _HALF_PX = 6.0  # profile half-length along the road (pixels)
@@ -82,6 +82,27 @@ def _own_half_width(xy: np.ndarray, i: int, pixel: float) -> float:
     return max(_MIN_HALF_PX, min(_HALF_PX, 0.5 * gap))
 
 
+def road_orienter(scene: Scene, aoi: AOI, cfg: ColumnsConfig) -> Orienter | None:
+    """The column stage's view of the image (``pipeline.columns.Orienter``): +1 when trucks at AOI-UTM points move
+    the way of their road tangents by a clear band offset, -1 against it, 0 unclear; None when turned off."""
+    if cfg.band_shift_min_px <= 0:
+        return None
+    aoi_crs = aoi.crs.to_string()
+
+    def orient(points: list[np.ndarray], tangents: list[np.ndarray]) -> int:
+        in_scene = [lonlat_to_map(scene.crs, *map_to_lonlat(aoi_crs, float(x), float(y))) for x, y in points]
+        return _way(along_track_shift(scene, in_scene, tangents), cfg)
+
+    return orient
+
+
+def _way(shift: BandShift | None, cfg: ColumnsConfig) -> int:
+    if shift is None or abs(shift.shift_px) < cfg.band_shift_min_px or \
+            shift.correlation < cfg.band_shift_min_correlation:
+        return 0
+    return 1 if shift.shift_px > 0 else -1
+
+
 def orient_by_band_shift(columns: list[Column], scene: Scene, aoi: AOI, cfg: ColumnsConfig) -> list[Column]:
     """Columns on an egress road with their direction (and heading) from the band offset along the road, where it
     is clear (``band_shift_min_px``, ``band_shift_min_correlation``); other columns as they are."""
@@ -98,12 +119,11 @@ def orient_by_band_shift(columns: list[Column], scene: Scene, aoi: AOI, cfg: Col
         for lon, lat in col.line.coords:
             points.append(lonlat_to_map(scene.crs, lon, lat))
             directions.append(road_tangent(line, line.project(aoi.to_utm(Point(lon, lat)))))
-        shift = along_track_shift(scene, points, directions)
-        if shift is None or abs(shift.shift_px) < cfg.band_shift_min_px or \
-                shift.correlation < cfg.band_shift_min_correlation:
+        way = _way(along_track_shift(scene, points, directions), cfg)
+        if way == 0:
             out.append(col)
             continue
-        direction = "outbound" if shift.shift_px > 0 else "inbound"
+        direction = "outbound" if way > 0 else "inbound"
         if direction == col.direction:
             out.append(col)
         elif col.direction == "unknown":

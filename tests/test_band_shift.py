@@ -111,3 +111,26 @@ def test_the_simulators_columns_are_read_right_from_their_band_offset(tartus):
     flipped = [replace(c, direction="inbound") for c in on_roads]
     assert [c.direction for c in orient_by_band_shift(flipped, sim.scene, tartus, ColumnsConfig())] == [
         "outbound", "outbound"]
+
+
+def test_the_band_offset_lets_a_truck_read_backwards_join_its_column(tartus):
+    """The column stage with the real orienter: six trucks on the road, the third read backwards by the detector
+    (fast enough that the slow-truck rule does not apply): one column of six, outbound, as the image shows."""
+    from pipeline.band_shift import road_orienter
+    from pipeline.columns import group_columns, heading_of
+    from pipeline.types import MapObject
+
+    scene, points = _scene_with_trucks(tartus, "north_coast_road", 14.0, outbound=True)
+    crs = tartus.crs.to_string()
+    trucks = []
+    for i, (p, u) in enumerate(zip(points, _outward(tartus, "north_coast_road", points), strict=True)):
+        heading = heading_of(-u if i == 2 else u)
+        lon, lat = map_to_lonlat(crs, *p)
+        trucks.append(MapObject(cls="vehicle", x=p[0], y=p[1], lon=lon, lat=lat, heading_deg=heading, moving=True,
+                                speed_mps=14.0, score=0.9, id=f"t{i}"))
+    cfg = ColumnsConfig(max_gap_m=80)
+    [column] = group_columns(trucks, tartus, cfg, road_orienter(scene, tartus, cfg))
+    assert column.vehicles == 6 and column.direction == "outbound"
+    # the same trucks driving the other way in the image: the backwards-read truck is right, nothing is joined
+    against, _ = _scene_with_trucks(tartus, "north_coast_road", 14.0, outbound=False)
+    assert [c.vehicles for c in group_columns(trucks, tartus, cfg, road_orienter(against, tartus, cfg))] == [3]
