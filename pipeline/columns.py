@@ -174,11 +174,11 @@ def _mean_heading(members: list[_Vehicle]) -> float:
     return axis_heading if vote >= 0 else (axis_heading + 180.0) % 360.0
 
 
-def _road_direction(aoi: AOI, points: np.ndarray, heading: float, cfg: ColumnsConfig):
-    """(road name, direction) for the egress road most members lie on, or (None, None)."""
+def _road_direction(aoi: AOI, lines: list[LineString], points: np.ndarray, heading: float, cfg: ColumnsConfig):
+    """(road name, direction) for the egress road most members lie on, or (None, None); ``lines`` are the AOI's
+    roads in its UTM CRS, in order."""
     best = None
-    for road in aoi.roads:
-        line = aoi.to_utm(road.line)
+    for road, line in zip(aoi.roads, lines, strict=True):
         dists = np.array([line.distance(Point(p)) for p in points])
         on_road = dists <= cfg.road_buffer_m
         if on_road.mean() >= 0.5:
@@ -219,7 +219,8 @@ def _offroad_direction(aoi: AOI, points: np.ndarray, heading: float) -> str:
 
 def group_columns(detections: list[Detection], aoi: AOI, cfg: ColumnsConfig) -> list[Column]:
     """Columns from detections whose x/y are in the AOI's UTM CRS; members refer to detection ids."""
-    vehicles = _road_spots(_moving_vehicles(detections), [aoi.to_utm(r.line) for r in aoi.roads], cfg)
+    lines = [aoi.to_utm(r.line) for r in aoi.roads]  # projected once for every column
+    vehicles = _road_spots(_moving_vehicles(detections), lines, cfg)
     crs = aoi.crs.to_string()
     columns: list[Column] = []
     for group in _components(vehicles, cfg):
@@ -230,7 +231,7 @@ def group_columns(detections: list[Detection], aoi: AOI, cfg: ColumnsConfig) -> 
         axis = heading_vector(heading)
         members.sort(key=lambda v: float(v.xy @ axis))
         points = np.array([v.xy for v in members])
-        road, direction = _road_direction(aoi, points, heading, cfg)
+        road, direction = _road_direction(aoi, lines, points, heading, cfg)
         if direction is None:
             direction = _offroad_direction(aoi, points, heading)
         line_map = LineString(points)
