@@ -11,7 +11,6 @@ else is unknown.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -25,10 +24,6 @@ from pipeline.types import AOI, Column, Detection
 _ALIGN_COS = math.cos(math.radians(50))  # how far off the heading axis the next vehicle may sit
 _DIRECTION_COS = 0.5  # |cos| between column heading and road tangent needed to call a direction
 _OFFROAD_MIN_DISTANCE_M = 300.0
-
-# the way trucks at these points (AOI UTM) move along these unit road tangents, read from the image:
-# +1 the tangents' way (outbound), -1 against it, 0 unclear (pipeline/band_shift.py ``road_orienter``)
-Orienter = Callable[[list[np.ndarray], list[np.ndarray]], int]
 
 
 def heading_vector(heading_deg: float) -> np.ndarray:
@@ -74,7 +69,7 @@ def _nearest_road(xy: np.ndarray, lines: list[LineString]) -> tuple[int, float]:
 
 def _spot(xy: np.ndarray, road: int, lines: list[LineString]) -> _RoadSpot:
     line = lines[road]
-    return _RoadSpot(road, road_tangent(line, line.project(Point(xy))))
+    return _RoadSpot(road, _tangent(line, line.project(Point(xy))))
 
 
 def _road_spots(vehicles: list[_Vehicle], lines: list[LineString], cfg: ColumnsConfig) -> list[_Vehicle]:
@@ -89,8 +84,7 @@ def _road_spots(vehicles: list[_Vehicle], lines: list[LineString], cfg: ColumnsC
     return out
 
 
-def road_tangent(line: LineString, s: float) -> np.ndarray:
-    """Unit (east, north) vector of the road ``s`` metres along it, pointing away from the base (its first vertex)."""
+def _tangent(line: LineString, s: float) -> np.ndarray:
     a = line.interpolate(max(s - 25.0, 0.0))
     b = line.interpolate(min(s + 25.0, line.length))
     t = np.array([b.x - a.x, b.y - a.y])
@@ -142,7 +136,7 @@ def _linked_by_heading(a: _Vehicle, b: _Vehicle, cfg: ColumnsConfig) -> bool:
     return abs(float(delta @ axis)) / dist >= _ALIGN_COS
 
 
-def _components(vehicles: list[_Vehicle], cfg: ColumnsConfig, orient: Orienter | None = None) -> list[list[int]]:
+def _components(vehicles: list[_Vehicle], cfg: ColumnsConfig) -> list[list[int]]:
     parent = list(range(len(vehicles)))
 
     def find(i: int) -> int:
@@ -158,61 +152,7 @@ def _components(vehicles: list[_Vehicle], cfg: ColumnsConfig, orient: Orienter |
     groups: dict[int, list[int]] = {}
     for i in range(len(vehicles)):
         groups.setdefault(find(i), []).append(i)
-    return sorted(_absorb_reversed(list(groups.values()), vehicles, cfg, orient), key=lambda g: min(g))
-
-
-def _road_vote(group: list[int], vehicles: list[_Vehicle]) -> tuple[int, float] | None:
-    """(road, signed along-road vote: score x speed x cos to the road's outward tangent) of a group whose members
-    all lie on one egress road, else None."""
-    spots = [vehicles[i].spot for i in group]
-    if any(s is None for s in spots) or len({s.road for s in spots}) != 1:
-        return None
-    vote = sum(v.score * (v.speed if v.speed is not None else 1.0) * float(heading_vector(v.heading) @ v.spot.tangent)
-               for v in (vehicles[i] for i in group))
-    return spots[0].road, vote
-
-
-def _absorb_reversed(groups: list[list[int]], vehicles: list[_Vehicle], cfg: ColumnsConfig,
-                     orient: Orienter | None) -> list[list[int]]:
-    """Fold a piece too short to be a column (fewer than ``min_vehicles``), read the other way along an egress road,
-    into the columns of at least two that it touches (within ``max_gap_m``) and that outvote it (score x speed
-    along the road), joining them. Why: the detector reads a slow truck backwards now and then, whatever speed it
-    estimates, and such a truck used to cut its column into pieces too short to count; two columns in opposite
-    directions each long enough to count are never merged. Only where the image confirms it (``orient``: the band
-    offset of the joined trucks says the column's way): joined on the vote alone, two-way local traffic became
-    "columns" and an arriving column read backwards grew, and both raised false withdrawals."""
-    if cfg.road_axis_deg <= 0 or orient is None:
-        return groups
-    limit = math.cos(math.radians(cfg.road_axis_deg))
-    votes = [_road_vote(g, vehicles) for g in groups]
-    merged = [list(g) for g in groups]
-    alive = [True] * len(groups)
-    order = sorted(range(len(groups)), key=lambda k: abs(votes[k][1]) if votes[k] else 0.0)
-    for q in order:
-        if not alive[q] or votes[q] is None or len(merged[q]) >= cfg.min_vehicles:
-            continue
-        if any(abs(float(heading_vector(vehicles[i].heading) @ vehicles[i].spot.tangent)) < limit for i in merged[q]):
-            continue  # a truck crossing the road, not one read backwards along it
-        road, vote_q = votes[q]
-        hosts = [p for p in range(len(groups))
-                 if p != q and alive[p] and votes[p] is not None and len(merged[p]) >= 2 and votes[p][0] == road
-                 and votes[p][1] * vote_q < 0 and abs(votes[p][1]) > abs(vote_q)
-                 and _touching(merged[p], merged[q], vehicles, cfg)]
-        joined = [i for g in (q, *hosts) for i in merged[g]]
-        way = 1 if vote_q < 0 else -1  # the hosts' way along the road
-        if hosts and orient([vehicles[i].xy for i in joined], [vehicles[i].spot.tangent for i in joined]) == way:
-            # the piece joins (and so bridges) every column it cuts
-            first, *rest = hosts
-            merged[first] += merged[q]
-            alive[q] = False
-            for p in rest:
-                merged[first] += merged[p]
-                alive[p] = False
-    return [g for g, keep in zip(merged, alive, strict=True) if keep]
-
-
-def _touching(a: list[int], b: list[int], vehicles: list[_Vehicle], cfg: ColumnsConfig) -> bool:
-    return any(float(np.hypot(*(vehicles[i].xy - vehicles[j].xy))) <= cfg.max_gap_m for i in a for j in b)
+    return sorted(groups.values(), key=lambda g: min(g))
 
 
 def _slow(a: _Vehicle, b: _Vehicle, cfg: ColumnsConfig) -> bool:
@@ -248,7 +188,7 @@ def _road_direction(aoi: AOI, lines: list[LineString], points: np.ndarray, headi
     if best is None:
         return None, None
     _, name, line = best
-    tangent = road_tangent(line, line.project(Point(points.mean(axis=0))))
+    tangent = _tangent(line, line.project(Point(points.mean(axis=0))))
     cos = float(heading_vector(heading) @ tangent)
     if cos >= _DIRECTION_COS:
         return name, "outbound"
@@ -277,15 +217,13 @@ def _offroad_direction(aoi: AOI, points: np.ndarray, heading: float) -> str:
     return "unknown"
 
 
-def group_columns(detections: list[Detection], aoi: AOI, cfg: ColumnsConfig,
-                  orient: Orienter | None = None) -> list[Column]:
-    """Columns from detections whose x/y are in the AOI's UTM CRS; members refer to detection ids. ``orient``
-    (optional) reads the way trucks move from the image, which lets a piece read backwards join its column."""
+def group_columns(detections: list[Detection], aoi: AOI, cfg: ColumnsConfig) -> list[Column]:
+    """Columns from detections whose x/y are in the AOI's UTM CRS; members refer to detection ids."""
     lines = [aoi.to_utm(r.line) for r in aoi.roads]  # projected once for every column
     vehicles = _road_spots(_moving_vehicles(detections), lines, cfg)
     crs = aoi.crs.to_string()
     columns: list[Column] = []
-    for group in _components(vehicles, cfg, orient):
+    for group in _components(vehicles, cfg):
         if len(group) < cfg.min_vehicles:
             continue
         members = [vehicles[i] for i in group]
@@ -315,7 +253,7 @@ def group_columns(detections: list[Detection], aoi: AOI, cfg: ColumnsConfig,
 
 
 def admit_candidates(detections: list[Detection], candidates: list[Detection], aoi: AOI,
-                     cfg: ColumnsConfig, orient: Orienter | None = None) -> dict[int, float]:
+                     cfg: ColumnsConfig) -> dict[int, float]:
     """Faint vehicle peaks that extend a column: index into ``candidates`` -> the heading they inherit.
 
     Why: a military truck in olive paint changes a 10 m pixel by about the noise level, so a faint peak alone is
@@ -337,10 +275,7 @@ def admit_candidates(detections: list[Detection], candidates: list[Detection], a
     on_road = np.array([dist <= cfg.road_buffer_m for _, dist in nearest])
     follow_road = cfg.road_axis_deg > 0
     vehicles = _road_spots(_moving_vehicles(detections), roads, cfg)
-    # the strongest truck (score x speed) claims the faint peaks around it first: a truck read backwards must
-    # not hand its heading to the column's candidates (a stack: the last popped first)
-    strength = sorted(vehicles, key=lambda v: v.score * (v.speed if v.speed is not None else 1.0))
-    frontier = [(v.xy, v.heading, v.spot) for v in strength]
+    frontier = [(v.xy, v.heading, v.spot) for v in vehicles]
     admitted: dict[int, float] = {}
     while frontier:
         xy, heading, spot = frontier.pop()
@@ -356,21 +291,19 @@ def admit_candidates(detections: list[Detection], candidates: list[Detection], a
             if int(i) not in admitted and candidates[i].cls == "vehicle":
                 admitted[int(i)] = heading
                 frontier.append((pts[i], heading, _spot(pts[i], int(road_of[i]), roads) if follow_road else None))
-    return _with_two_confident(vehicles, admitted, candidates, roads, cfg, orient)
+    return _with_two_confident(vehicles, admitted, pts, cfg)
 
 
-def _with_two_confident(vehicles: list[_Vehicle], admitted: dict[int, float], candidates: list[Detection],
-                        roads: list[LineString], cfg: ColumnsConfig, orient: Orienter | None) -> dict[int, float]:
+def _with_two_confident(vehicles: list[_Vehicle], admitted: dict[int, float], pts: np.ndarray,
+                        cfg: ColumnsConfig) -> dict[int, float]:
     """Keep admitted candidates only in chains holding at least two confident trucks: one truck plus clutter
-    along a road is not a column. The chains are those ``group_columns`` will see (heading inherited)."""
+    along a road is not a column."""
     if not admitted:
         return admitted
     keys = sorted(admitted)
-    faint = [_Vehicle(key=f"cand-{i}", xy=np.array([candidates[i].x, candidates[i].y]), heading=admitted[i],
-                      speed=candidates[i].speed_mps, score=float(candidates[i].score or 0.0)) for i in keys]
-    chain = vehicles + _road_spots(faint, roads, cfg)
+    chain = vehicles + [_Vehicle(key=f"cand-{i}", xy=pts[i], heading=admitted[i]) for i in keys]
     kept: dict[int, float] = {}
-    for group in _components(chain, cfg, orient):
+    for group in _components(chain, cfg):
         if sum(1 for g in group if g < len(vehicles)) >= 2:
             for g in group:
                 if g >= len(vehicles):

@@ -173,17 +173,6 @@ class ColumnsConfig(Strict):
         "it within max_gap_m, each heading within this of the road's axis and the same way along it (or one slow, "
         "see flip_speed_mps), join one column even when their headings differ by more than heading_tolerance_deg, "
         "and faint candidates are looked for along the road; 0 = headings only.")
-    band_shift_min_px: float = Field(
-        default=0.5, ge=0, description="A column on an egress road takes its direction from the B02->B04 band "
-        "offset along the road, summed over its trucks, when the offset is at least this (pixels) and clear (see "
-        "band_shift_min_correlation) and the trucks' headings split (band_shift_max_agreement); else from its "
-        "trucks' headings. The offset also decides whether a short piece read backwards rejoins its column. "
-        "0 = headings only.")
-    band_shift_min_correlation: float = Field(
-        default=0.2, ge=-1, le=1, description="Mean correlation of B04 with the shifted B02 the band offset needs.")
-    band_shift_max_agreement: float = Field(
-        default=0.8, ge=0, le=1, description="The band offset turns a column round only where its trucks' own "
-        "headings split: |sum w cos| / sum w |cos| (w = score x speed, cos to the road) at most this; 1 = always.")
     flip_speed_mps: float = Field(
         default=12.0, ge=0, description="A truck estimated slower than this may have its direction read backwards "
         "(a band offset of about a pixel): it still links to a column on its axis, which the faster trucks orient; "

@@ -20,7 +20,6 @@ from pathlib import Path
 from pyproj import CRS
 
 from pipeline.alerts import replay
-from pipeline.band_shift import orient_by_band_shift, road_orienter
 from pipeline.columns import admit_candidates, group_columns
 from pipeline.config import BasewatchConfig, ScenarioFile, load_aoi, load_scenario, resolve_path
 from pipeline.diff import compare
@@ -140,8 +139,7 @@ def detect_for_columns(detector, scene: Scene, aoi: AOI, config: BasewatchConfig
     if with_candidates is None:
         return detector.detect(scene)
     dets, weak = with_candidates(scene)
-    admitted = admit_candidates(_in_aoi_crs(dets, aoi, scene), _in_aoi_crs(weak, aoi, scene), aoi, config.columns,
-                                road_orienter(scene, aoi, config.columns))
+    admitted = admit_candidates(_in_aoi_crs(dets, aoi, scene), _in_aoi_crs(weak, aoi, scene), aoi, config.columns)
     return dets + [replace(weak[i], heading_deg=round(heading, 1)) for i, heading in sorted(admitted.items())]
 
 
@@ -176,9 +174,7 @@ def process_acquisition(store: Store, run_id: str, aoi: AOI, scene: Scene, detec
     if scene.valid.any():
         raw = detect_for_columns(detector, scene, aoi, config)
         dets = prepare_detections(raw, aoi, scene.crs, acq.id, model)
-        orient = road_orienter(scene, aoi, config.columns)
-        columns = group_columns(_in_aoi_crs(dets, aoi, scene), aoi, config.columns, orient)
-        columns = orient_by_band_shift(columns, scene, aoi, config.columns, {d.id: d for d in dets})
+        columns = group_columns(_in_aoi_crs(dets, aoi, scene), aoi, config.columns)
         obs = observe(aoi, scene, dets, columns, model, confident_score=config.diff.surge_min_score)
     else:  # all cloud: stored as an observation where nothing was observed, never as "empty"
         dets, columns, obs = [], [], not_observed(aoi, scene, model)
