@@ -27,7 +27,7 @@ from pipeline.errors import BasewatchError, ConfigError, ModelError, SceneError,
 from pipeline.georef import lonlat_to_map
 from pipeline.geotiff import write_scene
 from pipeline.observe import not_observed, observe, prepare_detections
-from pipeline.store import Store, open_store
+from pipeline.store import RunRecord, Store, open_store
 from pipeline.types import AOI, Alert, Detection, Scene
 
 log = logging.getLogger(__name__)
@@ -242,7 +242,7 @@ def run(config: BasewatchConfig, *, data_dir: Path, config_path: Path | None = N
     data_dir.mkdir(parents=True, exist_ok=True)
     _sweep_partial_files(data_dir)
     store = open_store(data_dir)
-    drift = None if reprocess else settings_drift(store, config, model)
+    drift = None if reprocess else settings_drift(store, config, model, [a.name for a in aoi_objs])
     run_id = store.begin_run(config, source=getattr(source, "name", kind), simulated=simulated, model=model,
                              aois=[a.name for a in aoi_objs], start=start, end=end)
     result = RunResult(run_id=run_id, report_dir=None, processed=0, skipped=0, new_alerts=[], failures=[],
@@ -306,22 +306,41 @@ def deriving_settings(config: dict) -> dict:
             for section in DERIVING_SECTIONS}
 
 
-def settings_drift(store: Store, config: BasewatchConfig, model: str) -> str | None:
-    """A note when the store's latest run with this model derived its results with other detector, column, diff or
-    alert settings than ``config``. Why: stored acquisitions are not processed again, so a changed setting would
-    otherwise reach only new acquisitions, silently."""
-    earlier = [r for r in store.runs() if r.model == model and r.summary.get("processed")]
-    if not earlier:
+def settings_drift(store: Store, config: BasewatchConfig, model: str, aois: list[str]) -> str | None:
+    """A note when an AOI's stored acquisitions were derived with other detector, column, diff or alert settings
+    than ``config``: each AOI is compared with the latest earlier run (this model) that processed acquisitions of
+    it. Why: stored acquisitions are not processed again, so a changed setting would otherwise reach only new
+    acquisitions, silently; and a run over other AOIs since then says nothing about this one's history."""
+    runs = [r for r in store.runs() if r.model == model]
+    now = deriving_settings(config.model_dump(mode="json"))
+    drift: dict[str, tuple[list[str], list[str]]] = {}  # earlier run id -> (changed settings, AOIs)
+    for aoi in aois:
+        earlier = [r for r in runs if _processed(r, aoi)]
+        if not earlier:
+            continue
+        before = deriving_settings(earlier[-1].config)
+        changed = [f"{section}.{key}" for section in DERIVING_SECTIONS
+                   for key in sorted(set(before[section]) | set(now[section]))
+                   if before[section].get(key) != now[section].get(key)]
+        if changed:
+            drift.setdefault(earlier[-1].id, (changed, []))[1].append(aoi)
+    if not drift:
         return None
-    before, now = deriving_settings(earlier[-1].config), deriving_settings(config.model_dump(mode="json"))
-    changed = [f"{section}.{key}" for section in DERIVING_SECTIONS
-               for key in sorted(set(before[section]) | set(now[section]))
-               if before[section].get(key) != now[section].get(key)]
-    if not changed:
-        return None
-    shown = ", ".join(changed[:6]) + (f" and {len(changed) - 6} more" if len(changed) > 6 else "")
-    return (f"settings changed since run {earlier[-1].id} ({shown}): acquisitions already stored keep what the old "
-            "settings derived; run again with --reprocess to derive them anew")
+    parts = []
+    for run_id, (changed, names) in drift.items():
+        shown = ", ".join(changed[:6]) + (f" and {len(changed) - 6} more" if len(changed) > 6 else "")
+        parts.append(f"since run {run_id} ({shown}) for {', '.join(names)}")
+    return (f"settings changed {'; '.join(parts)}: acquisitions already stored keep what the old settings derived; "
+            "run again with --reprocess to derive them anew")
+
+
+def _processed(run: RunRecord, aoi: str) -> bool:
+    """Whether ``run`` processed acquisitions of ``aoi`` (runs stored before per-AOI summaries: any, if it listed
+    the AOI)."""
+    per_aoi = run.summary.get("per_aoi")
+    if per_aoi is None:
+        return bool(run.summary.get("processed")) and aoi in run.aois
+    return bool(per_aoi.get(aoi, {}).get("processed"))
 
 
 def _summary(result: RunResult) -> dict:

@@ -253,6 +253,28 @@ def test_changed_settings_are_noted_and_reprocess_derives_the_history_anew(tmp_p
     assert _run(stricter, data, scen).notes == []  # the history now matches the settings
 
 
+def test_settings_drift_is_judged_per_aoi(tmp_path, config):
+    """A run over another AOI with new settings does not make an AOI's old history current: the next run over that
+    AOI still says its stored acquisitions were derived with the old settings."""
+    data = yaml.safe_load(DEFAULT_SCENARIO.read_text())
+    data["sites"] = [s for s in data["sites"] if s["aoi"] in ("tartus", "al_khadim")]
+    data["expectations"] = [e for e in data["expectations"] if e["aoi"] in ("tartus", "al_khadim")]
+    data["start"], data["end"], data["name"] = START, END, "two-aois"
+    scen = tmp_path / "two.yaml"
+    scen.write_text(yaml.safe_dump(data, sort_keys=False))
+    stricter = config.model_copy(update={"diff": config.diff.model_copy(update={"outbound_min_vehicles": 50})})
+    store_dir = tmp_path / "data"
+    first = _run(config, store_dir, scen, aois=["tartus"])
+    assert first.processed > 0 and first.notes == []
+    other = _run(stricter, store_dir, scen, aois=["al_khadim"])
+    assert other.processed > 0 and other.notes == []  # al_khadim had no history to be stale
+    [note] = _run(stricter, store_dir, scen, aois=["tartus"]).notes
+    assert f"since run {first.run_id}" in note and "diff.outbound_min_vehicles" in note and "for tartus" in note
+    assert _run(stricter, store_dir, scen, aois=["al_khadim"]).notes == []
+    [both] = _run(config, store_dir, scen).notes  # back to the old settings: now al_khadim is the stale one
+    assert f"since run {other.run_id}" in both and "for al_khadim" in both and "tartus" not in both
+
+
 def _content_after(run_fn, config, data_dir: Path, scen: Path) -> dict:
     if not (data_dir / "basewatch.sqlite").exists():
         run_fn(config, data_dir, scen)
