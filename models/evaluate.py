@@ -20,7 +20,7 @@ from affine import Affine
 from pipeline.atomic import write_text_atomic
 from pipeline.detector import Detector
 from pipeline.errors import SceneError
-from pipeline.evaluation import EVAL_CLASSES, ClassSummary, evaluate_scenes
+from pipeline.evaluation import EVAL_CLASSES, ClassSummary, MatchResult, heading_error_deg, match_class
 from pipeline.georef import map_to_pixel
 from pipeline.geotiff import read_scene, write_scene
 from pipeline.objects import read_objects, write_objects
@@ -90,20 +90,24 @@ def evaluate_detectors(pairs: list[ScenePair], detectors: dict[str, Detector],
         "per_scene": scenes_out,
     }
     for name, pairs_ in per_det.items():
-        summ: dict[str, ClassSummary] = evaluate_scenes(pairs_, classes)
+        matched = match_runs(pairs_, classes)  # once per scene and class, shared by every figure below
+        summ: dict[str, ClassSummary] = {c: ClassSummary(c) for c in classes}
+        for scene_matches in matched:
+            for c in classes:
+                summ[c].add(scene_matches[c])
         report["detectors"][name] = {
             "model": getattr(detectors[name], "model_id", name),
             "seconds": round(timing[name], 2),
             "mpx_per_s": round(pixels / 1e6 / timing[name], 2) if timing[name] else None,
             "classes": {c: s.to_dict() for c, s in summ.items()},
         }
-        by_contrast = recall_by_contrast(pairs_, classes)
+        by_contrast = recall_by_contrast(pairs_, classes, matched)
         if by_contrast:
             report["detectors"][name]["recall_by_contrast"] = by_contrast
         parked = parked_count_error(pairs_)
         if parked:
             report["detectors"][name]["parked_vehicles"] = parked
-        by_speed = heading_by_speed(pairs_)
+        by_speed = heading_by_speed(pairs_, matched if "vehicle" in classes else None)
         if by_speed:
             report["detectors"][name]["heading_by_speed"] = by_speed
     return report
@@ -148,19 +152,26 @@ CONTRAST_BINS = (0.0, 0.006, 0.012, 0.02, 0.04, float("inf"))
 the training loss's limit for trucks, models/dataset.py MIN_CONTRAST)."""
 
 
+def match_runs(runs: list[tuple[list[MapObject], list[MapObject]]],
+               classes: tuple[str, ...] = EVAL_CLASSES) -> list[dict[str, MatchResult]]:
+    """The DESIGN.md matching of every (detections, truth) scene, per class."""
+    return [{c: match_class(dets, truth, c) for c in classes} for dets, truth in runs]
+
+
 def recall_by_contrast(runs: list[tuple[list[MapObject], list[MapObject]]],
-                       classes: tuple[str, ...] = EVAL_CLASSES) -> dict:
+                       classes: tuple[str, ...] = EVAL_CLASSES,
+                       matched: list[dict[str, MatchResult]] | None = None) -> dict:
     """Recall per class and truth-contrast bin, for truth that carries ``contrast`` (the simulator's); {} if none.
 
     Why: the headline recall mixes trucks that changed their pixel by less than the noise with ones any analyst
-    sees; this separates the misses that are physically invisible from the ones a better detector could find."""
-    from pipeline.evaluation import match_class
-
+    sees; this separates the misses that are physically invisible from the ones a better detector could find.
+    ``matched``: :func:`match_runs` of ``runs`` when already computed."""
+    matched = matched if matched is not None else match_runs(runs, classes)
     tallies: dict[str, list[list[int]]] = {c: [[0, 0] for _ in CONTRAST_BINS[1:]] for c in classes}
     seen = False
-    for dets, truth in runs:
+    for (_, truth), scene_matches in zip(runs, matched, strict=True):
         for cls in classes:
-            found = {id(m.truth) for m in match_class(dets, truth, cls).matches}
+            found = {id(m.truth) for m in scene_matches[cls].matches}
             for t in truth:
                 if t.contrast is None or not _counts(t, cls):
                     continue
@@ -183,16 +194,17 @@ SPEED_BINS = (0.0, 5.0, 10.0, 15.0, 20.0, float("inf"))
 """Edges of the truth-speed bins (m/s): at 10 m, B02 -> B04 (1.005 s) moves a truck by speed x 0.1 pixels."""
 
 
-def heading_by_speed(runs: list[tuple[list[MapObject], list[MapObject]]]) -> list[dict]:
+def heading_by_speed(runs: list[tuple[list[MapObject], list[MapObject]]],
+                     matched: list[dict[str, MatchResult]] | None = None) -> list[dict]:
     """Heading accuracy of matched moving vehicles per truth-speed bin; [] when no match has speeds and headings.
 
     Why: the direction of travel is read from the inter-band offset, which shrinks with speed, so an analyst needs
-    to know from what speed a reported heading (inbound or outbound) can be trusted, and how often it is reversed."""
-    from pipeline.evaluation import heading_error_deg, match_class
-
+    to know from what speed a reported heading (inbound or outbound) can be trusted, and how often it is reversed.
+    ``matched``: :func:`match_runs` of ``runs`` (with the vehicle class) when already computed."""
+    matched = matched if matched is not None else match_runs(runs, ("vehicle",))
     errors: list[list[float]] = [[] for _ in SPEED_BINS[1:]]
-    for dets, truth in runs:
-        for m in match_class(dets, truth, "vehicle").matches:
+    for scene_matches in matched:
+        for m in scene_matches["vehicle"].matches:
             t, d = m.truth, m.detection
             if t.speed_mps is None or t.heading_deg is None or d.heading_deg is None:
                 continue
