@@ -103,3 +103,27 @@ def test_fighter_rows_add_hard_negatives_without_touching_other_chips():
         if extra:
             assert not np.array_equal(rows.bands, base.bands)
     assert added >= 10  # rows of 3-8, a few places taken
+
+
+def test_ground_relative_paint_sits_either_side_of_the_ground():
+    from pipeline.simulate.chips import ground_relative_paint
+
+    rng = np.random.default_rng(0)
+    concrete = np.full((4, 40, 40), 0.25, np.float32)
+    paints = np.array([ground_relative_paint(concrete, 20, 20, 3.5, rng) for _ in range(200)])
+    diff = paints[:, :3].mean(axis=1) - 0.25
+    assert (np.abs(diff) >= 0.05 * 0.85 - 1e-6).all() and (np.abs(diff) <= 0.22 * 1.15 + 1e-6).all()
+    assert 60 < (diff > 0).sum() < 140  # brighter and darker about equally often
+    asphalt = np.full((4, 40, 40), 0.05, np.float32)  # too dark to paint darker by 0.05
+    assert all(ground_relative_paint(asphalt, 20, 20, 3.5, rng)[:3].mean() > 0.05 for _ in range(50))
+
+
+def test_relative_paint_repaints_aircraft_only_and_leaves_other_chips_alone():
+    assert np.array_equal(render_chip(4242, 96, relative_paint=0.0).bands, render_chip(4242, 96).bands)
+    repainted = 0
+    for seed in range(4242, 4262):
+        base, rel = render_chip(seed, 96), render_chip(seed, 96, relative_paint=1.0)
+        assert [(o.cls, o.row, o.col) for o in rel.objects] == [(o.cls, o.row, o.col) for o in base.objects]
+        aircraft = any(o.cls in ("large_aircraft", "small_aircraft", "helicopter") for o in base.objects)
+        repainted += aircraft and not np.array_equal(rel.bands, base.bands)
+    assert repainted >= 5

@@ -112,6 +112,8 @@ class _Layout:
     aprons: list[tuple[float, float, float, float, float]] = field(default_factory=list)  # row, col, L, W, heading
     objects: list[ChipObject] = field(default_factory=list)
     occupied: list[tuple[float, float, float]] = field(default_factory=list)  # row, col, radius_px
+    relative_paint: float = 0.0  # share of aircraft painted relative to their ground (ground_relative_paint)
+    paint_rng: np.random.Generator | None = None  # its own stream: chips without it are unchanged
 
     @property
     def full(self) -> int:
@@ -292,6 +294,8 @@ def _add_aircraft(lay: _Layout, style: str) -> None:
         lay.occupied.append((row, col, radius))
         paint = choose_paint(t, rng, wide=True)
         refl = paint_reflectance(paint, rng)
+        if lay.paint_rng is not None and lay.paint_rng.random() < lay.relative_paint:
+            refl = ground_relative_paint(lay.canvas.bands, row, col, radius, lay.paint_rng)
         shadow_len = float(rng.uniform(2.0, 9.0)) if rng.random() < 0.8 else 0.0
         taxi = float(rng.uniform(3.0, 15.0)) if not t.rotor_blades and rng.random() < 0.06 else 0.0
         delta = PaintDelta(lay.canvas, row, col, max(t.length_m, t.span_m) / 2 / PIXEL + 1.5 + taxi * 0.6 / PIXEL)
@@ -301,6 +305,27 @@ def _add_aircraft(lay: _Layout, style: str) -> None:
                                 speed_mps=taxi)
         lay.objects.append(ChipObject(t.cls, float(row), float(col), t.name, t.length_m * scale, t.span_m * scale,
                                       float(heading % 360), taxi > 0, taxi, contrast=delta.peak()))
+
+
+def ground_relative_paint(bands: np.ndarray, row: float, col: float, radius_px: float,
+                          rng: np.random.Generator) -> np.ndarray:
+    """A paint 0.05-0.22 brighter or darker than the ground under the aircraft (per-band jitter).
+
+    Why: the catalogue paints are fixed colours, so on our aprons a grey transport is nearly always brighter than the
+    concrete by about 0.1 and dark paints are nearly black. Real grey transports on bright or dark concrete can sit
+    either side of it by any margin, and a detector that learned "grey = a bit brighter" misses the rest (the
+    independent renderer found 5 of 80 grey large aircraft)."""
+    h, w = bands.shape[1:]
+    rad = max(2, int(radius_px) + 1)
+    r0, c0 = int(np.clip(row, 0, h - 1)), int(np.clip(col, 0, w - 1))
+    patch = bands[:, max(0, r0 - rad):r0 + rad + 1, max(0, c0 - rad):c0 + rad + 1]
+    ground = np.median(patch.reshape(4, -1), axis=1)
+    margin = float(rng.uniform(0.05, 0.22))
+    sign = 1.0 if rng.random() < 0.5 else -1.0
+    if sign < 0 and float(ground[:3].mean()) - margin < 0.03:
+        sign = 1.0  # nothing is darker than a dark ground by that much
+    paint = ground + sign * margin * rng.uniform(0.85, 1.15, 4)
+    return np.clip(paint, 0.02, 0.9).astype(np.float32)
 
 
 def _add_fighter_rows(lay: _Layout, rng: np.random.Generator) -> None:
@@ -414,10 +439,11 @@ def _add_trucks(lay: _Layout) -> None:
 # ---------------------------------------------------------------- entry point
 
 
-def render_chip(seed: int, size: int = 128, fighter_rows: float = 0.0) -> Chip:
+def render_chip(seed: int, size: int = 128, fighter_rows: float = 0.0, relative_paint: float = 0.0) -> Chip:
     """One random chip: (4, size, size) reflectance, valid mask and truth objects. Deterministic per seed.
 
     ``fighter_rows``: probability of an extra row of fighters/helicopters (hard negatives; 0 = the chip as always).
+    ``relative_paint``: share of aircraft whose paint is drawn relative to their ground (0 = the chip as always).
     """
     rng = np.random.default_rng(derive_seed("chip", seed))
     full = size + 2 * PAD
@@ -426,7 +452,8 @@ def render_chip(seed: int, size: int = 128, fighter_rows: float = 0.0) -> Chip:
     pal = landcover.palette(rng, jitter=0.18)
     surface = landcover.render_cover(labels, rng, pal=pal, texture_scale=float(rng.uniform(0.5, 1.8)))
     lay = _Layout(Canvas(surface), rng, labels, shadow_dir=float(rng.uniform(0, 360)),
-                  sun_elev=float(rng.uniform(25, 70)))
+                  sun_elev=float(rng.uniform(25, 70)), relative_paint=relative_paint,
+                  paint_rng=np.random.default_rng(derive_seed("relative-paint", seed)) if relative_paint > 0 else None)
     dry = lay.canvas.bands.copy()
     reps = max(1, int(round(size / 128)))  # more of everything on larger chips (roads already scale with size)
     for _ in range(reps):
