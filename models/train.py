@@ -70,6 +70,8 @@ class TrainConfig(Strict):
     relative_paint: float = Field(default=0.0, ge=0, le=1, description="Share of chip aircraft painted 0.05-0.22 "
                                   "brighter or darker than their ground instead of a catalogue paint "
                                   "(pipeline/simulate/chips.py ground_relative_paint).")
+    bright_aprons: float = Field(default=0.0, ge=0, le=1, description="Share of chip aprons made 1.2-1.8 x "
+                                 "brighter (new or sun-bleached concrete; pipeline/simulate/chips.py).")
     init_from: str | None = Field(default=None, description="Start from these weights (a second stage) instead of "
                                                             "random initialisation.")
     scenes: str | None = Field(default=None, description="Folder of simulated scenes + truth mixed in like --labels "
@@ -179,7 +181,8 @@ def train(cfg: TrainConfig, labels: str | Path | None = None, progress: bool = T
     stream = TrainingStream(TRAIN_SEED_BASE + cfg.seed * 10_000_000, cfg.chip_size, spec.classes, spec.stride,
                             labelled=labelled, labels_every=cfg.labels_every, ignore_faint=cfg.ignore_faint,
                             fighter_rows=cfg.fighter_rows, faint_limits=cfg.faint_limits,
-                            polarity_flip=cfg.polarity_flip, relative_paint=cfg.relative_paint)
+                            polarity_flip=cfg.polarity_flip, relative_paint=cfg.relative_paint,
+                            bright_aprons=cfg.bright_aprons)
     end = cfg.steps if stop_after is None else min(cfg.steps, step + stop_after)
     loader = DataLoader(stream, batch_size=cfg.batch_size, sampler=_FromIndex(step * cfg.batch_size,
                                                                                 end * cfg.batch_size),

@@ -127,3 +127,14 @@ def test_relative_paint_repaints_aircraft_only_and_leaves_other_chips_alone():
         aircraft = any(o.cls in ("large_aircraft", "small_aircraft", "helicopter") for o in base.objects)
         repainted += aircraft and not np.array_equal(rel.bands, base.bands)
     assert repainted >= 5
+
+
+def test_bright_aprons_brighten_some_chips_and_leave_the_rest_alone():
+    assert np.array_equal(render_chip(4242, 96, bright_aprons=0.0).bands, render_chip(4242, 96).bands)
+    brighter = 0
+    for seed in range(4242, 4252):
+        base, bright = render_chip(seed, 96), render_chip(seed, 96, bright_aprons=1.0)
+        assert [(o.cls, o.row, o.col) for o in bright.objects] == [(o.cls, o.row, o.col) for o in base.objects]
+        diff = bright.bands - base.bands
+        brighter += bool((diff > 0.05).any()) and float(diff.mean()) > 0  # lighter surfaces, not noise
+    assert brighter >= 3

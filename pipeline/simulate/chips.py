@@ -113,7 +113,8 @@ class _Layout:
     objects: list[ChipObject] = field(default_factory=list)
     occupied: list[tuple[float, float, float]] = field(default_factory=list)  # row, col, radius_px
     relative_paint: float = 0.0  # share of aircraft painted relative to their ground (ground_relative_paint)
-    paint_rng: np.random.Generator | None = None  # its own stream: chips without it are unchanged
+    bright_aprons: float = 0.0  # share of aprons whose surface is 1.2-1.8 x brighter (new or sun-bleached concrete)
+    paint_rng: np.random.Generator | None = None  # their own stream: chips without them are unchanged
 
     @property
     def full(self) -> int:
@@ -172,6 +173,8 @@ def _add_aprons(lay: _Layout, style: str) -> None:
         row, col = rng.uniform(0, n, 2)
         surface = "concrete" if rng.random() < 0.7 else "asphalt"
         refl = pal[landcover.cover_id(surface)] * rng.uniform(0.75, 1.3)
+        if lay.paint_rng is not None and lay.paint_rng.random() < lay.bright_aprons:
+            refl = refl * lay.paint_rng.uniform(1.2, 1.8)
         box_heading = heading + float(rng.choice([0, 90])) * (i > 0)
         painters.paint_box(lay.canvas, row, col, L, W, box_heading, refl)
         if runway and rng.random() < 0.8:
@@ -439,11 +442,13 @@ def _add_trucks(lay: _Layout) -> None:
 # ---------------------------------------------------------------- entry point
 
 
-def render_chip(seed: int, size: int = 128, fighter_rows: float = 0.0, relative_paint: float = 0.0) -> Chip:
+def render_chip(seed: int, size: int = 128, fighter_rows: float = 0.0, relative_paint: float = 0.0,
+                bright_aprons: float = 0.0) -> Chip:
     """One random chip: (4, size, size) reflectance, valid mask and truth objects. Deterministic per seed.
 
     ``fighter_rows``: probability of an extra row of fighters/helicopters (hard negatives; 0 = the chip as always).
     ``relative_paint``: share of aircraft whose paint is drawn relative to their ground (0 = the chip as always).
+    ``bright_aprons``: share of aprons made 1.2-1.8 x brighter (0 = the chip as always).
     """
     rng = np.random.default_rng(derive_seed("chip", seed))
     full = size + 2 * PAD
@@ -452,8 +457,9 @@ def render_chip(seed: int, size: int = 128, fighter_rows: float = 0.0, relative_
     pal = landcover.palette(rng, jitter=0.18)
     surface = landcover.render_cover(labels, rng, pal=pal, texture_scale=float(rng.uniform(0.5, 1.8)))
     lay = _Layout(Canvas(surface), rng, labels, shadow_dir=float(rng.uniform(0, 360)),
-                  sun_elev=float(rng.uniform(25, 70)), relative_paint=relative_paint,
-                  paint_rng=np.random.default_rng(derive_seed("relative-paint", seed)) if relative_paint > 0 else None)
+                  sun_elev=float(rng.uniform(25, 70)), relative_paint=relative_paint, bright_aprons=bright_aprons,
+                  paint_rng=(np.random.default_rng(derive_seed("relative-paint", seed))
+                             if relative_paint > 0 or bright_aprons > 0 else None))
     dry = lay.canvas.bands.copy()
     reps = max(1, int(round(size / 128)))  # more of everything on larger chips (roads already scale with size)
     for _ in range(reps):
