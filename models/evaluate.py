@@ -20,7 +20,7 @@ from affine import Affine
 from pipeline.atomic import write_text_atomic
 from pipeline.detector import Detector
 from pipeline.errors import SceneError
-from pipeline.evaluation import EVAL_CLASSES, ClassSummary, MatchResult, heading_error_deg, match_class
+from pipeline.evaluation import EVAL_CLASSES, ClassSummary, MatchResult, heading_error_deg, match_runs, summarise
 from pipeline.georef import map_to_pixel
 from pipeline.geotiff import read_scene, write_scene
 from pipeline.objects import read_objects, write_objects
@@ -91,10 +91,7 @@ def evaluate_detectors(pairs: list[ScenePair], detectors: dict[str, Detector],
     }
     for name, pairs_ in per_det.items():
         matched = match_runs(pairs_, classes)  # once per scene and class, shared by every figure below
-        summ: dict[str, ClassSummary] = {c: ClassSummary(c) for c in classes}
-        for scene_matches in matched:
-            for c in classes:
-                summ[c].add(scene_matches[c])
+        summ: dict[str, ClassSummary] = summarise(matched, classes)
         report["detectors"][name] = {
             "model": getattr(detectors[name], "model_id", name),
             "seconds": round(timing[name], 2),
@@ -150,12 +147,6 @@ def _bin_label(lo: float, hi: float | None) -> str:
 CONTRAST_BINS = (0.0, 0.006, 0.012, 0.02, 0.04, float("inf"))
 """Edges of the truth-contrast bins (peak band-mean reflectance change an object made before the sensor; 0.012 is
 the training loss's limit for trucks, models/dataset.py MIN_CONTRAST)."""
-
-
-def match_runs(runs: list[tuple[list[MapObject], list[MapObject]]],
-               classes: tuple[str, ...] = EVAL_CLASSES) -> list[dict[str, MatchResult]]:
-    """The DESIGN.md matching of every (detections, truth) scene, per class."""
-    return [{c: match_class(dets, truth, c) for c in classes} for dets, truth in runs]
 
 
 def recall_by_contrast(runs: list[tuple[list[MapObject], list[MapObject]]],

@@ -149,14 +149,26 @@ class ClassSummary:
         }
 
 
+def match_runs(pairs: Sequence[tuple[Sequence[MapObject], Sequence[MapObject]]],
+               classes: Sequence[str] = EVAL_CLASSES) -> list[dict[str, MatchResult]]:
+    """The matching rule applied to every (detections, truth) scene, per class."""
+    return [{c: match_class(dets, truth, c) for c in classes} for dets, truth in pairs]
+
+
+def summarise(matched: Sequence[dict[str, MatchResult]],
+              classes: Sequence[str] = EVAL_CLASSES) -> dict[str, ClassSummary]:
+    """Per-class summaries of :func:`match_runs` output."""
+    out = {c: ClassSummary(c) for c in classes}
+    for scene_matches in matched:
+        for c in classes:
+            out[c].add(scene_matches[c])
+    return out
+
+
 def evaluate_scenes(pairs: Sequence[tuple[Sequence[MapObject], Sequence[MapObject]]],
                     classes: Sequence[str] = EVAL_CLASSES) -> dict[str, ClassSummary]:
     """(detections, truth) per scene -> per-class summaries under the matching rule."""
-    out = {c: ClassSummary(c) for c in classes}
-    for dets, truth in pairs:
-        for c in classes:
-            out[c].add(match_class(dets, truth, c))
-    return out
+    return summarise(match_runs(pairs, classes), classes)
 
 
 def nan_to_none(x: float | None) -> float | None:

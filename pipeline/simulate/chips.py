@@ -114,7 +114,8 @@ class _Layout:
     occupied: list[tuple[float, float, float]] = field(default_factory=list)  # row, col, radius_px
     relative_paint: float = 0.0  # share of aircraft painted relative to their ground (ground_relative_paint)
     bright_aprons: float = 0.0  # share of aprons whose surface is 1.2-1.8 x brighter (new or sun-bleached concrete)
-    paint_rng: np.random.Generator | None = None  # their own stream: chips without them are unchanged
+    options_rng: np.random.Generator | None = None  # relative_paint's and bright_aprons' own stream: chips
+    # without them are unchanged
 
     @property
     def full(self) -> int:
@@ -173,8 +174,8 @@ def _add_aprons(lay: _Layout, style: str) -> None:
         row, col = rng.uniform(0, n, 2)
         surface = "concrete" if rng.random() < 0.7 else "asphalt"
         refl = pal[landcover.cover_id(surface)] * rng.uniform(0.75, 1.3)
-        if lay.paint_rng is not None and lay.paint_rng.random() < lay.bright_aprons:
-            refl = refl * lay.paint_rng.uniform(1.2, 1.8)
+        if lay.options_rng is not None and lay.options_rng.random() < lay.bright_aprons:
+            refl = refl * lay.options_rng.uniform(1.2, 1.8)
         box_heading = heading + float(rng.choice([0, 90])) * (i > 0)
         painters.paint_box(lay.canvas, row, col, L, W, box_heading, refl)
         if runway and rng.random() < 0.8:
@@ -297,8 +298,8 @@ def _add_aircraft(lay: _Layout, style: str) -> None:
         lay.occupied.append((row, col, radius))
         paint = choose_paint(t, rng, wide=True)
         refl = paint_reflectance(paint, rng)
-        if lay.paint_rng is not None and lay.paint_rng.random() < lay.relative_paint:
-            refl = ground_relative_paint(lay.canvas.bands, row, col, radius, lay.paint_rng)
+        if lay.options_rng is not None and lay.options_rng.random() < lay.relative_paint:
+            refl = ground_relative_paint(lay.canvas.bands, row, col, radius, lay.options_rng)
         shadow_len = float(rng.uniform(2.0, 9.0)) if rng.random() < 0.8 else 0.0
         taxi = float(rng.uniform(3.0, 15.0)) if not t.rotor_blades and rng.random() < 0.06 else 0.0
         delta = PaintDelta(lay.canvas, row, col, max(t.length_m, t.span_m) / 2 / PIXEL + 1.5 + taxi * 0.6 / PIXEL)
@@ -458,7 +459,7 @@ def render_chip(seed: int, size: int = 128, fighter_rows: float = 0.0, relative_
     surface = landcover.render_cover(labels, rng, pal=pal, texture_scale=float(rng.uniform(0.5, 1.8)))
     lay = _Layout(Canvas(surface), rng, labels, shadow_dir=float(rng.uniform(0, 360)),
                   sun_elev=float(rng.uniform(25, 70)), relative_paint=relative_paint, bright_aprons=bright_aprons,
-                  paint_rng=(np.random.default_rng(derive_seed("relative-paint", seed))
+                  options_rng=(np.random.default_rng(derive_seed("relative-paint", seed))
                              if relative_paint > 0 or bright_aprons > 0 else None))
     dry = lay.canvas.bands.copy()
     reps = max(1, int(round(size / 128)))  # more of everything on larger chips (roads already scale with size)
