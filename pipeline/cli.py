@@ -132,12 +132,17 @@ def evaluate_scenarios_cmd(
     lookback_days: int = typer.Option(0, "--lookback-days", min=0, help="Start each replay N days before its "
                                       "scenario's start (the first phase's activity), so baselines are long as in "
                                       "scheduled runs (30 = diff.baseline_window_days); expectations unchanged."),
+    jobs: int = typer.Option(1, "--jobs", "-j", min=1, max=64, help="Run the seed replays in this many processes "
+                             "(each detector gets its share of the cores)."),
+    out: Path | None = typer.Option(None, "--out", help="Write every replay's outcome (expectations held, when they "
+                                    "fired, column scores) as JSON."),
 ) -> None:
     """Replay each simulated scenario and check the alerts that fire against its expectations; exit 1 on a mismatch."""
     from pipeline.scenarios import evaluate_command
 
     if not evaluate_command(scenarios=scenarios or None, config_path=config, data_dir=data_dir, detector=detector,
-                            weights=weights, seeds=seeds, lookback_days=lookback_days):
+                            weights=weights, seeds=seeds, lookback_days=lookback_days, jobs=jobs,
+                            out=out):
         raise typer.Exit(1)
 
 

@@ -8,6 +8,7 @@ rules (configured kind, confidence >= min_confidence) was raised at A on an acqu
 
 from __future__ import annotations
 
+import json
 import logging
 import tempfile
 import time
@@ -331,15 +332,70 @@ def print_sweep(sweep: SeedSweep, console) -> None:
                       f"{c.scenes} scenes (max error {c.max_count_error})", highlight=False)
 
 
+def _replay(job: tuple) -> ScenarioResult:
+    """One seed replay in a worker process (module level so that a spawned process can import it)."""
+    path, config, data_dir, config_path, detector, seed, lookback_days = job
+    return evaluate_scenario(path, config=config, data_dir=data_dir, config_path=config_path, detector=detector,
+                             seed=seed, lookback_days=lookback_days)
+
+
+def replay_seeds(jobs: list[tuple], workers: int, console=None) -> list[ScenarioResult]:
+    """Run seed replays (``_replay`` arguments) in order, in ``workers`` processes when > 1, with a progress bar.
+
+    Each replay is independent (its own store and scenes), so they parallelise cleanly; each process's detector gets
+    an equal share of the cores instead of all of them, so the machine is not oversubscribed."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    if not jobs:
+        return []
+    bar = Progress(TextColumn("replays"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   console=console, disable=console is None)
+    results: list[ScenarioResult | None] = [None] * len(jobs)
+    with bar:
+        task = bar.add_task("replays", total=len(jobs))
+        if workers <= 1:
+            for i, job in enumerate(jobs):
+                results[i] = _replay(job)
+                bar.advance(task)
+        else:
+            import multiprocessing
+            import os
+            from concurrent.futures import ProcessPoolExecutor, as_completed
+
+            share = max(1, (os.cpu_count() or 1) // workers)
+            jobs = [(path, config.model_copy(update={"detector": config.detector.model_copy(
+                update={"threads": share})}), *rest) for path, config, *rest in jobs]
+            with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+                pending = {pool.submit(_replay, job): i for i, job in enumerate(jobs)}
+                for done in as_completed(pending):
+                    results[pending[done]] = done.result()
+                    bar.advance(task)
+    return [r for r in results if r is not None]
+
+
+def sweep_record(seed: int | None, result: ScenarioResult) -> dict:
+    """One replay as JSON (seed None: the scenario's own): which expectations held, when they fired, columns."""
+    c = result.columns
+    return {"scenario": result.name, "seed": seed, "ok": result.ok, "model": result.model,
+            "seconds": round(result.seconds, 1),
+            "expectations": {e.expectation.id: {"ok": e.ok, "fired": e.fired} for e in result.expectations},
+            "columns": {"truth": c.truth_columns, "detected": c.detected_columns, "matched": c.matched,
+                        "direction_right": c.direction_right, "scenes": c.scenes,
+                        "within_one": c.within_one}}
+
+
 def evaluate_command(*, scenarios: list[Path] | None, config_path: Path | None, data_dir: Path | None,
                      detector: str | None, weights: Path | None = None, seeds: int = 0,
-                     lookback_days: int = 0) -> bool:
+                     lookback_days: int = 0, jobs: int = 1, out: Path | None = None) -> bool:
     """`basewatch evaluate-scenarios`: True when every scenario matches its expectations.
 
     With ``seeds`` N > 0 each scenario is also replayed with seeds 1..N and the share of runs in which each
     expectation held is printed: one scenario seed is one draw of clouds, layouts and detector noise, and a rule
-    tuned to it can look right by luck. The verdict stays that of the scenarios' own seeds."""
+    tuned to it can look right by luck. The verdict stays that of the scenarios' own seeds. ``jobs`` runs the seed
+    replays in that many processes; ``out`` writes every replay's outcome as JSON."""
     from rich.console import Console
+
+    from pipeline.atomic import write_text_atomic
 
     console = Console()
     config = load_config(config_path)
@@ -349,22 +405,30 @@ def evaluate_command(*, scenarios: list[Path] | None, config_path: Path | None, 
         config = config.model_copy(update={"detector": config.detector.model_copy(
             update={"weights": str(Path(weights).resolve())})})
     paths = scenarios or default_scenarios()
-    results = []
+    results, records = [], []
     with tempfile.TemporaryDirectory(prefix="basewatch-scenarios-") as tmp:
         root = Path(data_dir) if data_dir else Path(tmp)
-        for path in paths:
-            name = load_scenario(path).name
-            res = evaluate_scenario(path, config=config, data_dir=root / name, config_path=config_path,
-                                    detector=detector, progress=True, lookback_days=lookback_days)
-            print_result(res, console)
-            results.append(res)
-            if seeds > 0:
-                sweep = SeedSweep(name)
-                for seed in sweep_seeds(seeds):
-                    sweep.add(seed, evaluate_scenario(path, config=config, data_dir=root / f"{name}-seed{seed}",
-                                                      config_path=config_path, detector=detector, seed=seed,
-                                                      lookback_days=lookback_days))
-                print_sweep(sweep, console)
+        names = [load_scenario(path).name for path in paths]
+        # each scenario with its own seed (None), then with seeds 1..N: all independent replays, run in one pool
+        plan = [(path, name, seed) for seed in [None, *sweep_seeds(seeds)] for path, name in zip(paths, names,
+                                                                                                 strict=True)]
+        replays = replay_seeds([(path, config, root / (name if seed is None else f"{name}-seed{seed}"), config_path,
+                                 detector, seed, lookback_days) for path, name, seed in plan], jobs, console)
+        for (_, _, seed), res in zip(plan, replays, strict=True):
+            if seed is None:
+                print_result(res, console)
+                results.append(res)
+                records.append(sweep_record(None, res))
+        for name in names if seeds > 0 else []:
+            sweep = SeedSweep(name)
+            for (_, n, seed), res in zip(plan, replays, strict=True):
+                if n == name and seed is not None:
+                    sweep.add(seed, res)
+                    records.append(sweep_record(seed, res))
+            print_sweep(sweep, console)
+    if out is not None:
+        write_text_atomic(Path(out), json.dumps({"replays": records}, indent=1) + "\n")
+        console.print(f"replays written to {out}")
     total = ColumnScore()
     for r in results:
         total.add(r.columns)
@@ -379,4 +443,5 @@ def evaluate_command(*, scenarios: list[Path] | None, config_path: Path | None, 
 
 
 __all__ = ["ColumnScore", "ScenarioResult", "SeedSweep", "check_expectation",
-           "default_scenarios", "evaluate_command", "evaluate_scenario", "score_columns"]
+           "default_scenarios", "evaluate_command", "evaluate_scenario", "replay_seeds", "score_columns",
+           "sweep_record"]

@@ -8,6 +8,7 @@ detectors are judged by their own benchmarks.
 
 from __future__ import annotations
 
+import json
 from datetime import date
 from pathlib import Path
 
@@ -152,6 +153,18 @@ def test_evaluate_scenarios_exits_non_zero_on_mismatch(tmp_path):
     one, two = (sorted((tmp_path / "sweep" / f"{name}-seed{k}" / "scenes" / "tartus").glob("*.tif"))
                 for k in (1, 2))
     assert [p.name for p in one] == [p.name for p in two] and one[0].read_bytes() != two[0].read_bytes()
+    # --jobs runs the same replays in worker processes: same outcome, same pixels; --out records every replay
+    out = CliRunner().invoke(app, ["evaluate-scenarios", str(path), "--detector", "truth", "--seeds", "2",
+                                   "--jobs", "2", "--out", str(tmp_path / "sweep.json"),
+                                   "--data-dir", str(tmp_path / "sweep2")])
+    assert out.exit_code == 0, out.output
+    assert "over 2 other seeds: 2/2 runs match every expectation" in " ".join(out.output.split())
+    assert (tmp_path / "sweep2" / f"{name}-seed2" / "scenes" / "tartus" / two[0].name).read_bytes() \
+        == two[0].read_bytes()
+    replays = json.loads((tmp_path / "sweep.json").read_text())["replays"]
+    assert [(r["scenario"], r["seed"], r["ok"]) for r in replays] == [(name, None, True), (name, 1, True),
+                                                                       (name, 2, True)]
+    assert all(r["expectations"] == {"quiet": {"ok": True, "fired": []}} for r in replays)
     # --weights reaches the detector: a missing candidate is named in the error
     out = CliRunner().invoke(app, ["evaluate-scenarios", str(path), "--weights", str(tmp_path / "candidate.pt"),
                                    "--data-dir", str(tmp_path / "data2")])
