@@ -67,12 +67,16 @@ def time_read(path: Path, repeats: int = 2) -> float:
     return best
 
 
-def time_detect(path: Path, repeats: int = 5) -> tuple[list[float], int]:
-    """Every repeat's seconds (the VM is shared: report the median beside the best)."""
+def _detector(device: str, batch_size: int):
     from pipeline.config import DetectorConfig
     from pipeline.detect import LearnedDetector
 
-    det = LearnedDetector(DetectorConfig())
+    return LearnedDetector(DetectorConfig(device=device, batch_size=batch_size))
+
+
+def time_detect(path: Path, device: str, batch_size: int, repeats: int = 5) -> tuple[list[float], int]:
+    """Every repeat's seconds (the VM is shared: report the median beside the best)."""
+    det = _detector(device, batch_size)
     times, n = [], 0
     for _ in range(repeats):
         t0 = time.perf_counter()
@@ -81,17 +85,19 @@ def time_detect(path: Path, repeats: int = 5) -> tuple[list[float], int]:
     return times, n
 
 
-def peak_memory_child(path: str) -> None:
-    """Run in a subprocess: detect, then print peak RSS (MB) and time as JSON."""
-    from pipeline.config import DetectorConfig
-    from pipeline.detect import LearnedDetector
+def peak_memory_child(path: str, device: str, batch_size: int) -> None:
+    """Run in a subprocess: detect, then print peak RSS (MB), peak GPU memory when on a GPU, and time as JSON."""
+    import torch
 
-    det = LearnedDetector(DetectorConfig())
+    det = _detector(device, batch_size)
     t0 = time.perf_counter()
     n = len(det.detect_path(path))
     dt = time.perf_counter() - t0
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"peak_rss_mb": round(peak_mb, 1), "seconds": round(dt, 1), "detections": n}))
+    row = {"peak_rss_mb": round(peak_mb, 1), "seconds": round(dt, 1), "detections": n, "device": str(det.device)}
+    if det.device.type == "cuda":
+        row["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    print(json.dumps(row))
 
 
 def main() -> None:
@@ -100,15 +106,19 @@ def main() -> None:
     ap.add_argument("--tmp", type=Path, default=Path("/tmp/basewatch-bench"))
     ap.add_argument("--sizes", type=int, nargs="*", default=[2048, 5490, 10980], help="raster sides for memory")
     ap.add_argument("--skip-speed", action="store_true")
+    ap.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu",
+                    help="where the network runs (the issue's targets are for the CPU; default cpu)")
+    ap.add_argument("--batch-size", type=int, default=4, help="windows per forward pass (detector.batch_size)")
     args = ap.parse_args()
     args.tmp.mkdir(parents=True, exist_ok=True)
-    result: dict = {"cpu_cores": os.cpu_count(), "load_avg_start": os.getloadavg()}
+    result: dict = {"cpu_cores": os.cpu_count(), "load_avg_start": os.getloadavg(), "device": args.device,
+                    "batch_size": args.batch_size}
     if not args.skip_speed:
         path = args.tmp / "speed_4096.tif"
         if not path.exists():
             write_raster(path, 4096)
         read_s = time_read(path)
-        times, n = time_detect(path)
+        times, n = time_detect(path, args.device, args.batch_size)
         det_s, median_s = min(times), float(np.median(times))
         mpx = 4096 * 4096 / 1e6
         result["speed"] = {"raster": "4096 x 4096 x 4 float32, DEFLATE, 256 px tiles", "read_s": round(read_s, 2),
@@ -123,8 +133,8 @@ def main() -> None:
         path = args.tmp / f"tile_{size}.tif"
         if not path.exists():
             write_raster(path, size, dtype="uint16")
-        proc = subprocess.run([sys.executable, __file__, "--child", str(path)], capture_output=True, text=True,
-                              check=True)
+        proc = subprocess.run([sys.executable, __file__, "--child", str(path), args.device, str(args.batch_size)],
+                              capture_output=True, text=True, check=True)
         row = {"side_px": size, "mpx": round(size * size / 1e6, 1), **json.loads(proc.stdout.strip().splitlines()[-1])}
         result["memory"].append(row)
         print(json.dumps(row), flush=True)
@@ -135,7 +145,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "--child":
-        peak_memory_child(sys.argv[2])
+    if len(sys.argv) == 5 and sys.argv[1] == "--child":
+        peak_memory_child(sys.argv[2], sys.argv[3], int(sys.argv[4]))
     else:
         main()

@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader, Sampler
 from models.centernet import CenterNet, ModelSpec
 from models.checkpoint import read_checkpoint, save_checkpoint
 from models.dataset import LabelledScenes, TrainingStream
+from models.device import resolve_device
 from models.targets import total_loss
 from pipeline.config import Strict, _load_model, resolve_path
 from pipeline.errors import ModelError
@@ -50,6 +51,9 @@ class TrainConfig(Strict):
     widths: tuple[int, int, int] = Field(default=(32, 48, 64), description="Channels of the three levels.")
     workers: int = Field(default=1, ge=0, le=16, description="Chip-rendering loader processes (0 = in-process).")
     threads: int = Field(default=0, ge=0, le=64, description="Torch threads for the training step; 0 = all cores.")
+    device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="Where the training step runs: auto "
+                                                   "= a CUDA GPU when torch sees one (chips are still rendered by "
+                                                   "the loader workers on the CPU).")
     labels_every: int = Field(default=4, ge=1, description="With --labels, every n-th sample is a labelled crop.")
     checkpoint_dir: str = Field(default="basewatch-data/train", description="Resumable training state lives here.")
     checkpoint_every: int = Field(default=100, ge=1, description="Steps between resumable checkpoints.")
@@ -91,7 +95,7 @@ class TrainConfig(Strict):
     def fingerprint(self) -> str:
         """Hash of everything that changes the result (not where files go or how many threads run)."""
         d = self.model_dump(mode="json")
-        for k in ("workers", "threads", "checkpoint_dir", "checkpoint_every", "out"):
+        for k in ("workers", "threads", "device", "checkpoint_dir", "checkpoint_every", "out"):
             d.pop(k)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
@@ -141,6 +145,7 @@ def train(cfg: TrainConfig, labels: str | Path | None = None, progress: bool = T
     """
     threads = cfg.threads or (os.cpu_count() or 1)
     torch.set_num_threads(threads)
+    device = resolve_device(cfg.device, "the train config's device")
     _seed_all(cfg.seed)
     spec = ModelSpec(widths=tuple(cfg.widths))
     model = CenterNet(spec)
@@ -149,6 +154,7 @@ def train(cfg: TrainConfig, labels: str | Path | None = None, progress: bool = T
 
         init, _ = load_model(resolve_path(cfg.init_from))
         model.load_state_dict(init.state_dict())
+    model.to(device)
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=0.1,
@@ -186,7 +192,8 @@ def train(cfg: TrainConfig, labels: str | Path | None = None, progress: bool = T
     end = cfg.steps if stop_after is None else min(cfg.steps, step + stop_after)
     loader = DataLoader(stream, batch_size=cfg.batch_size, sampler=_FromIndex(step * cfg.batch_size,
                                                                                 end * cfg.batch_size),
-                        num_workers=cfg.workers, persistent_workers=False, prefetch_factor=4 if cfg.workers else None)
+                        num_workers=cfg.workers, persistent_workers=False, prefetch_factor=4 if cfg.workers else None,
+                        pin_memory=device.type == "cuda")
     log_path = ckpt_dir / "log.jsonl"
 
     def checkpoint(at: int) -> None:
@@ -212,6 +219,7 @@ def train(cfg: TrainConfig, labels: str | Path | None = None, progress: bool = T
         task = bar.add_task("train", total=cfg.steps, completed=step, info="")
         t_last = time.perf_counter()
         for batch in loader:
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             out = model(batch["bands"].contiguous(memory_format=torch.channels_last), batch["valid"])
             loss, parts = total_loss(out, batch["heat"], batch["reg"], batch["mask"], len(spec.classes),
                                      batch["weight"], heading_raw=cfg.heading_loss == "raw",
@@ -249,7 +257,8 @@ def train(cfg: TrainConfig, labels: str | Path | None = None, progress: bool = T
         "steps": cfg.steps,
         "chips_seen": cfg.steps * cfg.batch_size,
         "train_seconds": round(elapsed, 1),
-        "hardware": f"{platform.processor() or platform.machine()}, {threads} torch threads, CPU",
+        "hardware": (f"{platform.processor() or platform.machine()}, {threads} torch threads, "
+                     + (torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU")),
         "config": cfg.model_dump(mode="json"),
         "labels": labels_fp or None,
         "scenes": cfg.scenes,

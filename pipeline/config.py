@@ -146,6 +146,9 @@ class DetectorConfig(Strict):
     overlap: int = Field(default=32, ge=0, le=512, description="Overlap between windows (pixels).")
     batch_size: int = Field(default=4, ge=1, le=64, description="Windows per forward pass.")
     threads: int = Field(default=0, ge=0, le=64, description="Torch CPU threads; 0 = number of cores.")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        default="auto", description="Where the network runs: auto = a CUDA GPU when torch sees one, else the CPU "
+        "(results agree to float rounding; the committed weights were measured on the CPU).")
     class_thresholds: dict[str, float] | None = Field(
         default=None,
         description="Per-class score thresholds of the learned detector (e.g. {vehicle: 0.5}); None: the thresholds "

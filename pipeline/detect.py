@@ -197,12 +197,14 @@ class LearnedDetector:
     def __init__(self, cfg: DetectorConfig | None = None, weights: str | Path | None = None):
         from models.centernet import fold_batchnorm, fold_stem
         from models.checkpoint import load_model
+        from models.device import resolve_device
 
         self.cfg = cfg or DetectorConfig()
         self.weights = resolve_path(weights or self.cfg.weights)
         model, meta = load_model(self.weights)
         self.meta = meta
-        self.model = fold_stem(fold_batchnorm(model)).to(memory_format=torch.channels_last)
+        self.device = resolve_device(self.cfg.device)
+        self.model = fold_stem(fold_batchnorm(model)).to(self.device, memory_format=torch.channels_last)
         self.classes = tuple(model.spec.classes)
         self.stride = model.spec.stride
         self.heading_classes = set(meta.get("heading_classes", ["vehicle"]))
@@ -273,8 +275,8 @@ class LearnedDetector:
                     break
                 future = pool.submit(next, it, None)  # read the next batch while this one computes
                 group, bands, valid = item
-                vt = torch.from_numpy(valid)
-                x = torch.from_numpy(bands)  # InputNorm writes its channels_last output itself
+                vt = torch.from_numpy(valid).to(self.device)
+                x = torch.from_numpy(bands).to(self.device)  # InputNorm writes its channels_last output itself
                 out = self.model(x, vt)
                 floor = min(floors)
                 for win, dets in zip(group, decode(out, len(self.classes), floor, self.stride, valid=vt), strict=True):

@@ -297,7 +297,7 @@ def run(config: BasewatchConfig, *, data_dir: Path, config_path: Path | None = N
 
 # settings that change what is derived from a scene (detections, columns, observations, events, alerts)
 DERIVING_SECTIONS = ("detector", "columns", "diff", "alerts")
-_NOT_DERIVING = {"detector": ("threads", "batch_size")}  # how fast, not what
+_NOT_DERIVING = {"detector": ("threads", "batch_size", "device")}  # how fast or where, not what
 
 
 def deriving_settings(config: dict) -> dict:

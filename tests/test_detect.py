@@ -11,9 +11,16 @@ import torch
 from affine import Affine
 
 from models.centernet import CLASSES, REG_CHANNELS, ModelSpec
+from models.device import resolve_device
 from pipeline.config import DetectorConfig
-from pipeline.detect import ArraySource, LearnedDetector, RasterSource, grid_windows, make_detector
-from pipeline.errors import ModelError, SceneError
+from pipeline.detect import (
+    ArraySource,
+    LearnedDetector,
+    RasterSource,
+    grid_windows,
+    make_detector,
+)
+from pipeline.errors import ConfigError, ModelError, SceneError
 from pipeline.geotiff import write_scene
 from pipeline.types import Acquisition, Scene
 
@@ -64,6 +71,7 @@ def _fake_detector(window: int, overlap: int) -> LearnedDetector:
     det = LearnedDetector.__new__(LearnedDetector)
     det.cfg = DetectorConfig(window=window, overlap=overlap, batch_size=3, score_threshold=0.5)
     det.model = BrightPixelNet()
+    det.device = torch.device("cpu")
     det.classes = CLASSES
     det.stride = 2
     det.heading_classes = {"vehicle"}
@@ -106,6 +114,14 @@ def test_errors_name_the_fix(tmp_path):
     assert make_detector(DetectorConfig(name="classical")).name == "classical"
 
 
+def test_device_auto_falls_back_to_the_cpu_and_cuda_without_a_gpu_is_a_clear_error(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == torch.device("cpu") and resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(ConfigError, match="detector.device is cuda.*auto or cpu"):
+        LearnedDetector(DetectorConfig(device="cuda"))
+    assert LearnedDetector(DetectorConfig(device="auto")).device == torch.device("cpu")
+
+
 # ------------------------------------------------------------------ the committed weights
 
 
@@ -133,6 +149,16 @@ def test_committed_detector_finds_planted_aircraft():
     # measured recall on held-out scenes is ~0.7 (MODEL_CARD.md): most, not all, planted aircraft are found
     assert result.tp >= max(2, math.ceil(0.6 * len(planes))), (planes, found)
     assert result.fp <= 1
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: run on a GPU machine")
+def test_gpu_finds_what_the_cpu_finds():
+    scene, _ = _scene_with_aircraft()
+    on = {dev: sorted(LearnedDetector(DetectorConfig(threads=1, device=dev)).detect(scene),
+                      key=lambda d: (d.cls, round(d.x), round(d.y))) for dev in ("cpu", "cuda")}
+    assert on["cpu"] and len(on["cpu"]) == len(on["cuda"])
+    for a, b in zip(on["cpu"], on["cuda"], strict=True):
+        assert a.cls == b.cls and abs(a.x - b.x) < 0.5 and abs(a.y - b.y) < 0.5 and abs(a.score - b.score) < 2e-3
 
 
 class TwoLevelVehicleNet(BrightPixelNet):

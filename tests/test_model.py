@@ -184,6 +184,31 @@ def test_training_resumes_to_the_same_weights(tmp_path):
         train(cfg("b").model_copy(update={"lr": 1e-2}), progress=False)
 
 
+def test_training_on_a_missing_gpu_is_a_clear_error(tmp_path, monkeypatch):
+    from models.train import TrainConfig, train
+    from pipeline.errors import ConfigError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    cfg = TrainConfig(steps=1, batch_size=2, chip_size=32, widths=(8, 8, 8), workers=0, threads=1, device="cuda",
+                      checkpoint_dir=str(tmp_path / "c"), out=str(tmp_path / "m.pt"))
+    with pytest.raises(ConfigError, match="device is cuda, but this torch sees no CUDA GPU"):
+        train(cfg, progress=False)
+    assert cfg.fingerprint() == cfg.model_copy(update={"device": "cpu"}).fingerprint()  # where, not what
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: run on a GPU machine")
+def test_training_on_the_gpu_resumes_and_loads_on_the_cpu(tmp_path):
+    from models.train import TrainConfig, train
+
+    cfg = TrainConfig(steps=4, batch_size=4, chip_size=32, widths=(8, 8, 8), workers=0, threads=1, device="cuda",
+                      checkpoint_every=1, checkpoint_dir=str(tmp_path / "c"), out=str(tmp_path / "m.pt"))
+    assert train(cfg, progress=False, stop_after=2).name == "last.pt"
+    model, meta = load_model(train(cfg, progress=False))  # resumed on the GPU, loaded on the CPU
+    assert meta["steps"] == 4 and "CPU" not in meta["hardware"]
+    assert all(v.device.type == "cpu" and torch.isfinite(v).all() for v in model.state_dict().values()
+               if v.is_floating_point())
+
+
 def test_labelled_scenes_reader_crops_in_pixel_coordinates(tmp_path):
     from datetime import UTC, datetime
 
