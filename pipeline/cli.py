@@ -132,6 +132,8 @@ def evaluate_scenarios_cmd(
     lookback_days: int = typer.Option(0, "--lookback-days", min=0, help="Start each replay N days before its "
                                       "scenario's start (the first phase's activity), so baselines are long as in "
                                       "scheduled runs (30 = diff.baseline_window_days); expectations unchanged."),
+    first_seed: int = typer.Option(1, "--first-seed", min=1, help="Replay seeds FIRST..FIRST+N-1 instead of 1..N "
+                                   "(extend a sweep, or keep seeds 1..N for tuning and check on the next ones)."),
     jobs: int = typer.Option(1, "--jobs", "-j", min=1, max=64, help="Run the seed replays in this many processes "
                              "(each detector gets its share of the cores)."),
     out: Path | None = typer.Option(None, "--out", help="Write every replay's outcome (expectations held, when they "
@@ -142,7 +144,7 @@ def evaluate_scenarios_cmd(
 
     if not evaluate_command(scenarios=scenarios or None, config_path=config, data_dir=data_dir, detector=detector,
                             weights=weights, seeds=seeds, lookback_days=lookback_days, jobs=jobs,
-                            out=out):
+                            out=out, first_seed=first_seed):
         raise typer.Exit(1)
 
 

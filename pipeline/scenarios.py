@@ -313,9 +313,9 @@ class SeedSweep:
                 self.failed_seeds.setdefault(r.expectation.id, []).append(seed)
 
 
-def sweep_seeds(n: int) -> list[int]:
-    """The seeds a sweep replays: 1..n (never a scenario's own, which are dates like 20241213)."""
-    return list(range(1, n + 1))
+def sweep_seeds(n: int, first: int = 1) -> list[int]:
+    """The seeds a sweep replays: first..first+n-1 (never a scenario's own, which are dates like 20241213)."""
+    return list(range(first, first + n))
 
 
 def print_sweep(sweep: SeedSweep, console) -> None:
@@ -386,7 +386,7 @@ def sweep_record(seed: int | None, result: ScenarioResult) -> dict:
 
 def evaluate_command(*, scenarios: list[Path] | None, config_path: Path | None, data_dir: Path | None,
                      detector: str | None, weights: Path | None = None, seeds: int = 0,
-                     lookback_days: int = 0, jobs: int = 1, out: Path | None = None) -> bool:
+                     lookback_days: int = 0, jobs: int = 1, out: Path | None = None, first_seed: int = 1) -> bool:
     """`basewatch evaluate-scenarios`: True when every scenario matches its expectations.
 
     With ``seeds`` N > 0 each scenario is also replayed with seeds 1..N and the share of runs in which each
@@ -409,9 +409,9 @@ def evaluate_command(*, scenarios: list[Path] | None, config_path: Path | None, 
     with tempfile.TemporaryDirectory(prefix="basewatch-scenarios-") as tmp:
         root = Path(data_dir) if data_dir else Path(tmp)
         names = [load_scenario(path).name for path in paths]
-        # each scenario with its own seed (None), then with seeds 1..N: all independent replays, run in one pool
-        plan = [(path, name, seed) for seed in [None, *sweep_seeds(seeds)] for path, name in zip(paths, names,
-                                                                                                 strict=True)]
+        # each scenario with its own seed (None), then with the sweep's seeds: all independent replays, one pool
+        seed_list = [None, *sweep_seeds(seeds, first_seed)]
+        plan = [(path, name, seed) for seed in seed_list for path, name in zip(paths, names, strict=True)]
         replays = replay_seeds([(path, config, root / (name if seed is None else f"{name}-seed{seed}"), config_path,
                                  detector, seed, lookback_days) for path, name, seed in plan], jobs, console)
         for (_, _, seed), res in zip(plan, replays, strict=True):

@@ -155,7 +155,7 @@ def test_evaluate_scenarios_exits_non_zero_on_mismatch(tmp_path):
     assert [p.name for p in one] == [p.name for p in two] and one[0].read_bytes() != two[0].read_bytes()
     # --jobs runs the same replays in worker processes: same outcome, same pixels; --out records every replay
     out = CliRunner().invoke(app, ["evaluate-scenarios", str(path), "--detector", "truth", "--seeds", "2",
-                                   "--jobs", "2", "--out", str(tmp_path / "sweep.json"),
+                                   "--first-seed", "1", "--jobs", "2", "--out", str(tmp_path / "sweep.json"),
                                    "--data-dir", str(tmp_path / "sweep2")])
     assert out.exit_code == 0, out.output
     assert "over 2 other seeds: 2/2 runs match every expectation" in " ".join(out.output.split())
@@ -267,3 +267,9 @@ def test_lookback_starts_the_replay_before_the_scenario(tmp_path):
     days = sorted(p.stem.split("-")[-1][:8] for p in scenes.glob("*.tif"))
     # Tartus passes every 5 days (13 Dec, 8 Dec, ...): 3 of them in the 15 days before the scenario's own start
     assert days[0] < "20241125" and sum(d < "20241125" for d in days) == 3 and days[-1] <= "20241209"
+
+
+def test_sweep_seeds_start_where_asked():
+    from pipeline.scenarios import sweep_seeds
+
+    assert sweep_seeds(3) == [1, 2, 3] and sweep_seeds(3, 17) == [17, 18, 19] and sweep_seeds(0, 5) == []
