@@ -138,13 +138,16 @@ def evaluate_scenarios_cmd(
                              "(each detector gets its share of the cores)."),
     out: Path | None = typer.Option(None, "--out", help="Write every replay's outcome (expectations held, when they "
                                     "fired, column scores) as JSON."),
+    compare: Path | None = typer.Option(None, "--compare", help="An earlier --out file: print which expectations "
+                                        "held more or less often than there, and on which seeds (judge a candidate "
+                                        "with --weights against the committed detector's replays)."),
 ) -> None:
     """Replay each simulated scenario and check the alerts that fire against its expectations; exit 1 on a mismatch."""
     from pipeline.scenarios import evaluate_command
 
     if not evaluate_command(scenarios=scenarios or None, config_path=config, data_dir=data_dir, detector=detector,
                             weights=weights, seeds=seeds, lookback_days=lookback_days, jobs=jobs,
-                            out=out, first_seed=first_seed):
+                            out=out, first_seed=first_seed, compare=compare):
         raise typer.Exit(1)
 
 

@@ -22,6 +22,7 @@ from shapely.geometry import LineString
 from pipeline.config import PROJECT_ROOT, BasewatchConfig, ExpectationFile, load_aoi, load_config, load_scenario
 from pipeline.diff import ZoneMetric, measure
 from pipeline.errors import ConfigError
+from pipeline.replay_compare import compare_replays, load_replays, print_comparison
 from pipeline.store import open_store
 from pipeline.types import AOI, Acquisition, Alert, Column, MapObject, Observation, Scene
 
@@ -386,19 +387,22 @@ def sweep_record(seed: int | None, result: ScenarioResult) -> dict:
 
 def evaluate_command(*, scenarios: list[Path] | None, config_path: Path | None, data_dir: Path | None,
                      detector: str | None, weights: Path | None = None, seeds: int = 0,
-                     lookback_days: int = 0, jobs: int = 1, out: Path | None = None, first_seed: int = 1) -> bool:
+                     lookback_days: int = 0, jobs: int = 1, out: Path | None = None, first_seed: int = 1,
+                     compare: Path | None = None) -> bool:
     """`basewatch evaluate-scenarios`: True when every scenario matches its expectations.
 
     With ``seeds`` N > 0 each scenario is also replayed with seeds 1..N and the share of runs in which each
     expectation held is printed: one scenario seed is one draw of clouds, layouts and detector noise, and a rule
     tuned to it can look right by luck. The verdict stays that of the scenarios' own seeds. ``jobs`` runs the seed
-    replays in that many processes; ``out`` writes every replay's outcome as JSON."""
+    replays in that many processes; ``out`` writes every replay's outcome as JSON; ``compare`` reads such a file
+    (read first, so a bad one fails before the replays) and prints which expectations changed on which seeds."""
     from rich.console import Console
 
     from pipeline.atomic import write_text_atomic
 
     console = Console()
     config = load_config(config_path)
+    earlier = load_replays(compare) if compare is not None else None
     if weights is not None:  # compare a candidate checkpoint without writing a config for it
         if not Path(weights).is_file():  # never fall back to another detector when a candidate was asked for
             raise ConfigError(f"--weights: checkpoint {weights} not found")
@@ -429,6 +433,8 @@ def evaluate_command(*, scenarios: list[Path] | None, config_path: Path | None, 
     if out is not None:
         write_text_atomic(Path(out), json.dumps({"replays": records}, indent=1) + "\n")
         console.print(f"replays written to {out}")
+    if earlier is not None:
+        print_comparison(compare_replays(earlier, records), console, str(compare))
     total = ColumnScore()
     for r in results:
         total.add(r.columns)

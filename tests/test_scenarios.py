@@ -165,6 +165,11 @@ def test_evaluate_scenarios_exits_non_zero_on_mismatch(tmp_path):
     assert [(r["scenario"], r["seed"], r["ok"]) for r in replays] == [(name, None, True), (name, 1, True),
                                                                        (name, 2, True)]
     assert all(r["expectations"] == {"quiet": {"ok": True, "fired": []}} for r in replays)
+    out = CliRunner().invoke(app, ["evaluate-scenarios", str(path), "--detector", "truth", "--seeds", "2",
+                                   "--jobs", "2", "--compare", str(tmp_path / "sweep.json"),
+                                   "--data-dir", str(tmp_path / "sweep3")])
+    text = " ".join(out.output.split())
+    assert out.exit_code == 0 and f"3 -> 3 of 3 {name} / quiet" in text and "0 of 1 expectations changed" in text
     # --weights reaches the detector: a missing candidate is named in the error
     out = CliRunner().invoke(app, ["evaluate-scenarios", str(path), "--weights", str(tmp_path / "candidate.pt"),
                                    "--data-dir", str(tmp_path / "data2")])
@@ -273,3 +278,22 @@ def test_sweep_seeds_start_where_asked():
     from pipeline.scenarios import sweep_seeds
 
     assert sweep_seeds(3) == [1, 2, 3] and sweep_seeds(3, 17) == [17, 18, 19] and sweep_seeds(0, 5) == []
+
+
+def test_replay_comparison_names_the_seeds_that_flipped(tmp_path):
+    from pipeline.errors import ConfigError
+    from pipeline.replay_compare import compare_replays, load_replays
+
+    def replay(seed, **held):
+        return {"scenario": "s", "seed": seed, "expectations": {k: {"ok": v, "fired": []} for k, v in held.items()}}
+
+    before = [replay(None, a=True, b=False), replay(1, a=True, b=True), replay(2, a=False, b=True)]
+    after = [replay(None, a=False, b=True), replay(1, a=True, b=True), replay(3, a=True, b=True)]  # 2 and 3: not shared
+    rows = {c.expectation: c for c in compare_replays(before, after)}
+    assert (rows["a"].runs, rows["a"].held_before, rows["a"].held_after, rows["a"].lost, rows["a"].gained) \
+        == (2, 2, 1, (None,), ())
+    assert (rows["b"].held_before, rows["b"].held_after, rows["b"].gained) == (1, 2, (None,))
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"runs": []}')
+    with pytest.raises(ConfigError, match="not a replay file written by `evaluate-scenarios --out`"):
+        load_replays(bad)
