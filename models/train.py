@@ -76,6 +76,9 @@ class TrainConfig(Strict):
                                   "(pipeline/simulate/chips.py ground_relative_paint).")
     bright_aprons: float = Field(default=0.0, ge=0, le=1, description="Share of chip aprons made 1.2-1.8 x "
                                  "brighter (new or sun-bleached concrete; pipeline/simulate/chips.py).")
+    sand_tracks: float = Field(default=0.0, ge=0, le=1, description="Share of chip roads left unpaved, in the "
+                               "ground's own colour (desert tracks: trucks darker than the ground; "
+                               "pipeline/simulate/chips.py unpaved_track).")
     init_from: str | None = Field(default=None, description="Start from these weights (a second stage) instead of "
                                                             "random initialisation.")
     scenes: str | None = Field(default=None, description="Folder of simulated scenes + truth mixed in like --labels "
@@ -188,7 +191,7 @@ def train(cfg: TrainConfig, labels: str | Path | None = None, progress: bool = T
                             labelled=labelled, labels_every=cfg.labels_every, ignore_faint=cfg.ignore_faint,
                             fighter_rows=cfg.fighter_rows, faint_limits=cfg.faint_limits,
                             polarity_flip=cfg.polarity_flip, relative_paint=cfg.relative_paint,
-                            bright_aprons=cfg.bright_aprons)
+                            bright_aprons=cfg.bright_aprons, sand_tracks=cfg.sand_tracks)
     end = cfg.steps if stop_after is None else min(cfg.steps, step + stop_after)
     loader = DataLoader(stream, batch_size=cfg.batch_size, sampler=_FromIndex(step * cfg.batch_size,
                                                                                 end * cfg.batch_size),

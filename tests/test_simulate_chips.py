@@ -142,3 +142,26 @@ def test_bright_aprons_brighten_some_chips_and_leave_the_rest_alone():
         diff = bright.bands - base.bands
         brighter += bool((diff > 0.05).any()) and float(diff.mean()) > 0  # lighter surfaces, not noise
     assert brighter >= 3
+
+
+def test_unpaved_track_takes_the_ground_colour_along_the_road():
+    from pipeline.simulate.chips import unpaved_track
+
+    sand = np.zeros((4, 50, 50), np.float32)
+    sand[:] = np.array([0.16, 0.23, 0.31, 0.38], np.float32)[:, None, None]
+    sand[:, :, 40:] = 0.05  # dark ground off the road's path does not count
+    road = np.array([[-20.0, 10.0], [10.0, 10.0], [30.0, 20.0], [80.0, 20.0]])  # partly outside the chip
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        ratio = unpaved_track(sand, road, rng) / np.array([0.16, 0.23, 0.31, 0.38])
+        assert np.allclose(ratio, ratio[0], rtol=1e-5) and 0.95 <= ratio[0] <= 1.2
+
+
+def test_sand_tracks_change_some_roads_and_leave_other_chips_alone():
+    assert np.array_equal(render_chip(4242, 96, sand_tracks=0.0).bands, render_chip(4242, 96).bands)
+    changed = 0
+    for seed in range(4242, 4252):
+        base, sand = render_chip(seed, 96), render_chip(seed, 96, sand_tracks=1.0)
+        assert _placements(sand) == _placements(base)  # same trucks in the same places, on another surface
+        changed += not np.array_equal(sand.bands, base.bands)
+    assert changed >= 5

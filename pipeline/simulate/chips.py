@@ -114,6 +114,7 @@ class _Layout:
     occupied: list[tuple[float, float, float]] = field(default_factory=list)  # row, col, radius_px
     relative_paint: float = 0.0  # share of aircraft painted relative to their ground (ground_relative_paint)
     bright_aprons: float = 0.0  # share of aprons whose surface is 1.2-1.8 x brighter (new or sun-bleached concrete)
+    sand_tracks: float = 0.0  # share of roads left unpaved: the ground's own colour, 0.95-1.2 x (desert tracks)
     options_rng: np.random.Generator | None = None  # relative_paint's and bright_aprons' own stream: chips
     # without them are unchanged
 
@@ -154,10 +155,21 @@ def _add_roads(lay: _Layout, style: str) -> None:
         width = float(rng.choice([7.0, 9.0, 12.0, 16.0, 22.0, 26.0]))
         surface = str(rng.choice(["asphalt", "asphalt", "asphalt", "concrete", "gravel"]))
         refl = pal[landcover.cover_id(surface)] * rng.uniform(0.8, 1.25)
+        if lay.options_rng is not None and lay.options_rng.random() < lay.sand_tracks:
+            refl = unpaved_track(lay.canvas.bands, pts, lay.options_rng)
         painters.paint_polyline(lay.canvas, pts, width, refl)
         if width >= 16 and rng.random() < 0.5:  # dual carriageway: a darker or greener median
             painters.paint_polyline(lay.canvas, pts, width * 0.12, pal[landcover.cover_id("shrub")], alpha=0.7)
         lay.roads.append((pts, width))
+
+
+def unpaved_track(bands: np.ndarray, pts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The ground's own colour along a road, a little brighter (compacted sand or earth): a desert track like Al
+    Khadim's, where trucks are darker than the ground and their band offset reads the other way round."""
+    n = bands.shape[1]
+    inside = pts[(pts >= 0).all(axis=1) & (pts < n).all(axis=1)].astype(int)
+    ground = bands[:, inside[:, 0], inside[:, 1]] if len(inside) else bands.reshape(bands.shape[0], -1)
+    return np.median(ground, axis=1) * rng.uniform(0.95, 1.2)
 
 
 def _add_aprons(lay: _Layout, style: str) -> None:
@@ -444,12 +456,13 @@ def _add_trucks(lay: _Layout) -> None:
 
 
 def render_chip(seed: int, size: int = 128, fighter_rows: float = 0.0, relative_paint: float = 0.0,
-                bright_aprons: float = 0.0) -> Chip:
+                bright_aprons: float = 0.0, sand_tracks: float = 0.0) -> Chip:
     """One random chip: (4, size, size) reflectance, valid mask and truth objects. Deterministic per seed.
 
     ``fighter_rows``: probability of an extra row of fighters/helicopters (hard negatives; 0 = the chip as always).
     ``relative_paint``: share of aircraft whose paint is drawn relative to their ground (0 = the chip as always).
     ``bright_aprons``: share of aprons made 1.2-1.8 x brighter (0 = the chip as always).
+    ``sand_tracks``: share of roads left unpaved, in the ground's own colour (0 = the chip as always).
     """
     rng = np.random.default_rng(derive_seed("chip", seed))
     full = size + 2 * PAD
@@ -459,8 +472,9 @@ def render_chip(seed: int, size: int = 128, fighter_rows: float = 0.0, relative_
     surface = landcover.render_cover(labels, rng, pal=pal, texture_scale=float(rng.uniform(0.5, 1.8)))
     lay = _Layout(Canvas(surface), rng, labels, shadow_dir=float(rng.uniform(0, 360)),
                   sun_elev=float(rng.uniform(25, 70)), relative_paint=relative_paint, bright_aprons=bright_aprons,
+                  sand_tracks=sand_tracks,
                   options_rng=(np.random.default_rng(derive_seed("relative-paint", seed))
-                             if relative_paint > 0 or bright_aprons > 0 else None))
+                             if relative_paint > 0 or bright_aprons > 0 or sand_tracks > 0 else None))
     dry = lay.canvas.bands.copy()
     reps = max(1, int(round(size / 128)))  # more of everything on larger chips (roads already scale with size)
     for _ in range(reps):
