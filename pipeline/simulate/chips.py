@@ -115,8 +115,8 @@ class _Layout:
     relative_paint: float = 0.0  # share of aircraft painted relative to their ground (ground_relative_paint)
     bright_aprons: float = 0.0  # share of aprons whose surface is 1.2-1.8 x brighter (new or sun-bleached concrete)
     sand_tracks: float = 0.0  # share of roads left unpaved: the ground's own colour, 0.95-1.2 x (desert tracks)
-    options_rng: np.random.Generator | None = None  # relative_paint's and bright_aprons' own stream: chips
-    # without them are unchanged
+    options_rng: np.random.Generator | None = None  # the three options' own stream: chips without them are
+    # unchanged
 
     @property
     def full(self) -> int:
