@@ -35,7 +35,8 @@ def calibrate(weights: str | Path, scenes: str | Path, write: bool = True) -> di
         scene = read_scene(p.scene)
         runs.append((det.detect(scene), observable(read_objects(p.truth, crs=scene.crs), scene)))
     chosen, table = {}, {}
-    for cls in EVAL_CLASSES:
+    classes = [c for c in EVAL_CLASSES if c in det.classes]  # a class the model lacks has nothing to calibrate
+    for cls in classes:
         best = None
         for t in SWEEP:
             s = evaluate_scenes([([d for d in dets if d.score >= t], truth) for dets, truth in runs], (cls,))[cls]
@@ -52,7 +53,7 @@ def calibrate(weights: str | Path, scenes: str | Path, write: bool = True) -> di
         model, meta = load_model(path)
         meta["thresholds"] = chosen
         meta["calibration"] = {"scenes": len(runs), "source": str(scenes),
-                               "f1_at_threshold": {c: max(r["f1"] for r in table[c]) for c in EVAL_CLASSES}}
+                               "f1_at_threshold": {c: max(r["f1"] for r in table[c]) for c in classes}}
         model.load_state_dict(blob["state_dict"])
         save_checkpoint(path, model, meta)
     return result

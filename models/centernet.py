@@ -23,6 +23,24 @@ MODEL_VERSION = "centernet-s2-v1"
 """Bumped whenever the architecture or the meaning of an output channel changes; checkpoints must match it."""
 
 CLASSES: tuple[str, ...] = ("large_aircraft", "vehicle")
+OPTIONAL_CLASSES: tuple[str, ...] = ("small_aircraft",)
+"""Classes a checkpoint may add after CLASSES (in this order). ``small_aircraft`` covers fighters *and* helicopters:
+at 10 m both are the same 2x2 px blob on an apron, so the network is not asked to tell them apart."""
+CLASS_ALIASES: dict[str, str] = {"helicopter": "small_aircraft"}
+"""Truth classes learned (and scored) as another model class when the model has that class."""
+
+
+def model_class(truth_cls: str, classes: tuple[str, ...]) -> str:
+    """The model class a truth object of ``truth_cls`` is learned as (itself unless aliased into a class the model
+    has, e.g. a helicopter into small_aircraft)."""
+    alias = CLASS_ALIASES.get(truth_cls)
+    return alias if alias in classes and truth_cls not in classes else truth_cls
+
+
+def supported_classes(classes: tuple[str, ...]) -> bool:
+    """CLASSES followed by a prefix-free selection of OPTIONAL_CLASSES, in order."""
+    extra = tuple(classes[len(CLASSES):])
+    return tuple(classes[: len(CLASSES)]) == CLASSES and extra == tuple(c for c in OPTIONAL_CLASSES if c in extra)
 BANDS: tuple[str, ...] = ("B02", "B03", "B04", "B08")
 DERIVED: tuple[str, ...] = ("B04-B02", "B03-B02", "B04-B03", "valid")
 """Derived input channels: band differences expose the inter-band displacement of moving objects."""
@@ -206,6 +224,23 @@ def fold_stem(model: CenterNet) -> CenterNet:
     if not isinstance(first, StemConv):
         model.level1[0][0] = StemConv.from_unshuffled(first)
     return model
+
+
+def transfer_weights(src: CenterNet, dst: CenterNet, new_class_from: str = "large_aircraft") -> None:
+    """Copy ``src`` into ``dst`` where their classes differ only by classes ``dst`` adds (a second stage that
+    learns a new class). The new class's head row starts as a copy of ``new_class_from`` (an aircraft-like
+    detector is a closer start for fighters than a blank one); shared classes and regressions keep their rows."""
+    s_cls, d_cls = tuple(src.spec.classes), tuple(dst.spec.classes)
+    missing = [c for c in s_cls if c not in d_cls]
+    if missing:
+        raise ValueError(f"cannot transfer: the new model lacks classes {missing}")
+    state = src.state_dict()
+    rows = [s_cls.index(c) if c in s_cls else s_cls.index(new_class_from) for c in d_cls]
+    rows += [len(s_cls) + i for i in range(len(REG_CHANNELS))]
+    idx = torch.tensor(rows)
+    state["head.weight"] = state["head.weight"][idx].clone()
+    state["head.bias"] = state["head.bias"][idx].clone()
+    dst.load_state_dict(state)
 
 
 def count_parameters(model: nn.Module) -> int:

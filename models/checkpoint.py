@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from models.centernet import BANDS, CLASSES, MODEL_VERSION, CenterNet, ModelSpec
+from models.centernet import BANDS, CLASSES, MODEL_VERSION, OPTIONAL_CLASSES, CenterNet, ModelSpec, supported_classes
 from pipeline.atomic import atomic_write
 from pipeline.errors import ModelError
 
@@ -52,13 +52,17 @@ def read_checkpoint(path: str | Path) -> dict:
     return blob
 
 
-def check_spec(spec: ModelSpec, path: str | Path, classes: tuple[str, ...] = CLASSES,
+def check_spec(spec: ModelSpec, path: str | Path, classes: tuple[str, ...] | None = None,
                bands: tuple[str, ...] = BANDS, version: str = MODEL_VERSION) -> None:
-    """Refuse a checkpoint whose classes, bands or version differ from what the pipeline expects."""
+    """Refuse a checkpoint whose classes, bands or version differ from what the pipeline expects. ``classes``
+    None accepts CLASSES plus any of OPTIONAL_CLASSES (in order); a tuple demands exactly those."""
     problems = []
     if spec.version != version:
         problems.append(f"version {spec.version!r} (expected {version!r})")
-    if tuple(spec.classes) != tuple(classes):
+    if classes is None and not supported_classes(tuple(spec.classes)):
+        problems.append(f"classes {list(spec.classes)} (expected {list(CLASSES)} optionally followed by "
+                        f"{list(OPTIONAL_CLASSES)})")
+    elif classes is not None and tuple(spec.classes) != tuple(classes):
         problems.append(f"classes {list(spec.classes)} (expected {list(classes)})")
     if tuple(spec.bands) != tuple(bands):
         problems.append(f"bands {list(spec.bands)} (expected {list(bands)})")
@@ -70,7 +74,7 @@ def check_spec(spec: ModelSpec, path: str | Path, classes: tuple[str, ...] = CLA
         )
 
 
-def load_model(path: str | Path, classes: tuple[str, ...] = CLASSES, bands: tuple[str, ...] = BANDS,
+def load_model(path: str | Path, classes: tuple[str, ...] | None = None, bands: tuple[str, ...] = BANDS,
                version: str = MODEL_VERSION) -> tuple[CenterNet, dict]:
     """Load a checkpoint into an eval-mode CenterNet after checking its metadata; returns (model, meta)."""
     blob = read_checkpoint(path)

@@ -23,7 +23,8 @@ def detect(
     threshold: float | None = typer.Option(None, "--threshold", help="One score threshold for all classes "
                                                                      "(default: the checkpoint's calibrated ones)."),
 ) -> None:
-    """Detect large aircraft and moving vehicles in one GeoTIFF and write them as GeoJSON."""
+    """Detect large aircraft and moving vehicles (and parked fighters/helicopters as small_aircraft, with weights
+    that have that class) in one GeoTIFF and write them as GeoJSON."""
     import time
 
     from rich.progress import Progress

@@ -14,7 +14,8 @@ Target policy (what the network is asked to find):
   than ``MIN_VISIBLE_SPEED`` shift < 0.3 px between B02 and B04, so they look parked: their neighbourhood is left
   out of the loss (neither positive nor negative) instead of teaching the network to guess.
 - Objects fainter than ``MIN_CONTRAST`` (olive trucks on asphalt, grey aircraft on grey concrete) are ignored too.
-- Objects under cloud (invalid centre) and small aircraft / helicopters are background.
+- ``small_aircraft`` (only when the model has that class): fighters and helicopters alike (CLASS_ALIASES); in a
+  two-class model they are background, as are objects under cloud (invalid centre).
 - Chip edges are scored like the interior (an early run that left them out of the loss learned to fire along every
   raster edge).
 """
@@ -29,7 +30,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from models.centernet import CLASSES
+from models.centernet import CLASSES, model_class
 from models.targets import TargetObject, Targets, encode
 from pipeline.errors import SceneError
 from pipeline.georef import map_to_pixel
@@ -37,7 +38,7 @@ from pipeline.georef import map_to_pixel
 log = logging.getLogger(__name__)
 
 MIN_VISIBLE_SPEED = 3.0  # m/s: 3 m in 1 s = 0.3 px between B02 and B04
-MIN_CONTRAST = {"vehicle": 0.012, "large_aircraft": 0.01}
+MIN_CONTRAST = {"vehicle": 0.012, "large_aircraft": 0.01, "small_aircraft": 0.015}
 """Objects whose peak reflectance change (render_chip's ``contrast``, before PSF and noise) is below this are at or
 under the noise level: they are left out of the loss rather than taught as either answer."""
 EDGE_IGNORE_PX = 0  # chip edges are scored: a centre outside the chip is background, as at a raster edge
@@ -72,11 +73,12 @@ def to_targets(objects: list[LabelledObject], height: int, width: int, classes: 
     keep: list[TargetObject] = []
     ignore: list[tuple[int, float, float]] = []
     for o in objects:
-        if o.cls not in classes or o.occluded:
+        cls = model_class(o.cls, classes)
+        if cls not in classes or o.occluded:
             continue
-        k = classes.index(o.cls)
+        k = classes.index(cls)
         limits = MIN_CONTRAST if min_contrast is None else min_contrast
-        faint = o.contrast is not None and abs(o.contrast) < limits.get(o.cls, 0.0)
+        faint = o.contrast is not None and abs(o.contrast) < limits.get(cls, 0.0)
         if faint and (o.cls != "vehicle" or o.moving is not False):
             ignore.append((k, o.row, o.col))
             continue

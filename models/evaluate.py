@@ -84,27 +84,29 @@ def evaluate_detectors(pairs: list[ScenePair], detectors: dict[str, Detector],
     report = {
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "scenes": len(pairs),
-        "matching_rule": "greedy by score; same class within 30 m (large_aircraft) / 20 m (vehicle); "
+        "matching_rule": "greedy by score; same class within 30 m (large_aircraft) / 20 m (vehicle, "
+                         "small_aircraft = fighters and helicopters); "
                          "vehicles: moving only; truth under cloud/nodata (invalid centre pixel) not scored",
         "detectors": {},
         "per_scene": scenes_out,
     }
     for name, pairs_ in per_det.items():
-        matched = match_runs(pairs_, classes)  # once per scene and class, shared by every figure below
-        summ: dict[str, ClassSummary] = summarise(matched, classes)
+        own = tuple(c for c in classes if c in getattr(detectors[name], "classes", classes))  # what it can report
+        matched = match_runs(pairs_, own)  # once per scene and class, shared by every figure below
+        summ: dict[str, ClassSummary] = summarise(matched, own)
         report["detectors"][name] = {
             "model": getattr(detectors[name], "model_id", name),
             "seconds": round(timing[name], 2),
             "mpx_per_s": round(pixels / 1e6 / timing[name], 2) if timing[name] else None,
             "classes": {c: s.to_dict() for c, s in summ.items()},
         }
-        by_contrast = recall_by_contrast(pairs_, classes, matched)
+        by_contrast = recall_by_contrast(pairs_, own, matched)
         if by_contrast:
             report["detectors"][name]["recall_by_contrast"] = by_contrast
         parked = parked_count_error(pairs_)
         if parked:
             report["detectors"][name]["parked_vehicles"] = parked
-        by_speed = heading_by_speed(pairs_, matched if "vehicle" in classes else None)
+        by_speed = heading_by_speed(pairs_, matched if "vehicle" in own else None)
         if by_speed:
             report["detectors"][name]["heading_by_speed"] = by_speed
     return report

@@ -21,11 +21,11 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, Sampler
 
-from models.centernet import CenterNet, ModelSpec
+from models.centernet import CLASSES, OPTIONAL_CLASSES, CenterNet, ModelSpec, supported_classes, transfer_weights
 from models.checkpoint import read_checkpoint, save_checkpoint
 from models.dataset import LabelledScenes, TrainingStream
 from models.device import resolve_device
@@ -49,6 +49,9 @@ class TrainConfig(Strict):
     weight_decay: float = Field(default=1e-4, ge=0, description="AdamW weight decay.")
     ema_decay: float = Field(default=0.998, ge=0, lt=1, description="EMA decay of the committed weights.")
     widths: tuple[int, int, int] = Field(default=(32, 48, 64), description="Channels of the three levels.")
+    classes: tuple[str, ...] = Field(default=CLASSES, description="Heatmap classes: large_aircraft, vehicle, and "
+                                     "optionally small_aircraft (fighters and helicopters, for parked-aircraft "
+                                     "drawdown). A second stage may add a class to its init_from weights.")
     workers: int = Field(default=1, ge=0, le=16, description="Chip-rendering loader processes (0 = in-process).")
     threads: int = Field(default=0, ge=0, le=64, description="Torch threads for the training step; 0 = all cores.")
     device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="Where the training step runs: auto "
@@ -79,6 +82,10 @@ class TrainConfig(Strict):
     sand_tracks: float = Field(default=0.0, ge=0, le=1, description="Share of chip roads left unpaved, in the "
                                "ground's own colour (desert tracks: trucks darker than the ground; "
                                "pipeline/simulate/chips.py unpaved_track).")
+    train_only_classes: tuple[str, ...] | None = Field(default=None, description="Train only these classes' "
+                                                       "heatmap rows; every other weight, the shared regressions "
+                                                       "and the BatchNorm statistics stay as init_from has them, so "
+                                                       "adding a class cannot move what the others output.")
     init_from: str | None = Field(default=None, description="Start from these weights (a second stage) instead of "
                                                             "random initialisation.")
     scenes: str | None = Field(default=None, description="Folder of simulated scenes + truth mixed in like --labels "
@@ -87,6 +94,23 @@ class TrainConfig(Strict):
                                                           "(when missing) with the scene renderer.")
     scene_seed: int = Field(default=777, description="Seed of those training scenes; evaluation scenes must use "
                                                      "another one.")
+
+    @field_validator("classes")
+    @classmethod
+    def _known_classes(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if not supported_classes(tuple(v)):
+            raise ValueError(f"classes must be {list(CLASSES)} optionally followed by {list(OPTIONAL_CLASSES)}")
+        return tuple(v)
+
+    @model_validator(mode="after")
+    def _trained_classes_exist(self) -> TrainConfig:
+        unknown = [c for c in self.train_only_classes or () if c not in self.classes]
+        if unknown:
+            raise ValueError(f"train_only_classes {unknown} are not among classes {list(self.classes)}")
+        if self.train_only_classes and not self.init_from:
+            raise ValueError("train_only_classes needs init_from: the frozen rest of the network must come from "
+                             "trained weights")
+        return self
 
     @field_validator("chip_size")
     @classmethod
@@ -100,6 +124,10 @@ class TrainConfig(Strict):
         d = self.model_dump(mode="json")
         for k in ("workers", "threads", "device", "checkpoint_dir", "checkpoint_every", "out"):
             d.pop(k)
+        if tuple(d["classes"]) == CLASSES:
+            d.pop("classes")  # defaults of options added later: fingerprints of earlier runs stay valid
+        if d["train_only_classes"] is None:
+            d.pop("train_only_classes")
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -107,6 +135,19 @@ def load_train_config(path: str | Path | None) -> TrainConfig:
     if path is None:
         return TrainConfig()
     return _load_model(Path(path), TrainConfig)
+
+
+def freeze_except(model: CenterNet, classes: tuple[str, ...]) -> torch.Tensor:
+    """Freeze everything but the head; returns the mask of head rows (those of ``classes``) that may learn. The
+    caller zeroes the other rows' gradients (one tensor holds every row) and keeps BatchNorm in eval mode."""
+    for p in model.parameters():
+        p.requires_grad_(False)
+    model.head.weight.requires_grad_(True)
+    model.head.bias.requires_grad_(True)
+    rows = torch.zeros(model.head.out_channels, dtype=torch.bool)
+    for c in classes:
+        rows[model.spec.classes.index(c)] = True
+    return rows
 
 
 class _FromIndex(Sampler[int]):
@@ -150,16 +191,24 @@ def train(cfg: TrainConfig, labels: str | Path | None = None, progress: bool = T
     torch.set_num_threads(threads)
     device = resolve_device(cfg.device, "the train config's device")
     _seed_all(cfg.seed)
-    spec = ModelSpec(widths=tuple(cfg.widths))
+    spec = ModelSpec(widths=tuple(cfg.widths), classes=tuple(cfg.classes))
     model = CenterNet(spec)
     if cfg.init_from:
         from models.checkpoint import load_model
 
         init, _ = load_model(resolve_path(cfg.init_from))
-        model.load_state_dict(init.state_dict())
+        try:
+            transfer_weights(init, model)
+        except (ValueError, RuntimeError) as exc:
+            raise ModelError(f"init_from {cfg.init_from} does not fit this config ({exc})") from None
+    trained_rows = None
+    if cfg.train_only_classes:
+        trained_rows = freeze_except(model, cfg.train_only_classes)
     model.to(device)
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    # frozen head rows share a tensor with the trained ones: decoupled weight decay would shrink them, so none
+    opt = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=0.0 if trained_rows is not None else cfg.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=0.1,
                                                 div_factor=10.0, final_div_factor=100.0)
     ckpt_dir = resolve_path(cfg.checkpoint_dir)
@@ -217,6 +266,11 @@ def train(cfg: TrainConfig, labels: str | Path | None = None, progress: bool = T
     columns = [TextColumn("train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
                TimeElapsedColumn(), TimeRemainingColumn()]
     model.train()
+    if trained_rows is not None:
+        for module in model.modules():  # frozen statistics: the other classes' outputs must not move
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.eval()
+        trained_rows = trained_rows.to(device)
     running: dict[str, float] = {}
     with Progress(*columns, disable=not progress, transient=False) as bar:
         task = bar.add_task("train", total=cfg.steps, completed=step, info="")
@@ -231,7 +285,10 @@ def train(cfg: TrainConfig, labels: str | Path | None = None, progress: bool = T
                 raise ModelError(f"training diverged at step {step} (loss {float(loss)}); lower lr in the config")
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            if trained_rows is not None:
+                model.head.weight.grad[~trained_rows] = 0.0
+                model.head.bias.grad[~trained_rows] = 0.0
+            torch.nn.utils.clip_grad_norm_(trainable, 5.0)
             opt.step()
             sched.step()
             ema.update_parameters(model)

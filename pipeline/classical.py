@@ -74,6 +74,7 @@ class ClassicalDetector:
 
     name = "classical"
     version = "1.0"
+    classes = ("large_aircraft", "small_aircraft", "vehicle")
 
     def __init__(self, cfg: DetectorConfig | None = None, params: ClassicalParams | None = None):
         self.cfg = cfg or DetectorConfig(name="classical")

@@ -32,7 +32,12 @@ log = logging.getLogger(__name__)
 
 MULTIPLE = 8  # the network needs H and W divisible by 8 (space-to-depth 2 x two stride-2 levels)
 NMS_IOU = 0.2
-MIN_BOX_PX = {"large_aircraft": 3.0, "vehicle": 1.5}
+MIN_BOX_PX = {"large_aircraft": 3.0, "vehicle": 1.5, "small_aircraft": 3.0}
+"""Smallest NMS box side per class (pixels). small_aircraft as large_aircraft: a fighter peak on a transport's wing
+must overlap the transport's box enough to be suppressed; parked fighters stand 3.5 px apart."""
+NMS_GROUP = {"small_aircraft": "large_aircraft"}
+"""Classes suppressed together: one blob on an apron is a transport or a fighter, never both (a fighter pair also
+raises a weaker large_aircraft peak, and a transport's wingtips weaker small_aircraft ones)."""
 
 
 @dataclass(frozen=True)
@@ -327,7 +332,8 @@ def class_thresholds(cfg: DetectorConfig, meta: dict, classes: tuple[str, ...]) 
 
 
 def merge_duplicates(raw: list[tuple], classes: tuple[str, ...], iou: float = NMS_IOU) -> list[tuple]:
-    """Class-wise NMS over boxes of the predicted size (at least a few pixels) in raster pixel coordinates."""
+    """Class-wise NMS (aircraft classes together, NMS_GROUP) over boxes of the predicted size (at least a few
+    pixels) in raster pixel coordinates."""
     if len(raw) < 2:
         return raw
     from torchvision.ops import batched_nms
@@ -336,7 +342,9 @@ def merge_duplicates(raw: list[tuple], classes: tuple[str, ...], iou: float = NM
     min_px = torch.tensor([MIN_BOX_PX.get(c, 2.0) for c in classes], dtype=torch.float64)[t[:, 0].long()]
     half = torch.maximum(t[:, 4] / 10.0, min_px) / 2.0
     boxes = torch.stack([t[:, 3] - half, t[:, 2] - half, t[:, 3] + half, t[:, 2] + half], dim=1)
-    keep = batched_nms(boxes.float(), t[:, 1].float(), t[:, 0].long(), iou)
+    group = torch.tensor([classes.index(NMS_GROUP[c]) if NMS_GROUP.get(c) in classes else i
+                          for i, c in enumerate(classes)])[t[:, 0].long()]
+    keep = batched_nms(boxes.float(), t[:, 1].float(), group, iou)
     return [raw[i] for i in sorted(keep.tolist())]
 
 

@@ -12,6 +12,7 @@ class Detector(Protocol):
 
     name: str
     version: str
+    classes: tuple[str, ...]  # the classes it can report (evaluation scores only these)
 
     def detect(self, scene: Scene) -> list[Detection]:
         ...

@@ -200,3 +200,21 @@ def test_strip_reads_give_every_window_exactly_its_pixels(tmp_path):
             assert np.array_equal(a, b) and np.array_equal(va, vb), w
     finally:
         disk.close()
+
+
+def test_one_blob_is_a_transport_or_a_fighter_never_both():
+    from pipeline.detect import merge_duplicates
+
+    classes = ("large_aircraft", "vehicle", "small_aircraft")
+    # (class, score, row, col, length_m, ...): a transport, a weaker fighter peak on it, a fighter 8 px away,
+    # and a truck on the transport (other group: kept)
+    raw = [(0, 0.9, 50.0, 50.0, 45.0, 40.0, 0.0, 0.0), (2, 0.6, 50.5, 50.5, 20.0, 15.0, 0.0, 0.0),
+           (2, 0.7, 50.0, 58.0, 20.0, 15.0, 0.0, 0.0), (1, 0.5, 50.0, 50.0, 8.0, 2.5, 0.0, 0.0)]
+    kept = merge_duplicates(raw, classes)
+    assert [(r[0], r[1]) for r in kept] == [(0, 0.9), (2, 0.7), (1, 0.5)]
+    # the fighter wins where its peak is the stronger one
+    kept = merge_duplicates([(0, 0.5, 50.0, 50.0, 30.0, 30.0, 0.0, 0.0), (2, 0.8, 50.0, 51.0, 20.0, 15.0, 0.0, 0.0)],
+                            classes)
+    assert [r[0] for r in kept] == [2]
+    # a two-class model is unaffected
+    assert len(merge_duplicates([raw[0], raw[3]], ("large_aircraft", "vehicle"))) == 2

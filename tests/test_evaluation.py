@@ -47,6 +47,15 @@ def test_class_must_agree_and_parked_vehicles_are_not_scored():
     assert (r.tp, r.fp, r.fn) == (1, 0, 0)
 
 
+def test_small_aircraft_are_scored_as_parked_aircraft_fighters_and_helicopters_alike():
+    truth = [obj("small_aircraft", 0, 0), obj("helicopter", 100, 0), obj("large_aircraft", 300, 0)]
+    dets = [obj("small_aircraft", 15, 0, 0.9), obj("small_aircraft", 100, 19, 0.8), obj("small_aircraft", 300, 0, 0.7)]
+    r = match_class(dets, truth, "small_aircraft")
+    assert (r.tp, r.fp, r.fn) == (2, 1, 0)  # a transport is not a parked fighter
+    assert match_class([obj("small_aircraft", 121, 0, 0.9)], truth, "small_aircraft").tp == 0  # 21 m > 20 m
+    assert match_class(dets, truth, "large_aircraft").fn == 1
+
+
 def test_summary_precision_recall_f1_count_error_and_heading():
     scene1 = ([obj("vehicle", 0, 0, 0.9, True, heading=350), obj("vehicle", 500, 0, 0.5, True, heading=0)],
               [obj("vehicle", 5, 0, moving=True, heading=10)])
@@ -81,9 +90,10 @@ def test_evaluate_command_pairs_scenes_and_writes_report(tmp_path):
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
     assert report["scenes"] == 2 and set(report["detectors"]) == {"learned", "classical"}
-    for det in report["detectors"].values():
-        assert set(det["classes"]) == {"large_aircraft", "vehicle"}
-        assert set(det["recall_by_contrast"]) == {"large_aircraft", "vehicle"}  # chip truth carries contrast
+    for name, det in report["detectors"].items():  # each scored on the classes it can report
+        own = {"large_aircraft", "vehicle"} | ({"small_aircraft"} if name == "classical" else set())
+        assert set(det["classes"]) == own
+        assert set(det["recall_by_contrast"]) == own  # chip truth carries contrast
         assert {"precision", "recall", "f1", "mean_abs_count_error", "heading_within_30deg"} <= set(
             det["classes"]["vehicle"])
     bad = CliRunner().invoke(app, ["evaluate", "--scenes", str(tmp_path / "nothing"), "--out", str(out)])

@@ -285,3 +285,100 @@ def test_polarity_inversion_turns_bright_objects_dark_and_leaves_invalid_pixels(
     assert np.allclose(out[:, 3, 3], -0.1) and np.allclose(out[:, 5, 5], 0.2)  # 2 x median - value
     assert np.all(out[:, 0, 0] == 0.0)
     assert np.allclose(invert_polarity(out, valid), bands)
+
+
+THREE = (*CLASSES, "small_aircraft")
+
+
+def test_small_aircraft_class_learns_fighters_and_helicopters_only_when_the_model_has_it():
+    objs = [LabelledObject("small_aircraft", 20.5, 100.5, 22, 15, 0, False, 0.0, contrast=0.05),
+            LabelledObject("helicopter", 100.5, 20.5, 18, 18, 0, False, 0.0, contrast=0.05),
+            LabelledObject("helicopter", 60.5, 60.5, 18, 18, 0, False, 0.0, contrast=0.003)]  # below noise: ignored
+    tg2, _ = to_targets(objs, 128, 128)
+    assert tg2.heatmap.max() == 0.0  # a two-class model: background
+    tg3, weight = to_targets(objs, 128, 128, THREE)
+    k = THREE.index("small_aircraft")
+    assert np.argwhere(tg3.heatmap[k] == 1.0).tolist() == [[10, 50], [50, 10]]
+    assert tg3.heatmap[:k].max() == 0.0
+    assert weight[k, 30, 30] == 0.0 and weight[k, 40, 40] == 1.0
+
+
+def test_three_class_checkpoint_loads_and_unknown_or_reordered_classes_are_refused(tmp_path):
+    model = CenterNet(ModelSpec(widths=(8, 8, 8), classes=THREE))
+    loaded, _ = load_model(save_checkpoint(tmp_path / "three.pt", model, {}))
+    assert loaded.spec.classes == THREE and loaded.spec.out_channels == 3 + len(REG_CHANNELS)
+    with pytest.raises(ModelError, match="small_aircraft"):
+        load_model(save_checkpoint(tmp_path / "r.pt", CenterNet(ModelSpec(widths=(8, 8, 8),
+                                                                           classes=("vehicle", "large_aircraft")))))
+    with pytest.raises(ModelError, match="expected"):
+        load_model(tmp_path / "three.pt", classes=CLASSES)  # a caller that demands exactly two classes
+
+
+def test_transfer_to_a_new_class_keeps_every_old_output_and_starts_it_from_large_aircraft():
+    from models.centernet import transfer_weights
+
+    torch.manual_seed(0)
+    old = CenterNet(ModelSpec(widths=(8, 8, 8))).eval()
+    new = CenterNet(ModelSpec(widths=(8, 8, 8), classes=THREE)).eval()
+    transfer_weights(old, new)
+    x, v = torch.rand(1, 4, 32, 32), torch.ones(1, 32, 32, dtype=torch.bool)
+    a, b = old(x, v), new(x, v)
+    assert torch.equal(b[:, :2], a[:, :2]) and torch.equal(b[:, 3:], a[:, 2:])
+    assert torch.equal(b[:, 2], a[:, CLASSES.index("large_aircraft")])
+    with pytest.raises(ValueError, match="lacks classes"):
+        transfer_weights(new, CenterNet(ModelSpec(widths=(8, 8, 8))))
+
+
+def test_train_config_classes_are_checked_and_the_default_keeps_old_fingerprints():
+    from pydantic import ValidationError
+
+    from models.train import TrainConfig
+
+    with pytest.raises(ValidationError, match="classes must be"):
+        TrainConfig(classes=("large_aircraft", "vehicle", "ship"))
+    assert TrainConfig(classes=CLASSES).fingerprint() == TrainConfig().fingerprint()
+    assert TrainConfig(classes=THREE).fingerprint() != TrainConfig().fingerprint()
+    # the default config's fingerprint from before the option existed (resumable checkpoints name it)
+    assert TrainConfig().fingerprint() == "676735e6fd25"
+
+
+def test_a_second_stage_adds_small_aircraft_to_two_class_weights(tmp_path):
+    from models.train import TrainConfig, train
+
+    first = train(TrainConfig(steps=1, batch_size=2, chip_size=32, widths=(8, 8, 8), workers=0, threads=1,
+                              checkpoint_dir=str(tmp_path / "a"), out=str(tmp_path / "a.pt")), progress=False)
+    second = train(TrainConfig(steps=2, batch_size=2, chip_size=32, widths=(8, 8, 8), workers=0, threads=1,
+                               classes=THREE, init_from=str(first), fighter_rows=1.0,
+                               checkpoint_dir=str(tmp_path / "b"), out=str(tmp_path / "b.pt")), progress=False)
+    model, _ = load_model(second)
+    assert model.spec.classes == THREE
+    with pytest.raises(ModelError, match="does not fit"):
+        train(TrainConfig(steps=1, batch_size=2, chip_size=32, widths=(8, 8, 8), workers=0, threads=1,
+                          init_from=str(second), checkpoint_dir=str(tmp_path / "c"), out=str(tmp_path / "c.pt")),
+              progress=False)
+
+
+def test_training_only_a_new_class_leaves_every_other_output_bit_for_bit(tmp_path):
+    from pydantic import ValidationError
+
+    from models.centernet import transfer_weights
+    from models.train import TrainConfig, train
+
+    first = train(TrainConfig(steps=2, batch_size=2, chip_size=32, widths=(8, 8, 8), workers=0, threads=1,
+                              checkpoint_dir=str(tmp_path / "a"), out=str(tmp_path / "a.pt")), progress=False)
+    added = train(TrainConfig(steps=3, batch_size=4, chip_size=32, widths=(8, 8, 8), workers=0, threads=1,
+                              lr=0.05, classes=THREE, train_only_classes=("small_aircraft",), init_from=str(first),
+                              fighter_rows=1.0, checkpoint_dir=str(tmp_path / "b"), out=str(tmp_path / "b.pt")),
+                  progress=False)
+    old, _ = load_model(first)
+    new, _ = load_model(added)
+    start = CenterNet(ModelSpec(widths=(8, 8, 8), classes=THREE)).eval()
+    transfer_weights(old, start)
+    x, v = torch.rand(2, 4, 32, 32), torch.ones(2, 32, 32, dtype=torch.bool)
+    a, b, s = old(x, v), new(x, v), start(x, v)
+    assert torch.equal(b[:, :2], a[:, :2]) and torch.equal(b[:, 3:], a[:, 2:])  # the old classes, regressions
+    assert not torch.equal(b[:, 2], s[:, 2])  # the new class did learn
+    with pytest.raises(ValidationError, match="not among classes"):
+        TrainConfig(train_only_classes=("small_aircraft",), init_from="x.pt")
+    with pytest.raises(ValidationError, match="needs init_from"):
+        TrainConfig(classes=THREE, train_only_classes=("small_aircraft",))
