@@ -14,8 +14,9 @@ Target policy (what the network is asked to find):
   than ``MIN_VISIBLE_SPEED`` shift < 0.3 px between B02 and B04, so they look parked: their neighbourhood is left
   out of the loss (neither positive nor negative) instead of teaching the network to guess.
 - Objects fainter than ``MIN_CONTRAST`` (olive trucks on asphalt, grey aircraft on grey concrete) are ignored too.
-- ``small_aircraft`` (only when the model has that class): fighters and helicopters alike (CLASS_ALIASES); in a
-  two-class model they are background, as are objects under cloud (invalid centre).
+- ``small_aircraft`` (only when the model has that class): fighters and helicopters alike (CLASS_ALIASES), except
+  ones parked closer than CROWDED_PX to another (ignored); in a two-class model they are background, as are objects
+  under cloud (invalid centre).
 - Chip edges are scored like the interior (an early run that left them out of the loss learned to fire along every
   raster edge).
 """
@@ -39,6 +40,9 @@ log = logging.getLogger(__name__)
 
 MIN_VISIBLE_SPEED = 3.0  # m/s: 3 m in 1 s = 0.3 px between B02 and B04
 MIN_CONTRAST = {"vehicle": 0.012, "large_aircraft": 0.01, "small_aircraft": 0.015}
+CROWDED_PX = {"small_aircraft": 2.5}
+"""Objects of these classes closer than this to another of their class are left out of the loss: fighters parked
+a span apart (1.5-2 px) are closer than the output stride, so they cannot be counted one by one."""
 """Objects whose peak reflectance change (render_chip's ``contrast``, before PSF and noise) is below this are at or
 under the noise level: they are left out of the loss rather than taught as either answer."""
 EDGE_IGNORE_PX = 0  # chip edges are scored: a centre outside the chip is background, as at a raster edge
@@ -67,16 +71,34 @@ class Sample:
     objects: list[LabelledObject]
 
 
+def _crowded(objects: list[LabelledObject], classes: tuple[str, ...]) -> set[int]:
+    """Indices of objects closer than CROWDED_PX to another object of the same model class."""
+    out: set[int] = set()
+    for cls, limit in CROWDED_PX.items():
+        idx = [n for n, o in enumerate(objects) if model_class(o.cls, classes) == cls]
+        if len(idx) < 2:
+            continue
+        pts = np.array([(objects[n].row, objects[n].col) for n in idx])
+        d = np.hypot(*(pts[:, None, :] - pts[None, :, :]).transpose(2, 0, 1))
+        np.fill_diagonal(d, np.inf)
+        out.update(n for n, near in zip(idx, d.min(axis=1) < limit, strict=True) if near)
+    return out
+
+
 def to_targets(objects: list[LabelledObject], height: int, width: int, classes: tuple[str, ...] = CLASSES,
                stride: int = 2, min_contrast: dict[str, float] | None = None) -> tuple[Targets, np.ndarray]:
     """Dense targets plus a (K, h, w) loss weight (0 where the answer is unknowable: slow trucks, chip edges)."""
     keep: list[TargetObject] = []
     ignore: list[tuple[int, float, float]] = []
-    for o in objects:
+    crowded = _crowded(objects, classes)
+    for n, o in enumerate(objects):
         cls = model_class(o.cls, classes)
         if cls not in classes or o.occluded:
             continue
         k = classes.index(cls)
+        if n in crowded:
+            ignore.append((k, o.row, o.col))
+            continue
         limits = MIN_CONTRAST if min_contrast is None else min_contrast
         faint = o.contrast is not None and abs(o.contrast) < limits.get(cls, 0.0)
         if faint and (o.cls != "vehicle" or o.moving is not False):

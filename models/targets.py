@@ -136,6 +136,20 @@ def total_loss(out: torch.Tensor, heat: torch.Tensor, reg: torch.Tensor, mask: t
     return loss, {k: float(v.detach()) for k, v in parts.items()}
 
 
+def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, class_map: list[int]) -> torch.Tensor:
+    """Hold the student to a teacher's outputs for the teacher's classes (``class_map[k]``: the student channel of
+    teacher class k) while it learns others: squared difference of heatmap probabilities, normalised by the
+    teacher's confident cells (as the focal loss is by its positives), plus L1 on the regressions where the teacher
+    sees an object. Why: the diff rules were tuned on the teacher's scores; a new class must not move them."""
+    k = len(class_map)
+    s_heat, t_heat = torch.sigmoid(student[:, class_map]), torch.sigmoid(teacher[:, :k])
+    heat = ((s_heat - t_heat) ** 2).sum() / (t_heat > 0.3).sum().clamp_min(1)
+    seen = (t_heat.amax(dim=1, keepdim=True) > 0.1).float()
+    s_reg, t_reg = student[:, student.shape[1] - len(REG_CHANNELS):], teacher[:, k:]
+    reg = (F.l1_loss(s_reg, t_reg, reduction="none") * seen).sum() / (seen.sum() * len(REG_CHANNELS)).clamp_min(1)
+    return heat + reg
+
+
 @dataclass(frozen=True)
 class RawDetection:
     """A decoded peak in window pixel coordinates (before georeferencing)."""

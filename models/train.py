@@ -29,7 +29,7 @@ from models.centernet import CLASSES, OPTIONAL_CLASSES, CenterNet, ModelSpec, su
 from models.checkpoint import read_checkpoint, save_checkpoint
 from models.dataset import LabelledScenes, TrainingStream
 from models.device import resolve_device
-from models.targets import total_loss
+from models.targets import distillation_loss, total_loss
 from pipeline.config import Strict, _load_model, resolve_path
 from pipeline.errors import ModelError
 
@@ -86,6 +86,11 @@ class TrainConfig(Strict):
                                                        "heatmap rows; every other weight, the shared regressions "
                                                        "and the BatchNorm statistics stay as init_from has them, so "
                                                        "adding a class cannot move what the others output.")
+    distill_from: str | None = Field(default=None, description="Teacher weights: their classes (and the "
+                                     "regressions where they see an object) are held to the teacher's outputs "
+                                     "while the network learns, e.g. a new class (models/targets.py "
+                                     "distillation_loss).")
+    distill_weight: float = Field(default=1.0, ge=0, description="Weight of the distillation loss.")
     init_from: str | None = Field(default=None, description="Start from these weights (a second stage) instead of "
                                                             "random initialisation.")
     scenes: str | None = Field(default=None, description="Folder of simulated scenes + truth mixed in like --labels "
@@ -124,10 +129,11 @@ class TrainConfig(Strict):
         d = self.model_dump(mode="json")
         for k in ("workers", "threads", "device", "checkpoint_dir", "checkpoint_every", "out"):
             d.pop(k)
-        if tuple(d["classes"]) == CLASSES:
-            d.pop("classes")  # defaults of options added later: fingerprints of earlier runs stay valid
-        if d["train_only_classes"] is None:
-            d.pop("train_only_classes")
+        added_later = {"classes": list(CLASSES), "train_only_classes": None, "distill_from": None,
+                       "distill_weight": 1.0}
+        for k, default in added_later.items():  # at their defaults, options added later leave old fingerprints
+            if d[k] == default:
+                d.pop(k)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -201,6 +207,16 @@ def train(cfg: TrainConfig, labels: str | Path | None = None, progress: bool = T
             transfer_weights(init, model)
         except (ValueError, RuntimeError) as exc:
             raise ModelError(f"init_from {cfg.init_from} does not fit this config ({exc})") from None
+    teacher, class_map = None, []
+    if cfg.distill_from:
+        from models.checkpoint import load_model
+
+        teacher, _ = load_model(resolve_path(cfg.distill_from))
+        missing = [c for c in teacher.spec.classes if c not in spec.classes]
+        if missing:
+            raise ModelError(f"distill_from {cfg.distill_from}: this config lacks its classes {missing}")
+        class_map = [spec.classes.index(c) for c in teacher.spec.classes]
+        teacher.to(device).requires_grad_(False)
     trained_rows = None
     if cfg.train_only_classes:
         trained_rows = freeze_except(model, cfg.train_only_classes)
@@ -281,6 +297,12 @@ def train(cfg: TrainConfig, labels: str | Path | None = None, progress: bool = T
             loss, parts = total_loss(out, batch["heat"], batch["reg"], batch["mask"], len(spec.classes),
                                      batch["weight"], heading_raw=cfg.heading_loss == "raw",
                                      weights={"heading": cfg.heading_weight})
+            if teacher is not None:
+                with torch.no_grad():
+                    t_out = teacher(batch["bands"].contiguous(memory_format=torch.channels_last), batch["valid"])
+                distill = distillation_loss(out, t_out, class_map)
+                loss = loss + cfg.distill_weight * distill
+                parts["distill"] = float(distill.detach())
             if not torch.isfinite(loss):
                 raise ModelError(f"training diverged at step {step} (loss {float(loss)}); lower lr in the config")
             opt.zero_grad(set_to_none=True)

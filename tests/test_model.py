@@ -382,3 +382,53 @@ def test_training_only_a_new_class_leaves_every_other_output_bit_for_bit(tmp_pat
         TrainConfig(train_only_classes=("small_aircraft",), init_from="x.pt")
     with pytest.raises(ValidationError, match="needs init_from"):
         TrainConfig(classes=THREE, train_only_classes=("small_aircraft",))
+
+
+def test_fighters_parked_closer_than_the_output_stride_are_left_out_of_the_loss():
+    objs = [LabelledObject("small_aircraft", 20.5, 20.5, 22, 17, 0, False, 0.0, contrast=0.05),
+            LabelledObject("small_aircraft", 20.5, 22.3, 22, 17, 0, False, 0.0, contrast=0.05),  # 1.8 px: crowded
+            LabelledObject("helicopter", 60.5, 60.5, 18, 18, 0, False, 0.0, contrast=0.05),
+            LabelledObject("small_aircraft", 60.5, 64.5, 22, 17, 0, False, 0.0, contrast=0.05)]  # 4 px: both kept
+    tg, weight = to_targets(objs, 96, 96, THREE)
+    k = THREE.index("small_aircraft")
+    assert np.argwhere(tg.heatmap[k] == 1.0).tolist() == [[30, 30], [30, 32]]
+    assert weight[k, 10, 10] == 0.0 and weight[k, 10, 11] == 0.0
+
+
+def test_distillation_loss_is_zero_on_the_teacher_and_pulls_only_the_teachers_classes():
+    from models.targets import distillation_loss
+
+    torch.manual_seed(1)
+    teacher = torch.randn(2, 2 + len(REG_CHANNELS), 8, 8)
+    teacher[:, 0, 3, 3] = 4.0  # a confident peak, so the regressions are compared there
+    student = torch.cat([teacher[:, :2], torch.randn(2, 1, 8, 8), teacher[:, 2:]], dim=1).requires_grad_(True)
+    assert distillation_loss(student, teacher, [0, 1]).item() == pytest.approx(0.0, abs=1e-7)
+    moved = student.detach().clone()
+    moved[:, 0] += 1.0
+    moved[:, 3:] += 0.5
+    moved.requires_grad_(True)
+    loss = distillation_loss(moved, teacher, [0, 1])
+    loss.backward()
+    assert loss.item() > 0.1
+    assert moved.grad[:, 2].abs().max() == 0.0  # the new class learns freely
+    assert moved.grad[:, 0].abs().max() > 0 and moved.grad[:, 3:].abs().max() > 0
+
+
+def test_training_with_a_teacher_logs_the_distillation_and_refuses_a_teacher_with_other_classes(tmp_path):
+    import json
+
+    from models.train import TrainConfig, train
+
+    first = train(TrainConfig(steps=1, batch_size=2, chip_size=32, widths=(8, 8, 8), workers=0, threads=1,
+                              checkpoint_dir=str(tmp_path / "a"), out=str(tmp_path / "a.pt")), progress=False)
+    base = dict(steps=2, batch_size=2, chip_size=32, widths=(8, 8, 8), workers=0, threads=1, classes=THREE,
+                init_from=str(first), distill_from=str(first))
+    out = train(TrainConfig(**base, checkpoint_dir=str(tmp_path / "b"), out=str(tmp_path / "b.pt")), progress=False)
+    assert load_model(out)[0].spec.classes == THREE
+    logged = [json.loads(line) for line in (tmp_path / "b" / "log.jsonl").read_text().splitlines()]
+    assert logged and all("distill" in row and row["distill"] >= 0 for row in logged)
+    assert TrainConfig(**base).fingerprint() != TrainConfig(**{**base, "distill_from": None}).fingerprint()
+    with pytest.raises(ModelError, match="lacks its classes"):
+        train(TrainConfig(steps=1, batch_size=2, chip_size=32, widths=(8, 8, 8), workers=0, threads=1,
+                          distill_from=str(out), checkpoint_dir=str(tmp_path / "c"), out=str(tmp_path / "c.pt")),
+              progress=False)
