@@ -29,6 +29,13 @@ at 10 m both are the same 2x2 px blob on an apron, so the network is not asked t
 CLASS_ALIASES: dict[str, str] = {"helicopter": "small_aircraft"}
 """Truth classes learned (and scored) as another model class when the model has that class."""
 
+BANDS: tuple[str, ...] = ("B02", "B03", "B04", "B08")
+DERIVED: tuple[str, ...] = ("B04-B02", "B03-B02", "B04-B03", "valid")
+"""Derived input channels: band differences expose the inter-band displacement of moving objects."""
+
+# Regression channels after the per-class heatmaps.
+REG_CHANNELS: tuple[str, ...] = ("off_row", "off_col", "log_len", "log_wid", "sin_h", "cos_h", "log_speed")
+
 
 def model_class(truth_cls: str, classes: tuple[str, ...]) -> str:
     """The model class a truth object of ``truth_cls`` is learned as (itself unless aliased into a class the model
@@ -38,15 +45,9 @@ def model_class(truth_cls: str, classes: tuple[str, ...]) -> str:
 
 
 def supported_classes(classes: tuple[str, ...]) -> bool:
-    """CLASSES followed by a prefix-free selection of OPTIONAL_CLASSES, in order."""
+    """Whether ``classes`` is CLASSES followed by any of OPTIONAL_CLASSES, in their order (what the pipeline reads)."""
     extra = tuple(classes[len(CLASSES):])
     return tuple(classes[: len(CLASSES)]) == CLASSES and extra == tuple(c for c in OPTIONAL_CLASSES if c in extra)
-BANDS: tuple[str, ...] = ("B02", "B03", "B04", "B08")
-DERIVED: tuple[str, ...] = ("B04-B02", "B03-B02", "B04-B03", "valid")
-"""Derived input channels: band differences expose the inter-band displacement of moving objects."""
-
-# Regression channels after the per-class heatmaps.
-REG_CHANNELS: tuple[str, ...] = ("off_row", "off_col", "log_len", "log_wid", "sin_h", "cos_h", "log_speed")
 
 
 @dataclass(frozen=True)

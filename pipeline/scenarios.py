@@ -24,7 +24,7 @@ from pipeline.diff import ZoneMetric, measure
 from pipeline.errors import ConfigError
 from pipeline.replay_compare import compare_replays, load_replays, print_comparison
 from pipeline.store import open_store
-from pipeline.types import AOI, Acquisition, Alert, Column, MapObject, Observation, Scene
+from pipeline.types import AOI, OBJECT_CLASSES, Acquisition, Alert, Column, MapObject, Observation, Scene
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +148,7 @@ class TruthDetector:
     name = "truth"
     version = "sim"
     model_id = "truth-sim"
+    classes = OBJECT_CLASSES
 
     def __init__(self, source: TruthRecordingSource):
         self.source = source
