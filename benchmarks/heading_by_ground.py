@@ -25,6 +25,7 @@ def heading_by_ground(scenes: Path, weights: str) -> dict[str, dict]:
     from models.evaluate import observable, pair_scenes
     from pipeline.config import DetectorConfig
     from pipeline.detect import LearnedDetector
+    from pipeline.evaluation import heading_error_deg
     from pipeline.georef import map_to_pixel
     from pipeline.geotiff import read_scene
     from pipeline.objects import read_objects
@@ -47,8 +48,7 @@ def heading_by_ground(scenes: Path, weights: str) -> dict[str, dict]:
             d = min(near, key=lambda d: np.hypot(d.x - o.x, d.y - o.y))
             ground = np.median(bands[:, r - 6 : r + 7, c - 6 : c + 7].reshape(4, -1), axis=1)
             polarity = float(np.mean(bands[:, r - 1 : r + 2, c - 1 : c + 2].reshape(4, -1).mean(axis=1) - ground))
-            errors["darker" if polarity < 0 else "brighter"].append(abs((d.heading_deg - o.heading_deg + 180) % 360
-                                                                        - 180))
+            errors["darker" if polarity < 0 else "brighter"].append(heading_error_deg(d.heading_deg, o.heading_deg))
     return {k: {"matched": len(v), "within_30deg": round(float(np.mean(np.array(v) <= 30)), 3) if v else None,
                 "reversed_over_150deg": round(float(np.mean(np.array(v) > 150)), 3) if v else None}
             for k, v in errors.items()}

@@ -40,11 +40,11 @@ log = logging.getLogger(__name__)
 
 MIN_VISIBLE_SPEED = 3.0  # m/s: 3 m in 1 s = 0.3 px between B02 and B04
 MIN_CONTRAST = {"vehicle": 0.012, "large_aircraft": 0.01, "small_aircraft": 0.015}
+"""Objects whose peak reflectance change (render_chip's ``contrast``, before PSF and noise) is below this are at or
+under the noise level: they are left out of the loss rather than taught as either answer."""
 CROWDED_PX = {"small_aircraft": 2.5}
 """Objects of these classes closer than this to another of their class are left out of the loss: fighters parked
 a span apart (1.5-2 px) are closer than the output stride, so they cannot be counted one by one."""
-"""Objects whose peak reflectance change (render_chip's ``contrast``, before PSF and noise) is below this are at or
-under the noise level: they are left out of the loss rather than taught as either answer."""
 EDGE_IGNORE_PX = 0  # chip edges are scored: a centre outside the chip is background, as at a raster edge
 
 

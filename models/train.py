@@ -26,7 +26,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, Sampler
 
 from models.centernet import CLASSES, OPTIONAL_CLASSES, CenterNet, ModelSpec, supported_classes, transfer_weights
-from models.checkpoint import read_checkpoint, save_checkpoint
+from models.checkpoint import load_model, read_checkpoint, save_checkpoint
 from models.dataset import LabelledScenes, TrainingStream
 from models.device import resolve_device
 from models.targets import distillation_loss, total_loss
@@ -200,8 +200,6 @@ def train(cfg: TrainConfig, labels: str | Path | None = None, progress: bool = T
     spec = ModelSpec(widths=tuple(cfg.widths), classes=tuple(cfg.classes))
     model = CenterNet(spec)
     if cfg.init_from:
-        from models.checkpoint import load_model
-
         init, _ = load_model(resolve_path(cfg.init_from))
         try:
             transfer_weights(init, model)
@@ -209,8 +207,6 @@ def train(cfg: TrainConfig, labels: str | Path | None = None, progress: bool = T
             raise ModelError(f"init_from {cfg.init_from} does not fit this config ({exc})") from None
     teacher, class_map = None, []
     if cfg.distill_from:
-        from models.checkpoint import load_model
-
         teacher, _ = load_model(resolve_path(cfg.distill_from))
         missing = [c for c in teacher.spec.classes if c not in spec.classes]
         if missing:
