@@ -177,6 +177,23 @@ def run_cmd(
                 reprocess=reprocess)
 
 
+@app.command("rederive")
+@user_errors
+def rederive_cmd(
+    config: Path | None = ConfigOption,
+    data_dir: Path | None = DataDirOption,
+    aoi: list[str] | None = typer.Option(None, "--aoi", help="AOI to re-derive (repeatable; default: every stored)."),
+    no_report: bool = typer.Option(False, "--no-report", help="Skip writing the report folder."),
+) -> None:
+    """Apply changed diff/alerts settings to the stored history: counts, events and alerts are derived again from
+    the stored detections (seconds; no scene is read or detected again).
+
+    Detector or columns settings change what was detected, so they need `basewatch run --reprocess` instead."""
+    from pipeline.rederive import rederive_command
+
+    rederive_command(config_path=config, data_dir=data_dir, aois=aoi or None, no_report=no_report)
+
+
 @app.command("report")
 @user_errors
 def report_cmd(

@@ -62,6 +62,32 @@ def observe(aoi: AOI, scene: Scene, detections: list[Detection], columns: list[C
     zone_counts: zone -> class -> count, with vehicles split into ``parked_vehicle`` / ``moving_vehicle``; and
     ``road:<name>`` -> columns/vehicles per direction on each egress road.
     """
+    counts, zone_counts = _counts(aoi, detections, columns, confident_score)
+    return Observation(
+        aoi=aoi.name,
+        acquisition=scene.acquisition,
+        counts=counts,
+        zone_counts=zone_counts,
+        zone_valid=zone_valid_fractions(aoi, scene),
+        columns=tuple(columns),
+        valid_fraction=round(float(np.mean(scene.valid)) if scene.valid.size else 0.0, 4),
+        model=model,
+        detection_ids=tuple(d.id for d in detections if d.id),
+    )
+
+
+def recount(aoi: AOI, obs: Observation, detections: list[Detection], confident_score: float) -> Observation:
+    """``obs`` counted again from its stored detections and columns with another ``confident_score`` (the cloud
+    cover it recorded is kept: no scene is read). An all-cloud observation stays as it is: nothing was seen."""
+    if obs.valid_fraction <= 0 and not obs.counts:
+        return obs
+    counts, zone_counts = _counts(aoi, detections, list(obs.columns), confident_score)
+    return replace(obs, counts=counts, zone_counts=zone_counts)
+
+
+def _counts(aoi: AOI, detections: list[Detection], columns: list[Column],
+            confident_score: float) -> tuple[dict[str, int], dict[str, dict[str, int]]]:
+    """(counts, zone_counts) of :func:`observe`."""
     counts: dict[str, int] = {CONFIDENT_LARGE_AIRCRAFT: 0}
     zone_counts: dict[str, dict[str, int]] = {z.name: {} for z in aoi.zones}
     for d in detections:
@@ -88,17 +114,7 @@ def observe(aoi: AOI, scene: Scene, detections: list[Detection], columns: list[C
                 per_road = roads[c.road]
                 per_road[f"columns_{direction}"] = per_road.get(f"columns_{direction}", 0) + 1
                 per_road[f"vehicles_{direction}"] = per_road.get(f"vehicles_{direction}", 0) + c.vehicles
-    return Observation(
-        aoi=aoi.name,
-        acquisition=scene.acquisition,
-        counts=counts,
-        zone_counts={**zone_counts, **{f"{ROAD_PREFIX}{name}": c for name, c in roads.items()}},
-        zone_valid=zone_valid_fractions(aoi, scene),
-        columns=tuple(columns),
-        valid_fraction=round(float(np.mean(scene.valid)) if scene.valid.size else 0.0, 4),
-        model=model,
-        detection_ids=tuple(d.id for d in detections if d.id),
-    )
+    return counts, {**zone_counts, **{f"{ROAD_PREFIX}{name}": c for name, c in roads.items()}}
 
 
 def confident_large_aircraft(obs: Observation) -> int | None:

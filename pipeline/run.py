@@ -298,6 +298,7 @@ def run(config: BasewatchConfig, *, data_dir: Path, config_path: Path | None = N
 # settings that change what is derived from a scene (detections, columns, observations, events, alerts)
 DERIVING_SECTIONS = ("detector", "columns", "diff", "alerts")
 _NOT_DERIVING = {"detector": ("threads", "batch_size", "device")}  # how fast or where, not what
+REDERIVABLE_SECTIONS = ("diff", "alerts")  # re-derivable from stored detections and columns (pipeline/rederive.py)
 
 
 def deriving_settings(config: dict) -> dict:
@@ -306,14 +307,13 @@ def deriving_settings(config: dict) -> dict:
             for section in DERIVING_SECTIONS}
 
 
-def settings_drift(store: Store, config: BasewatchConfig, model: str, aois: list[str]) -> str | None:
-    """A note when an AOI's stored acquisitions were derived with other detector, column, diff or alert settings
-    than ``config``: each AOI is compared with the latest earlier run (this model) that processed acquisitions of
-    it. Why: stored acquisitions are not processed again, so a changed setting would otherwise reach only new
-    acquisitions, silently; and a run over other AOIs since then says nothing about this one's history."""
+def changed_settings(store: Store, config: BasewatchConfig, model: str,
+                     aois: list[str]) -> dict[str, tuple[list[str], list[str]]]:
+    """Earlier run id -> (settings that differ from ``config``'s, AOIs): each AOI is compared with the latest run
+    (this model) that processed acquisitions of it, since a run over other AOIs says nothing about its history."""
     runs = [r for r in store.runs() if r.model == model]
     now = deriving_settings(config.model_dump(mode="json"))
-    drift: dict[str, tuple[list[str], list[str]]] = {}  # earlier run id -> (changed settings, AOIs)
+    drift: dict[str, tuple[list[str], list[str]]] = {}
     for aoi in aois:
         earlier = [r for r in runs if _processed(r, aoi)]
         if not earlier:
@@ -324,14 +324,25 @@ def settings_drift(store: Store, config: BasewatchConfig, model: str, aois: list
                    if before[section].get(key) != now[section].get(key)]
         if changed:
             drift.setdefault(earlier[-1].id, (changed, []))[1].append(aoi)
+    return drift
+
+
+def settings_drift(store: Store, config: BasewatchConfig, model: str, aois: list[str]) -> str | None:
+    """A note when an AOI's stored acquisitions were derived with other detector, column, diff or alert settings
+    than ``config``, saying how to bring them up to date. Why: stored acquisitions are not processed again, so a
+    changed setting would otherwise reach only new acquisitions, silently."""
+    drift = changed_settings(store, config, model, aois)
     if not drift:
         return None
     parts = []
     for run_id, (changed, names) in drift.items():
         shown = ", ".join(changed[:6]) + (f" and {len(changed) - 6} more" if len(changed) > 6 else "")
         parts.append(f"since run {run_id} ({shown}) for {', '.join(names)}")
-    return (f"settings changed {'; '.join(parts)}: acquisitions already stored keep what the old settings derived; "
-            "run again with --reprocess to derive them anew")
+    if all(key.split(".")[0] in REDERIVABLE_SECTIONS for changed, _ in drift.values() for key in changed):
+        fix = "run `basewatch rederive` to derive their events and alerts anew from the store (no detection)"
+    else:
+        fix = "run again with --reprocess to derive them anew"
+    return f"settings changed {'; '.join(parts)}: acquisitions already stored keep what the old settings derived; {fix}"
 
 
 def _processed(run: RunRecord, aoi: str) -> bool:

@@ -335,6 +335,17 @@ class Store:
             for alert in alerts or ():
                 self.upsert_alert(run_id, alert, model=model)
 
+    def replace_counts(self, observation: Observation) -> None:
+        """Store an observation's counts again (re-derived from its stored detections; inside the caller's
+        transaction, or its own). Its cloud cover, detections and columns stay as they were."""
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE observations SET counts = ?, zone_counts = ? "
+                "WHERE aoi = ? AND acquisition_id = ? AND model = ?",
+                (_json(observation.counts), _json(observation.zone_counts), observation.aoi,
+                 observation.acquisition.id, observation.model),
+            )
+
     @staticmethod
     def _insert_events(db: sqlite3.Connection, aoi: str, acquisition_id: str, model: str,
                        events: list[ChangeEvent]) -> None:

@@ -1,0 +1,90 @@
+"""`basewatch rederive`: new diff/alerts settings applied to the stored history without detecting again."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from pipeline.cli import app
+from pipeline.config import DEFAULT_CONFIG, BasewatchConfig, load_config
+from pipeline.errors import ConfigError, StoreError
+from pipeline.rederive import rederive
+from pipeline.store import open_store
+from tests.test_run import _content, _run, tiny_scenario
+
+
+@pytest.fixture
+def config() -> BasewatchConfig:
+    cfg = load_config()
+    return cfg.model_copy(update={"detector": cfg.detector.model_copy(update={"name": "classical"})})
+
+
+def _stricter(config):
+    """Diff and alert settings that change counts (surge_min_score), events and alerts of the tiny scenario."""
+    return config.model_copy(update={
+        "diff": config.diff.model_copy(update={"outbound_min_vehicles": 2, "surge_min_score": 0.9,
+                                               "drawdown_fraction": 0.8}),
+        "alerts": config.alerts.model_copy(update={"min_confidence": 0.1})})
+
+
+def test_rederive_ends_as_a_fresh_run_with_the_new_settings(tmp_path, config):
+    scen = tiny_scenario(tmp_path)
+    data = tmp_path / "data"
+    _run(config, data, scen)
+    new = _stricter(config)
+    [note] = _run(new, data, scen).notes
+    assert "basewatch rederive" in note and "--reprocess" not in note  # only diff/alerts changed: no re-detection
+    before = _content(data)
+    with open_store(data) as store:
+        result = rederive(store, new)
+    assert result.observations == {"tartus": 4} and "diff.surge_min_score" in result.changed
+    _run(new, tmp_path / "fresh", scen)
+    after, fresh = _content(data), _content(tmp_path / "fresh")
+    assert after == fresh  # every table, observations' counts included
+    assert after["events"] != before["events"] or after["observations"] != before["observations"]
+    assert after["detections"] == before["detections"]  # nothing detected again
+    assert _run(new, data, scen).notes == []  # the history now matches the settings
+
+
+def test_rederive_refuses_detector_and_column_changes(tmp_path, config):
+    scen = tiny_scenario(tmp_path)
+    data = tmp_path / "data"
+    _run(config, data, scen)
+    before = _content(data)
+    changed = config.model_copy(update={
+        "detector": config.detector.model_copy(update={"score_threshold": 0.9}),
+        "columns": config.columns.model_copy(update={"min_vehicles": 5})})
+    with open_store(data) as store, pytest.raises(ConfigError, match=r"columns.min_vehicles.*--reprocess"):
+        rederive(store, changed)
+    assert _content(data) == before
+    [note] = _run(changed, data, scen).notes
+    assert "--reprocess" in note and "rederive" not in note
+
+
+def test_rederive_refuses_a_model_the_store_does_not_hold(tmp_path, config):
+    scen = tiny_scenario(tmp_path)
+    data = tmp_path / "data"
+    _run(config, data, scen)
+    learned = config.model_copy(update={"detector": config.detector.model_copy(update={"name": "learned"})})
+    with open_store(data) as store, pytest.raises(StoreError, match="models stored: classical-1.0"):
+        rederive(store, learned)
+
+
+def test_rederive_command(tmp_path, config):
+    runner = CliRunner()
+    empty = runner.invoke(app, ["rederive", "--data-dir", str(tmp_path / "none")])
+    assert empty.exit_code == 2 and "basewatch run" in empty.output
+    scen = tiny_scenario(tmp_path)
+    data = tmp_path / "data"
+    _run(config, data, scen)
+    raw = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    raw["detector"]["name"], raw["diff"]["outbound_min_vehicles"] = "classical", 2
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "aois").symlink_to(DEFAULT_CONFIG.parent / "aois")
+    cfg = tmp_path / "configs" / "mine.yaml"
+    cfg.write_text(yaml.safe_dump(raw))
+    done = runner.invoke(app, ["rederive", "--config", str(cfg), "--data-dir", str(data)])
+    assert done.exit_code == 0, done.output
+    assert "SIMULATED" in done.output and "4 observations of tartus" in done.output
+    assert "diff.outbound_min_vehicles" in done.output and "index.html" in done.output
