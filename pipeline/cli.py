@@ -141,13 +141,17 @@ def evaluate_scenarios_cmd(
     compare: Path | None = typer.Option(None, "--compare", help="An earlier --out file: print which expectations "
                                         "held more or less often than there, and on which seeds (judge a candidate "
                                         "with --weights against the committed detector's replays)."),
+    rederive: bool = typer.Option(False, "--rederive", help="With --data-dir: replays already stored there are "
+                                  "not run again but re-derived with this config's diff and alerts settings "
+                                  "(seconds each; tune those settings on replays detected once). Columns are not "
+                                  "scored again."),
 ) -> None:
     """Replay each simulated scenario and check the alerts that fire against its expectations; exit 1 on a mismatch."""
     from pipeline.scenarios import evaluate_command
 
     if not evaluate_command(scenarios=scenarios or None, config_path=config, data_dir=data_dir, detector=detector,
                             weights=weights, seeds=seeds, lookback_days=lookback_days, jobs=jobs,
-                            out=out, first_seed=first_seed, compare=compare):
+                            out=out, first_seed=first_seed, compare=compare, rederive=rederive):
         raise typer.Exit(1)
 
 

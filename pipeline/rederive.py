@@ -45,11 +45,11 @@ def stored_model(store: Store, config: BasewatchConfig) -> str:
 
 
 def rederive(store: Store, config: BasewatchConfig, *, aois: list[str] | None = None,
-             config_path: Path | None = None) -> RederiveResult:
+             config_path: Path | None = None, model: str | None = None) -> RederiveResult:
     """Count, diff and alert every stored observation of ``aois`` (default: all the store has) again with
-    ``config``'s diff and alert settings. Raises ConfigError when detector or column settings changed since the
-    history was derived: those need ``basewatch run --reprocess``."""
-    model = stored_model(store, config)
+    ``config``'s diff and alert settings, for ``model`` (default: the config's detector's). Raises ConfigError when
+    detector or column settings changed since the history was derived: those need ``basewatch run --reprocess``."""
+    model = model or stored_model(store, config)
     names = aois or [a for a in store.aois() if model in store.models(a)]
     unknown = [a for a in names if model not in store.models(a)]
     if unknown:

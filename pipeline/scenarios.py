@@ -23,7 +23,7 @@ from pipeline.config import PROJECT_ROOT, BasewatchConfig, ExpectationFile, load
 from pipeline.diff import ZoneMetric, measure
 from pipeline.errors import ConfigError
 from pipeline.replay_compare import compare_replays, load_replays, print_comparison
-from pipeline.store import open_store
+from pipeline.store import STORE_FILENAME, open_store
 from pipeline.types import AOI, OBJECT_CLASSES, Acquisition, Alert, Column, MapObject, Observation, Scene
 
 log = logging.getLogger(__name__)
@@ -228,15 +228,21 @@ def check_expectation(exp: ExpectationFile, store, aoi: AOI, model: str, config:
 
 def evaluate_scenario(path: str | Path, *, config: BasewatchConfig | None = None, data_dir: Path,
                       config_path: Path | None = None, detector: str | None = None, aois: list[str] | None = None,
-                      progress: bool = False, seed: int | None = None, lookback_days: int = 0) -> ScenarioResult:
+                      progress: bool = False, seed: int | None = None, lookback_days: int = 0,
+                      rederive: bool = False) -> ScenarioResult:
     """Run ``path`` on the simulated source into ``data_dir`` and check its expectations (``seed`` replaces the
     scenario's own: the same story with other clouds, layouts and detector noise). ``lookback_days`` starts the
     replay that many days before the scenario's start, in its first phase: scheduled runs build their baselines
-    from such a lookback, while a scenario's own window gives only a few passes before its events."""
+    from such a lookback, while a scenario's own window gives only a few passes before its events. ``rederive``:
+    a replay already stored in ``data_dir`` is re-derived with ``config``'s diff and alert settings
+    (:func:`rederive_scenario`) instead of being run again."""
     from pipeline.run import make_source, run
 
     config = config or load_config(config_path)
     scenario = load_scenario(path)
+    if rederive and (Path(data_dir) / STORE_FILENAME).exists():
+        return rederive_scenario(path, config=config, data_dir=data_dir, config_path=config_path, detector=detector,
+                                 aois=aois, seed=seed)
     if seed is not None:
         scenario = scenario.model_copy(update={"seed": seed})
     if lookback_days:
@@ -264,6 +270,34 @@ def evaluate_scenario(path: str | Path, *, config: BasewatchConfig | None = None
     return ScenarioResult(name=scenario.name, path=Path(path), run_id=result.run_id, model=result.model,
                           seconds=seconds, expectations=checks, alerts=alerts, columns=columns,
                           failures=result.failures, history_start=scenario.start if lookback_days else None)
+
+
+def rederive_scenario(path: str | Path, *, config: BasewatchConfig, data_dir: Path, config_path: Path | None,
+                      detector: str | None, aois: list[str] | None = None, seed: int | None = None) -> ScenarioResult:
+    """Check a stored replay's expectations after re-deriving its events and alerts with ``config`` (seconds: tune
+    diff and alert settings on replays detected once). Columns are not scored again: they did not change, and the
+    simulator's truth is not stored."""
+    from pipeline.rederive import rederive
+    from pipeline.run import make_detector, model_id
+
+    scenario = load_scenario(path)
+    aoi_names = aois or [s.aoi for s in scenario.sites]
+    if detector:
+        config = config.model_copy(update={"detector": config.detector.model_copy(update={"name": detector})})
+    t0 = time.perf_counter()
+    store = open_store(data_dir)
+    try:
+        model = TruthDetector.model_id if detector == "truth" else model_id(make_detector(config)[0])
+        result = rederive(store, config, aois=aoi_names, config_path=config_path, model=model)
+        aoi_objs = {name: load_aoi(name, config_path) for name in aoi_names}
+        checks = [check_expectation(e, store, aoi_objs[e.aoi], model, config)
+                  for e in scenario.expectations if e.aoi in aoi_objs]
+        alerts = [a for name in aoi_names for a in store.alerts(name, model=model)]
+    finally:
+        store.close()
+    return ScenarioResult(name=scenario.name, path=Path(path),
+                          run_id=result.run_id, model=model, seconds=time.perf_counter() - t0, expectations=checks,
+                          alerts=alerts, columns=ColumnScore(), failures=[])
 
 
 def print_result(res: ScenarioResult, console) -> None:
@@ -336,9 +370,9 @@ def print_sweep(sweep: SeedSweep, console) -> None:
 
 def _replay(job: tuple) -> ScenarioResult:
     """One seed replay in a worker process (module level so that a spawned process can import it)."""
-    path, config, data_dir, config_path, detector, seed, lookback_days = job
+    path, config, data_dir, config_path, detector, seed, lookback_days, again = job
     return evaluate_scenario(path, config=config, data_dir=data_dir, config_path=config_path, detector=detector,
-                             seed=seed, lookback_days=lookback_days)
+                             seed=seed, lookback_days=lookback_days, rederive=again)
 
 
 def replay_seeds(jobs: list[tuple], workers: int, console=None) -> list[ScenarioResult]:
@@ -389,7 +423,7 @@ def sweep_record(seed: int | None, result: ScenarioResult) -> dict:
 def evaluate_command(*, scenarios: list[Path] | None, config_path: Path | None, data_dir: Path | None,
                      detector: str | None, weights: Path | None = None, seeds: int = 0,
                      lookback_days: int = 0, jobs: int = 1, out: Path | None = None, first_seed: int = 1,
-                     compare: Path | None = None) -> bool:
+                     compare: Path | None = None, rederive: bool = False) -> bool:
     """`basewatch evaluate-scenarios`: True when every scenario matches its expectations.
 
     With ``seeds`` N > 0 each scenario is also replayed with seeds 1..N and the share of runs in which each
@@ -402,6 +436,9 @@ def evaluate_command(*, scenarios: list[Path] | None, config_path: Path | None, 
     from pipeline.atomic import write_text_atomic
 
     console = Console()
+    if rederive and data_dir is None:
+        raise ConfigError("--rederive re-derives the replays stored under --data-dir: pass the --data-dir of an "
+                          "earlier evaluate-scenarios run")
     config = load_config(config_path)
     earlier = load_replays(compare) if compare is not None else None
     if weights is not None:  # compare a candidate checkpoint without writing a config for it
@@ -418,7 +455,10 @@ def evaluate_command(*, scenarios: list[Path] | None, config_path: Path | None, 
         seed_list = [None, *sweep_seeds(seeds, first_seed)]
         plan = [(path, name, seed) for seed in seed_list for path, name in zip(paths, names, strict=True)]
         replays = replay_seeds([(path, config, root / (name if seed is None else f"{name}-seed{seed}"), config_path,
-                                 detector, seed, lookback_days) for path, name, seed in plan], jobs, console)
+                                 detector, seed, lookback_days, rederive) for path, name, seed in plan], jobs, console)
+        if rederive:
+            console.print("replays found under --data-dir were re-derived with this config's diff and alerts "
+                          "settings; their columns are not scored again", highlight=False)
         for (_, _, seed), res in zip(plan, replays, strict=True):
             if seed is None:
                 print_result(res, console)

@@ -88,3 +88,21 @@ def test_rederive_command(tmp_path, config):
     assert done.exit_code == 0, done.output
     assert "SIMULATED" in done.output and "4 observations of tartus" in done.output
     assert "diff.outbound_min_vehicles" in done.output and "index.html" in done.output
+
+
+def test_evaluate_scenarios_rederives_stored_replays(tmp_path, config):
+    """--rederive judges new diff settings on replays detected once: the same verdicts as replaying afresh."""
+    from pipeline.scenarios import evaluate_scenario
+
+    scen = tiny_scenario(tmp_path)
+    evaluate_scenario(scen, config=config, data_dir=tmp_path / "once", detector="classical")
+    new = _stricter(config)
+    again = evaluate_scenario(scen, config=new, data_dir=tmp_path / "once", detector="classical", rederive=True)
+    fresh = evaluate_scenario(scen, config=new, data_dir=tmp_path / "fresh", detector="classical")
+    assert [(r.expectation.id, r.ok, r.fired) for r in again.expectations] == \
+        [(r.expectation.id, r.ok, r.fired) for r in fresh.expectations]
+    assert [a.id for a in again.alerts] == [a.id for a in fresh.alerts]
+    assert _content(tmp_path / "once")["events"] == _content(tmp_path / "fresh")["events"]
+    # without a stored replay there is nothing to re-derive: it is run
+    first = evaluate_scenario(scen, config=new, data_dir=tmp_path / "new", detector="classical", rederive=True)
+    assert first.columns.scenes > 0 and again.columns.scenes == 0
