@@ -307,6 +307,13 @@ def deriving_settings(config: dict) -> dict:
             for section in DERIVING_SECTIONS}
 
 
+def _added_default(section: str, key: str):
+    """A setting's default: what a run stored before the setting existed did (settings are added with the old
+    behaviour as their default), so upgrading does not read as a change."""
+    field = type(getattr(BasewatchConfig(), section)).model_fields.get(key)
+    return None if field is None else field.get_default(call_default_factory=True)
+
+
 def changed_settings(store: Store, config: BasewatchConfig, model: str,
                      aois: list[str]) -> dict[str, tuple[list[str], list[str]]]:
     """Earlier run id -> (settings that differ from ``config``'s, AOIs): each AOI is compared with the latest run
@@ -321,7 +328,7 @@ def changed_settings(store: Store, config: BasewatchConfig, model: str,
         before = deriving_settings(earlier[-1].config)
         changed = [f"{section}.{key}" for section in DERIVING_SECTIONS
                    for key in sorted(set(before[section]) | set(now[section]))
-                   if before[section].get(key) != now[section].get(key)]
+                   if before[section].get(key, _added_default(section, key)) != now[section].get(key)]
         if changed:
             drift.setdefault(earlier[-1].id, (changed, []))[1].append(aoi)
     return drift

@@ -279,3 +279,22 @@ def _content_after(run_fn, config, data_dir: Path, scen: Path) -> dict:
     if not (data_dir / "basewatch.sqlite").exists():
         run_fn(config, data_dir, scen)
     return _content(data_dir)
+
+
+def test_a_setting_added_since_with_its_default_is_not_drift(tmp_path, config):
+    """A store written before a setting existed (its run config lacks the key) is current when the setting keeps
+    its default, which is the old behaviour; any other value is a change."""
+    import json
+
+    scen = tiny_scenario(tmp_path)
+    data = tmp_path / "data"
+    _run(config, data, scen)
+    with sqlite3.connect(data / "basewatch.sqlite") as db:
+        [(run_id, raw)] = db.execute("SELECT id, config FROM runs").fetchall()
+        old = json.loads(raw)
+        del old["diff"]["zone_shares"]
+        db.execute("UPDATE runs SET config = ? WHERE id = ?", (json.dumps(old), run_id))
+    assert _run(config, data, scen).notes == []
+    objects = config.model_copy(update={"diff": config.diff.model_copy(update={"zone_shares": "objects"})})
+    [note] = _run(objects, data, scen).notes
+    assert "diff.zone_shares" in note
