@@ -145,6 +145,10 @@ class DetectorConfig(Strict):
     window: int = Field(default=512, ge=64, le=4096, description="Inference window size (pixels).")
     overlap: int = Field(default=32, ge=0, le=512, description="Overlap between windows (pixels).")
     batch_size: int = Field(default=4, ge=1, le=64, description="Windows per forward pass.")
+    tta_views: Literal[1, 4, 8] = Field(
+        default=1, description="Test-time augmentation: average the learned detector over this many flipped / "
+        "transposed views of each window (1 = off). Steadier scores on marginal objects at 4 or 8 x the time: "
+        "for reviews rather than scheduled runs (models/tta.py).")
     threads: int = Field(default=0, ge=0, le=64, description="Torch CPU threads; 0 = number of cores.")
     device: Literal["auto", "cpu", "cuda"] = Field(
         default="auto", description="Where the network runs: auto = a CUDA GPU when torch sees one, else the CPU "

@@ -266,6 +266,7 @@ class LearnedDetector:
     def _run(self, source, progress: Callable[[int, int], None] | None = None,
              candidates: bool = False) -> tuple[list[Detection], list[Detection]]:
         from models.targets import decode
+        from models.tta import averaged_forward
 
         windows = grid_windows(source.height, source.width, self.cfg.window, self.cfg.overlap)
         raw: list[tuple[int, float, float, float, float, float, float, float]] = []
@@ -282,7 +283,7 @@ class LearnedDetector:
                 group, bands, valid = item
                 vt = torch.from_numpy(valid).to(self.device)
                 x = torch.from_numpy(bands).to(self.device)  # InputNorm writes its channels_last output itself
-                out = self.model(x, vt)
+                out = averaged_forward(self.model, x, vt, self.cfg.tta_views, len(self.classes))
                 floor = min(floors)
                 for win, dets in zip(group, decode(out, len(self.classes), floor, self.stride, valid=vt), strict=True):
                     for d in dets:

@@ -1,0 +1,82 @@
+"""Test-time augmentation: the network run on flipped / transposed views of a batch, outputs mapped back and averaged.
+
+Why: training showed the network all 8 symmetries of the square, so each view is an independent-ish look at the same
+pixels; averaging the heatmap logits steadies marginal peaks (grey aircraft, faint trucks). The cost is one forward
+pass per view, so it is an option (``detector.tta_views``) for reviews, not the scheduled default.
+
+Mapping a view's output back (views are applied as transpose, then vertical flip, then horizontal flip, like the
+training augmentation in models/dataset.py): undo them in reverse order, spatially and in what the regression
+channels mean. Positions are continuous (pixel k spans [k, k+1)) and windows are whole cells, so a flip maps a
+sub-cell offset f to 1 - f: its logit changes sign. Headings (0 = north, clockwise) become 360 - h under a
+horizontal flip (sin negated), 180 - h under a vertical one (cos negated) and 270 - h under a transpose
+((sin, cos) -> (-cos, -sin), with the row and column offsets swapped).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from models.targets import OFF, SINH
+
+View = tuple[bool, bool, bool]  # (transpose, vertical flip, horizontal flip)
+VIEWS: dict[int, tuple[View, ...]] = {
+    1: ((False, False, False),),
+    4: ((False, False, False), (False, False, True), (False, True, False), (False, True, True)),
+    8: tuple((t, v, h) for t in (False, True) for v in (False, True) for h in (False, True)),
+}
+
+
+def apply_view(t: torch.Tensor, view: View) -> torch.Tensor:
+    """``view`` of a (..., H, W) tensor."""
+    transpose, vflip, hflip = view
+    if transpose:
+        t = t.transpose(-2, -1)
+    if vflip:
+        t = t.flip(-2)
+    if hflip:
+        t = t.flip(-1)
+    return t
+
+
+def undo_view(out: torch.Tensor, view: View, num_classes: int) -> torch.Tensor:
+    """A network output (N, classes + regression, H', W') computed on ``view`` of the input, in the input's frame."""
+    transpose, vflip, hflip = view
+    out = out.clone()
+    reg = out[:, num_classes:]
+    if hflip:
+        out = out.flip(-1)
+        reg = out[:, num_classes:]
+        reg[:, OFF + 1] = -reg[:, OFF + 1]
+        reg[:, SINH] = -reg[:, SINH]
+    if vflip:
+        out = out.flip(-2)
+        reg = out[:, num_classes:]
+        reg[:, OFF] = -reg[:, OFF]
+        reg[:, SINH + 1] = -reg[:, SINH + 1]
+    if transpose:
+        out = out.transpose(-2, -1).contiguous()
+        reg = out[:, num_classes:]
+        row, col = reg[:, OFF].clone(), reg[:, OFF + 1].clone()
+        sin, cos = reg[:, SINH].clone(), reg[:, SINH + 1].clone()
+        reg[:, OFF], reg[:, OFF + 1] = col, row
+        reg[:, SINH], reg[:, SINH + 1] = -cos, -sin
+    return out
+
+
+def averaged_forward(model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], bands: torch.Tensor,
+                     valid: torch.Tensor, views: int, num_classes: int) -> torch.Tensor:
+    """The mean of the network's outputs over ``views`` (1, 4 or 8) views of (bands, valid), in the input frame."""
+    chosen = VIEWS[views]
+    if len(chosen) == 1:
+        return model(bands, valid)
+    total = None
+    for view in chosen:
+        out = undo_view(model(apply_view(bands, view).contiguous(), apply_view(valid, view).contiguous()), view,
+                        num_classes)
+        total = out if total is None else total + out
+    return total / len(chosen)
+
+
+__all__ = ["VIEWS", "apply_view", "averaged_forward", "undo_view"]
