@@ -22,23 +22,31 @@ def detect(
     weights: Path | None = typer.Option(None, "--weights", help="Checkpoint to use instead of detector.weights."),
     threshold: float | None = typer.Option(None, "--threshold", help="One score threshold for all classes "
                                                                      "(default: the checkpoint's calibrated ones)."),
+    tta_views: int | None = typer.Option(None, "--tta-views", help="Average the learned detector over 4 or 8 "
+                                         "flipped views (steadier scores, 4 or 8 x the time; default: config, 1)."),
 ) -> None:
     """Detect large aircraft and moving vehicles (and parked fighters/helicopters as small_aircraft, with weights
     that have that class) in one GeoTIFF and write them as GeoJSON."""
     import time
 
+    from pydantic import ValidationError
     from rich.progress import Progress
 
     from pipeline.config import load_config
     from pipeline.detect import LearnedDetector, make_detector
+    from pipeline.errors import ConfigError
     from pipeline.objects import write_objects
 
     cfg = load_config(config).detector
     updates = {k: v for k, v in {"name": detector, "weights": str(weights) if weights else None,
-                                   "score_threshold": threshold}.items() if v is not None}
+                                   "score_threshold": threshold, "tta_views": tta_views}.items() if v is not None}
     if threshold is not None:
         updates["class_thresholds"] = {}  # one threshold for every class, overriding the calibrated ones
-    cfg = cfg.model_validate({**cfg.model_dump(), **updates})
+    try:
+        cfg = cfg.model_validate({**cfg.model_dump(), **updates})
+    except ValidationError as exc:  # an option out of range: say which, like a config error
+        problems = "; ".join(f"--{'-'.join(map(str, e['loc'])).replace('_', '-')}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(problems) from None
     det = make_detector(cfg)
     t0 = time.perf_counter()
     if isinstance(det, LearnedDetector):

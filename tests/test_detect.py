@@ -218,3 +218,22 @@ def test_one_blob_is_a_transport_or_a_fighter_never_both():
     assert [r[0] for r in kept] == [2]
     # a two-class model is unaffected
     assert len(merge_duplicates([raw[0], raw[3]], ("large_aircraft", "vehicle"))) == 2
+
+
+@pytest.mark.parametrize("extra", [[], ["--tta-views", "4"]])
+def test_detect_command_writes_the_planted_aircraft_as_geojson(tmp_path, extra):
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+    from pipeline.evaluation import match_class
+    from pipeline.objects import read_objects
+
+    scene, planes = _scene_with_aircraft()
+    path = write_scene(scene, tmp_path / "scene.tif")
+    out = tmp_path / "found.geojson"
+    result = CliRunner().invoke(app, ["detect", str(path), "--out", str(out), *extra])
+    assert result.exit_code == 0, result.output
+    found = read_objects(out, crs=scene.crs)
+    assert match_class(found, planes, "large_aircraft").tp >= 2
+    bad = CliRunner().invoke(app, ["detect", str(path), "--out", str(out), "--tta-views", "3"])
+    assert bad.exit_code == 2 and "--tta-views: Input should be 1, 4 or 8" in bad.output
