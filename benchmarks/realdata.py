@@ -164,6 +164,8 @@ def main() -> None:
     ap.add_argument("--detector", default="learned", choices=["learned", "classical"])
     ap.add_argument("--weights", default=None)
     ap.add_argument("--threshold", type=float, default=None)
+    ap.add_argument("--tta-views", type=int, choices=(1, 4, 8), default=1,
+                    help="learned detector averaged over this many flipped views (detector.tta_views)")
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--png", type=Path, default=None)
     args = ap.parse_args()
@@ -175,6 +177,7 @@ def main() -> None:
         kw["weights"] = args.weights
     if args.threshold is not None:
         kw["score_threshold"] = args.threshold
+    kw["tta_views"] = args.tta_views
     result = run(make_detector(DetectorConfig(**kw)), args.png)
     text = json.dumps(result, indent=1)
     if args.out:

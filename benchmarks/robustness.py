@@ -104,10 +104,10 @@ def _keys(t: MapObject, p: dict) -> dict[str, str]:
     return {"speed": bin_, "convoy": "convoy" if p.get("convoy") else "single"}
 
 
-def run_detector(name: str, pairs, weights: Path | None = None) -> dict:
+def run_detector(name: str, pairs, weights: Path | None = None, tta_views: int = 1) -> dict:
     from pipeline.detect import make_detector
 
-    cfg = DetectorConfig(name=name, **({"weights": str(weights)} if weights else {}))
+    cfg = DetectorConfig(name=name, tta_views=tta_views, **({"weights": str(weights)} if weights else {}))
     detector = make_detector(cfg)
     rows, seconds = [], []
     for _, scene, truth, props in pairs:
@@ -152,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--detectors", nargs="+", default=list(DETECTORS), choices=DETECTORS)
     parser.add_argument("--weights", type=Path, default=None,
                         help="checkpoint for the learned detector (default: the committed one in the config)")
+    parser.add_argument("--tta-views", type=int, choices=(1, 4, 8), default=1,
+                        help="learned detector averaged over this many flipped views (detector.tta_views)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     pairs = load_pairs(args.scenes)
@@ -160,9 +162,9 @@ def main(argv: list[str] | None = None) -> int:
     names, skipped = available(args.detectors, args.weights)
     for name, why in skipped.items():
         log.warning("detector %s not run: %s", name, why)
-    results = {name: run_detector(name, pairs, args.weights) for name in names}
+    results = {name: run_detector(name, pairs, args.weights, args.tta_views) for name in names}
     report = {"scenes": len(pairs), "folder": str(args.scenes), "skipped": skipped,
-              "weights": str(args.weights) if args.weights else None,
+              "weights": str(args.weights) if args.weights else None, "tta_views": args.tta_views,
               "truth": dict(Counter(f"{t.cls}{'_moving' if t.moving else ''}" for _, _, tr, _ in pairs for t in tr)),
               "detectors": results}
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -67,16 +67,17 @@ def time_read(path: Path, repeats: int = 2) -> float:
     return best
 
 
-def _detector(device: str, batch_size: int):
+def _detector(device: str, batch_size: int, tta_views: int = 1):
     from pipeline.config import DetectorConfig
     from pipeline.detect import LearnedDetector
 
-    return LearnedDetector(DetectorConfig(device=device, batch_size=batch_size))
+    return LearnedDetector(DetectorConfig(device=device, batch_size=batch_size, tta_views=tta_views))
 
 
-def time_detect(path: Path, device: str, batch_size: int, repeats: int = 5) -> tuple[list[float], int]:
+def time_detect(path: Path, device: str, batch_size: int, repeats: int = 5,
+                tta_views: int = 1) -> tuple[list[float], int]:
     """Every repeat's seconds (the VM is shared: report the median beside the best)."""
-    det = _detector(device, batch_size)
+    det = _detector(device, batch_size, tta_views)
     times, n = [], 0
     for _ in range(repeats):
         t0 = time.perf_counter()
@@ -85,11 +86,11 @@ def time_detect(path: Path, device: str, batch_size: int, repeats: int = 5) -> t
     return times, n
 
 
-def peak_memory_child(path: str, device: str, batch_size: int) -> None:
+def peak_memory_child(path: str, device: str, batch_size: int, tta_views: int = 1) -> None:
     """Run in a subprocess: detect, then print peak RSS (MB), peak GPU memory when on a GPU, and time as JSON."""
     import torch
 
-    det = _detector(device, batch_size)
+    det = _detector(device, batch_size, tta_views)
     t0 = time.perf_counter()
     n = len(det.detect_path(path))
     dt = time.perf_counter() - t0
@@ -109,16 +110,18 @@ def main() -> None:
     ap.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu",
                     help="where the network runs (the issue's targets are for the CPU; default cpu)")
     ap.add_argument("--batch-size", type=int, default=4, help="windows per forward pass (detector.batch_size)")
+    ap.add_argument("--tta-views", type=int, choices=(1, 4, 8), default=1,
+                    help="flipped views averaged per window (detector.tta_views)")
     args = ap.parse_args()
     args.tmp.mkdir(parents=True, exist_ok=True)
     result: dict = {"cpu_cores": os.cpu_count(), "load_avg_start": os.getloadavg(), "device": args.device,
-                    "batch_size": args.batch_size}
+                    "batch_size": args.batch_size, "tta_views": args.tta_views}
     if not args.skip_speed:
         path = args.tmp / "speed_4096.tif"
         if not path.exists():
             write_raster(path, 4096)
         read_s = time_read(path)
-        times, n = time_detect(path, args.device, args.batch_size)
+        times, n = time_detect(path, args.device, args.batch_size, tta_views=args.tta_views)
         det_s, median_s = min(times), float(np.median(times))
         mpx = 4096 * 4096 / 1e6
         result["speed"] = {"raster": "4096 x 4096 x 4 float32, DEFLATE, 256 px tiles", "read_s": round(read_s, 2),
@@ -133,8 +136,8 @@ def main() -> None:
         path = args.tmp / f"tile_{size}.tif"
         if not path.exists():
             write_raster(path, size, dtype="uint16")
-        proc = subprocess.run([sys.executable, __file__, "--child", str(path), args.device, str(args.batch_size)],
-                              capture_output=True, text=True, check=True)
+        proc = subprocess.run([sys.executable, __file__, "--child", str(path), args.device, str(args.batch_size),
+                               str(args.tta_views)], capture_output=True, text=True, check=True)
         row = {"side_px": size, "mpx": round(size * size / 1e6, 1), **json.loads(proc.stdout.strip().splitlines()[-1])}
         result["memory"].append(row)
         print(json.dumps(row), flush=True)
@@ -145,7 +148,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 5 and sys.argv[1] == "--child":
-        peak_memory_child(sys.argv[2], sys.argv[3], int(sys.argv[4]))
+    if len(sys.argv) == 6 and sys.argv[1] == "--child":
+        peak_memory_child(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]))
     else:
         main()
