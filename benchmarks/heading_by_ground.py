@@ -21,7 +21,7 @@ import numpy as np
 MATCH_M = 20.0
 
 
-def heading_by_ground(scenes: Path, weights: str) -> dict[str, dict]:
+def heading_by_ground(scenes: Path, weights: str, tta_views: int = 1) -> dict[str, dict]:
     from models.evaluate import observable, pair_scenes
     from pipeline.config import DetectorConfig
     from pipeline.detect import LearnedDetector
@@ -30,7 +30,7 @@ def heading_by_ground(scenes: Path, weights: str) -> dict[str, dict]:
     from pipeline.geotiff import read_scene
     from pipeline.objects import read_objects
 
-    det = LearnedDetector(DetectorConfig(weights=weights))
+    det = LearnedDetector(DetectorConfig(weights=weights, tta_views=tta_views))
     errors: dict[str, list[float]] = {"darker": [], "brighter": []}
     for pair in pair_scenes(scenes):
         scene = read_scene(pair.scene)
@@ -58,8 +58,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description="truck heading accuracy, darker vs brighter than the ground")
     ap.add_argument("--scenes", type=Path, required=True)
     ap.add_argument("--weights", default="models/weights/basewatch_centernet.pt")
+    ap.add_argument("--tta-views", type=int, choices=(1, 4, 8), default=1,
+                    help="learned detector averaged over this many flipped views (detector.tta_views)")
     args = ap.parse_args()
-    print(json.dumps(heading_by_ground(args.scenes, args.weights), indent=1))
+    print(json.dumps(heading_by_ground(args.scenes, args.weights, args.tta_views), indent=1))
 
 
 if __name__ == "__main__":
