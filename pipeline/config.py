@@ -190,12 +190,6 @@ class DiffConfig(Strict):
     baseline_window_days: int = Field(default=30, ge=1, description="History used for the baseline.")
     min_history: int = Field(default=2, ge=1, description="Fewest valid observations for a baseline.")
     min_zone_valid: float = Field(default=0.6, ge=0, le=1, description="Zone cloud-free fraction to count it.")
-    zone_shares: Literal["area", "objects"] = Field(
-        default="area", description="How a partly clouded look is scaled up: by the seen share of the zones' area, or "
-        "of the objects earlier looks saw in each zone (a clouded empty runway then costs nothing).")
-    zone_prior_objects: float = Field(
-        default=1.0, ge=0, description="zone_shares objects: objects spread over the zones by area before any look, "
-        "so a zone never seen or always empty keeps a small share.")
     surge_factor: float = Field(default=2.0, gt=1, description="Large aircraft >= factor x baseline is a surge ...")
     surge_sigma: float = Field(
         default=2.0, gt=0, description="... or >= baseline + sigma x max(sqrt(baseline), spread): a significant "

@@ -58,7 +58,7 @@ class Measure:
     expected: float  # baseline scaled by the share of the zones seen now
     current: int
     spread: float
-    coverage: float  # share of the metric's objects in the zones seen now (0-1; zone_shares)
+    coverage: float  # area-weighted share of the metric's zones seen now (0-1)
     n_history: int
     zones: tuple[str, ...]
 
@@ -121,46 +121,20 @@ def _zone_areas(aoi: AOI) -> dict[str, float]:
     return {z.name: float(aoi.to_utm(z.polygon).area) for z in aoi.zones}
 
 
-def zone_shares(metric: ZoneMetric, aoi: AOI, history: Sequence[Observation], cfg: DiffConfig) -> dict[str, float]:
-    """The share of ``metric``'s objects each of its zones is expected to hold (summing to 1).
-
-    ``zone_shares: area``: the zones' area shares. ``objects``: where the earlier observations saw them (each zone's
-    count per observed look, plus ``zone_prior_objects`` spread by area, so a zone never seen or always empty keeps
-    a small share). Why: an aircraft count read while a large empty runway was clouded is not short of anything, but
-    scaled by area it reads as 1/(seen area) times the aircraft, inflating baselines and hiding drops."""
+def metric_value(metric: ZoneMetric, aoi: AOI, obs: Observation,
+                 cfg: DiffConfig) -> tuple[int, float, tuple[str, ...]] | None:
+    """(count over the observed zones, area-weighted observed share, those zones), or None when under
+    ``min_zone_valid`` of the metric's zones could be seen. Zones below ``min_zone_valid`` count as unseen."""
     areas = _zone_areas(aoi)
     zones = _zones(aoi, metric.zone_kinds)
     total = sum(areas[z] for z in zones)
-    by_area = {z: areas[z] / total for z in zones}
-    if cfg.zone_shares == "area":
-        return by_area
-    counts = dict.fromkeys(zones, 0.0)
-    looks = dict.fromkeys(zones, 0.0)
-    for h in history:
-        for z in zones:
-            valid = h.zone_valid.get(z, 0.0)
-            if valid >= cfg.min_zone_valid:
-                counts[z] += _zone_value(h, z, metric.classes)
-                looks[z] += valid
-    density = {z: (counts[z] + cfg.zone_prior_objects * by_area[z]) / (looks[z] + 1.0) for z in zones}
-    norm = sum(density.values())
-    return {z: d / norm for z, d in density.items()} if norm > 0 else by_area
-
-
-def metric_value(metric: ZoneMetric, aoi: AOI, obs: Observation, cfg: DiffConfig,
-                 shares: dict[str, float] | None = None) -> tuple[int, float, tuple[str, ...]] | None:
-    """(count over the observed zones, observed share of the metric's objects, those zones), or None when under
-    ``min_zone_valid`` of them could be seen. Zones below ``min_zone_valid`` count as unseen; ``shares`` (from
-    :func:`zone_shares`, default by area) weight each zone's cloud-free fraction."""
-    zones = _zones(aoi, metric.zone_kinds)
-    if not zones or sum(_zone_areas(aoi)[z] for z in zones) <= 0:
+    if not zones or total <= 0:
         return None
-    shares = shares or zone_shares(metric, aoi, (), cfg.model_copy(update={"zone_shares": "area"}))
     seen = tuple(z for z in zones if obs.zone_valid.get(z, 0.0) >= cfg.min_zone_valid)
     if metric.derived_from and any(metric.derived_from in obs.zone_counts.get(z, {})
                                    and not any(c in obs.zone_counts[z] for c in metric.classes) for z in seen):
         return None  # stored before this count existed: not comparable, so not an observation of it
-    share = sum(shares[z] * obs.zone_valid[z] for z in seen)
+    share = sum(areas[z] * obs.zone_valid[z] for z in seen) / total
     if share < cfg.min_zone_valid:
         return None
     return sum(_zone_value(obs, z, metric.classes) for z in seen), share, seen
@@ -171,16 +145,14 @@ def measure(metric: ZoneMetric, aoi: AOI, history: Sequence[Observation], obs: O
     """``metric`` in ``obs`` against its baseline, or None when it is not observed now or lacks history.
 
     Assets move between zones of a kind (trucks from a park to a quay), so the metric is summed over its zones
-    first; each earlier value is density-corrected by the share of the metric's objects then seen
-    (:func:`zone_shares`), and the baseline is their median, scaled by the share seen now."""
-    earlier = window(history, obs, cfg.baseline_window_days)
-    shares = zone_shares(metric, aoi, earlier, cfg)
-    now = metric_value(metric, aoi, obs, cfg, shares)
+    first; each earlier value is density-corrected by the share of the zones then seen, and the baseline is
+    their median, scaled by the share seen now."""
+    now = metric_value(metric, aoi, obs, cfg)
     if now is None:
         return None
     values = []
-    for h in earlier:
-        got = metric_value(metric, aoi, h, cfg, shares)
+    for h in window(history, obs, cfg.baseline_window_days):
+        got = metric_value(metric, aoi, h, cfg)
         if got is not None:
             values.append(got[0] / got[1])
     if len(values) < cfg.min_history:

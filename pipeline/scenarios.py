@@ -282,7 +282,7 @@ def rederive_scenario(path: str | Path, *, config: BasewatchConfig, data_dir: Pa
 
     scenario = load_scenario(path)
     aoi_names = aois or [s.aoi for s in scenario.sites]
-    if detector:
+    if detector and detector != "truth":  # as evaluate_scenario ran it: truth replaces the configured detector
         config = config.model_copy(update={"detector": config.detector.model_copy(update={"name": detector})})
     t0 = time.perf_counter()
     store = open_store(data_dir)

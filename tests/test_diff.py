@@ -256,30 +256,3 @@ def test_mass_outbound_alone_is_withdrawal():
 def test_off_road_chains_are_not_departures():
     assert kinds(ROUTINE, obs(15, large=5, outbound=(9, 8), road=None)) == {"airlift_surge"}
 
-
-def test_a_clouded_empty_zone_does_not_inflate_the_baseline():
-    """Large aircraft park on the apron; the runway (38 % of the zones' area) is empty. Looks with the runway
-    clouded scale 2 aircraft to 3.2 by area, which lifts the baseline and hides a surge to 5; scaled by where
-    aircraft were seen they stay near 2."""
-    history = [obs(0, large=2, valid={"runway": 0.0}), obs(5, large=2, valid={"runway": 0.0}), obs(10, large=2)]
-    objects = DiffConfig(zone_shares="objects")
-    by_area = measure(LARGE_AIRCRAFT, AOI_, history, obs(15, large=5), CFG)
-    by_objects = measure(LARGE_AIRCRAFT, AOI_, history, obs(15, large=5), objects)
-    assert by_area.baseline == pytest.approx(3.2, abs=0.1)
-    assert 2.0 <= by_objects.baseline <= 2.3 and by_objects.coverage == 1.0
-    assert kinds(history, obs(15, large=5)) == set()
-    assert kinds(history, obs(15, large=5), objects) == {"airlift_surge"}
-
-
-def test_object_shares_keep_a_prior_for_zones_never_seen():
-    from pipeline.diff import zone_shares
-
-    never_seen_runway = [obs(d, large=2, valid={"runway": 0.0}) for d in (0, 5, 10)]
-    shares = zone_shares(LARGE_AIRCRAFT, AOI_, never_seen_runway, DiffConfig(zone_shares="objects"))
-    assert sum(shares.values()) == pytest.approx(1.0)
-    assert 0.05 < shares["runway"] < 0.2  # the area prior: nothing says it is empty, little says it is full
-    area = zone_shares(LARGE_AIRCRAFT, AOI_, never_seen_runway, CFG)
-    assert area["runway"] == pytest.approx(0.38, abs=0.02)
-    # the apron clouded now: under min_zone_valid of the aircraft were looked at, so no observation at all
-    assert measure(LARGE_AIRCRAFT, AOI_, never_seen_runway, obs(15, large=0, valid={"apron": 0.3}),
-                   DiffConfig(zone_shares="objects")) is None

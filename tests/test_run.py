@@ -292,9 +292,9 @@ def test_a_setting_added_since_with_its_default_is_not_drift(tmp_path, config):
     with sqlite3.connect(data / "basewatch.sqlite") as db:
         [(run_id, raw)] = db.execute("SELECT id, config FROM runs").fetchall()
         old = json.loads(raw)
-        del old["diff"]["zone_shares"]
+        del old["detector"]["tta_views"]
         db.execute("UPDATE runs SET config = ? WHERE id = ?", (json.dumps(old), run_id))
     assert _run(config, data, scen).notes == []
-    objects = config.model_copy(update={"diff": config.diff.model_copy(update={"zone_shares": "objects"})})
-    [note] = _run(objects, data, scen).notes
-    assert "diff.zone_shares" in note
+    views = config.model_copy(update={"detector": config.detector.model_copy(update={"tta_views": 4})})
+    [note] = _run(views, data, scen).notes
+    assert "detector.tta_views" in note
