@@ -106,3 +106,15 @@ def test_evaluate_scenarios_rederives_stored_replays(tmp_path, config):
     # without a stored replay there is nothing to re-derive: it is run
     first = evaluate_scenario(scen, config=new, data_dir=tmp_path / "new", detector="classical", rederive=True)
     assert first.columns.scenes > 0 and again.columns.scenes == 0
+
+
+def test_truth_replays_are_rederived_too(tmp_path, config):
+    """Perfect-detection replays store the configured detector's settings: re-deriving them must not read that as
+    a detector change."""
+    from pipeline.scenarios import evaluate_scenario
+
+    scen = tiny_scenario(tmp_path)
+    first = evaluate_scenario(scen, config=config, data_dir=tmp_path / "t", detector="truth")
+    again = evaluate_scenario(scen, config=_stricter(config), data_dir=tmp_path / "t", detector="truth",
+                              rederive=True)
+    assert again.model == first.model == "truth-sim" and again.columns.scenes == 0
