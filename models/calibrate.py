@@ -26,13 +26,10 @@ from pipeline.objects import read_objects
 SWEEP = np.round(np.arange(0.2, 0.851, 0.025), 3)
 
 
-def calibrate(weights: str | Path, scenes: str | Path, write: bool = True, tta_views: int = 1) -> dict:
-    """Choose (and with ``write`` store) per-class thresholds; ``tta_views`` > 1 calibrates the detector averaged
-    over that many views (models/tta.py), whose scores are distributed differently, into ``meta["tta_thresholds"]``."""
+def calibrate(weights: str | Path, scenes: str | Path, write: bool = True) -> dict:
     from pipeline.detect import LearnedDetector
 
-    det = LearnedDetector(DetectorConfig(weights=str(weights), score_threshold=float(SWEEP[0]), class_thresholds={},
-                                         tta_views=tta_views))
+    det = LearnedDetector(DetectorConfig(weights=str(weights), score_threshold=float(SWEEP[0]), class_thresholds={}))
     runs = []
     for p in pair_scenes(scenes):
         scene = read_scene(p.scene)
@@ -54,14 +51,9 @@ def calibrate(weights: str | Path, scenes: str | Path, write: bool = True, tta_v
         path = resolve_path(weights)
         blob = read_checkpoint(path)
         model, meta = load_model(path)
-        record = {"scenes": len(runs), "source": str(scenes),
-                  "f1_at_threshold": {c: max(r["f1"] for r in table[c]) for c in classes}}
-        if tta_views > 1:
-            meta.setdefault("tta_thresholds", {})[str(tta_views)] = chosen
-            meta.setdefault("tta_calibration", {})[str(tta_views)] = record
-        else:
-            meta["thresholds"] = chosen
-            meta["calibration"] = record
+        meta["thresholds"] = chosen
+        meta["calibration"] = {"scenes": len(runs), "source": str(scenes),
+                               "f1_at_threshold": {c: max(r["f1"] for r in table[c]) for c in classes}}
         model.load_state_dict(blob["state_dict"])
         save_checkpoint(path, model, meta)
     return result
@@ -72,10 +64,8 @@ def main() -> None:
     ap.add_argument("--scenes", required=True, type=Path)
     ap.add_argument("--weights", default="models/weights/basewatch_centernet.pt")
     ap.add_argument("--dry-run", action="store_true", help="print, do not write into the checkpoint")
-    ap.add_argument("--tta-views", type=int, choices=(1, 4, 8), default=1,
-                    help="calibrate the detector averaged over this many views (detector.tta_views)")
     args = ap.parse_args()
-    res = calibrate(args.weights, args.scenes, write=not args.dry_run, tta_views=args.tta_views)
+    res = calibrate(args.weights, args.scenes, write=not args.dry_run)
     print(json.dumps({k: v for k, v in res.items() if k != "sweep"}, indent=1))
 
 

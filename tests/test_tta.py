@@ -80,15 +80,3 @@ def test_a_mirrored_scene_gives_mirrored_detections():
         if d.heading_deg is not None:
             assert (d.heading_deg + e.heading_deg) % 360 == pytest.approx(0, abs=0.5)
 
-
-def test_thresholds_calibrated_for_the_view_count_are_used_with_it():
-    from pipeline.detect import class_thresholds
-
-    meta = {"thresholds": {"large_aircraft": 0.45, "vehicle": 0.425},
-            "tta_thresholds": {"4": {"large_aircraft": 0.5, "vehicle": 0.375}}}
-    classes = ("large_aircraft", "vehicle")
-    assert class_thresholds(DetectorConfig(), meta, classes) == [0.45, 0.425]
-    assert class_thresholds(DetectorConfig(tta_views=4), meta, classes) == [0.5, 0.375]
-    assert class_thresholds(DetectorConfig(tta_views=8), meta, classes) == [0.45, 0.425]  # none for 8: single-view
-    assert class_thresholds(DetectorConfig(tta_views=4, class_thresholds={"vehicle": 0.3}), meta, classes) == \
-        [0.4, 0.3]  # the config's own win; a class it omits falls to score_threshold
