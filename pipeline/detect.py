@@ -215,6 +215,8 @@ class LearnedDetector:
         self.heading_classes = set(meta.get("heading_classes", ["vehicle"]))
         self.version = f"{model.spec.version}@{meta.get('weights_id', 'unknown')}"
         self.thresholds = class_thresholds(self.cfg, meta, self.classes)
+        tta = self.cfg.tta_classes
+        self.single_view_classes = tuple(i for i, c in enumerate(self.classes) if tta is not None and c not in tta)
         set_threads(self.cfg.threads)
 
     @property
@@ -283,7 +285,8 @@ class LearnedDetector:
                 group, bands, valid = item
                 vt = torch.from_numpy(valid).to(self.device)
                 x = torch.from_numpy(bands).to(self.device)  # InputNorm writes its channels_last output itself
-                out = averaged_forward(self.model, x, vt, self.cfg.tta_views, len(self.classes))
+                out = averaged_forward(self.model, x, vt, self.cfg.tta_views, len(self.classes),
+                                       self.single_view_classes)
                 floor = min(floors)
                 for win, dets in zip(group, decode(out, len(self.classes), floor, self.stride, valid=vt), strict=True):
                     for d in dets:
