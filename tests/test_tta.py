@@ -14,6 +14,7 @@ from models.targets import OFF, SINH
 from models.tta import VIEWS, apply_view, averaged_forward, undo_view
 from pipeline.config import DetectorConfig
 from pipeline.detect import make_detector
+from pipeline.errors import ConfigError
 from tests.test_detect import _scene_with_aircraft
 
 
@@ -101,3 +102,5 @@ def test_the_detector_averages_only_the_classes_asked_for():
     vehicles_only = make_detector(DetectorConfig(threads=1, tta_views=4, tta_classes=["vehicle"])).detect(scene)
     aircraft = [(round(d.score, 4)) for d in plain if d.cls == "large_aircraft"]
     assert aircraft and aircraft == [round(d.score, 4) for d in vehicles_only if d.cls == "large_aircraft"]
+    with pytest.raises(ConfigError, match="tta_classes: lorry not among the model's classes"):
+        make_detector(DetectorConfig(tta_views=4, tta_classes=["lorry"]))
