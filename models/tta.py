@@ -66,23 +66,17 @@ def undo_view(out: torch.Tensor, view: View, num_classes: int) -> torch.Tensor:
 
 
 def averaged_forward(model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], bands: torch.Tensor,
-                     valid: torch.Tensor, views: int, num_classes: int,
-                     single_view_classes: tuple[int, ...] = ()) -> torch.Tensor:
-    """The mean of the network's outputs over ``views`` (1, 4 or 8) views of (bands, valid), in the input frame;
-    the heatmaps of ``single_view_classes`` (indices) stay those of the plain view, so their scores do not move."""
+                     valid: torch.Tensor, views: int, num_classes: int) -> torch.Tensor:
+    """The mean of the network's outputs over ``views`` (1, 4 or 8) views of (bands, valid), in the input frame."""
     chosen = VIEWS[views]
     if len(chosen) == 1:
         return model(bands, valid)
-    total, plain = None, None
+    total = None
     for view in chosen:
         out = undo_view(model(apply_view(bands, view).contiguous(), apply_view(valid, view).contiguous()), view,
                         num_classes)
-        plain = out if plain is None else plain
-        total = out.clone() if total is None else total + out
-    total /= len(chosen)
-    for c in single_view_classes:
-        total[:, c] = plain[:, c]
-    return total
+        total = out if total is None else total + out
+    return total / len(chosen)
 
 
 __all__ = ["VIEWS", "apply_view", "averaged_forward", "undo_view"]

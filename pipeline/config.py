@@ -149,9 +149,6 @@ class DetectorConfig(Strict):
         default=1, description="Test-time augmentation: average the learned detector over this many flipped / "
         "transposed views of each window (1 = off). Steadier scores on marginal objects at 4 or 8 x the time: "
         "for reviews rather than scheduled runs (models/tta.py).")
-    tta_classes: list[str] | None = Field(
-        default=None, description="Classes whose scores the views average (default: all); the others keep their "
-        "single-view scores.")
     threads: int = Field(default=0, ge=0, le=64, description="Torch CPU threads; 0 = number of cores.")
     device: Literal["auto", "cpu", "cuda"] = Field(
         default="auto", description="Where the network runs: auto = a CUDA GPU when torch sees one, else the CPU "

@@ -25,7 +25,7 @@ from rasterio.windows import Window as RioWindow
 
 from pipeline.config import DetectorConfig, resolve_path
 from pipeline.detector import Detector
-from pipeline.errors import ConfigError, SceneError
+from pipeline.errors import SceneError
 from pipeline.types import BAND_NAMES, Detection, MapObject, Scene
 
 log = logging.getLogger(__name__)
@@ -215,11 +215,6 @@ class LearnedDetector:
         self.heading_classes = set(meta.get("heading_classes", ["vehicle"]))
         self.version = f"{model.spec.version}@{meta.get('weights_id', 'unknown')}"
         self.thresholds = class_thresholds(self.cfg, meta, self.classes)
-        tta = self.cfg.tta_classes
-        if tta is not None and not set(tta) <= set(self.classes):
-            raise ConfigError(f"detector.tta_classes: {', '.join(sorted(set(tta) - set(self.classes)))} not among "
-                              f"the model's classes ({', '.join(self.classes)})")
-        self.single_view_classes = tuple(i for i, c in enumerate(self.classes) if tta is not None and c not in tta)
         set_threads(self.cfg.threads)
 
     @property
@@ -288,8 +283,7 @@ class LearnedDetector:
                 group, bands, valid = item
                 vt = torch.from_numpy(valid).to(self.device)
                 x = torch.from_numpy(bands).to(self.device)  # InputNorm writes its channels_last output itself
-                out = averaged_forward(self.model, x, vt, self.cfg.tta_views, len(self.classes),
-                                       self.single_view_classes)
+                out = averaged_forward(self.model, x, vt, self.cfg.tta_views, len(self.classes))
                 floor = min(floors)
                 for win, dets in zip(group, decode(out, len(self.classes), floor, self.stride, valid=vt), strict=True):
                     for d in dets:

@@ -78,7 +78,6 @@ def _fake_detector(window: int, overlap: int) -> LearnedDetector:
     det.meta = {}
     det.version = "test"
     det.thresholds = [0.5, 0.5]
-    det.single_view_classes = ()
     return det
 
 

@@ -14,7 +14,6 @@ from models.targets import OFF, SINH
 from models.tta import VIEWS, apply_view, averaged_forward, undo_view
 from pipeline.config import DetectorConfig
 from pipeline.detect import make_detector
-from pipeline.errors import ConfigError
 from tests.test_detect import _scene_with_aircraft
 
 
@@ -81,26 +80,3 @@ def test_a_mirrored_scene_gives_mirrored_detections():
         if d.heading_deg is not None:
             assert (d.heading_deg + e.heading_deg) % 360 == pytest.approx(0, abs=0.5)
 
-
-
-def test_single_view_classes_keep_their_plain_scores():
-    net = _random_net()
-    nc = len(net.spec.classes)
-    torch.manual_seed(2)
-    bands, valid = torch.rand(1, 4, 32, 32), torch.ones(1, 32, 32, dtype=torch.bool)
-    with torch.no_grad():
-        plain = net(bands, valid)
-        every = averaged_forward(net, bands, valid, 4, nc)
-        mixed = averaged_forward(net, bands, valid, 4, nc, single_view_classes=(0,))
-    assert torch.equal(mixed[:, 0], plain[:, 0]) and not torch.allclose(every[:, 0], plain[:, 0])
-    assert torch.allclose(mixed[:, 1:], every[:, 1:])  # the other heatmaps and every regression: averaged
-
-
-def test_the_detector_averages_only_the_classes_asked_for():
-    scene, _ = _scene_with_aircraft()
-    plain = make_detector(DetectorConfig(threads=1)).detect(scene)
-    vehicles_only = make_detector(DetectorConfig(threads=1, tta_views=4, tta_classes=["vehicle"])).detect(scene)
-    aircraft = [(round(d.score, 4)) for d in plain if d.cls == "large_aircraft"]
-    assert aircraft and aircraft == [round(d.score, 4) for d in vehicles_only if d.cls == "large_aircraft"]
-    with pytest.raises(ConfigError, match="tta_classes: lorry not among the model's classes"):
-        make_detector(DetectorConfig(tta_views=4, tta_classes=["lorry"]))
