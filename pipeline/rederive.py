@@ -29,6 +29,7 @@ class RederiveResult:
     model: str
     observations: dict[str, int] = field(default_factory=dict)  # AOI -> observations derived again
     alert_changes: dict[str, str] = field(default_factory=dict)  # alert id -> new / updated / closed
+    withdrawn: list[str] = field(default_factory=list)  # alerts the new settings no longer raise (deleted)
     changed: list[str] = field(default_factory=list)  # settings that differ from the history's
     simulated: bool = False
 
@@ -70,12 +71,14 @@ def rederive(store: Store, config: BasewatchConfig, *, aois: list[str] | None = 
         for name in names:
             aoi = load_aoi(name, config_path)
             with store.transaction():
+                before = {a.id for a in store.alerts(name, model=model)}
                 history = store.observations(name, model)
                 for obs in history:
                     store.replace_counts(recount(aoi, obs, store.detections(name, obs.acquisition.id, model),
                                                  config.diff.surge_min_score))
                 first = history[0].acquisition.datetime
                 result.alert_changes.update(rediff(store, run_id, aoi, model, config, first))
+                result.withdrawn += sorted(before - {a.id for a in store.alerts(name, model=model)})
             result.observations[name] = len(history)
         status = "ok"
     finally:
@@ -113,7 +116,9 @@ def rederive_command(*, config_path: Path | None, data_dir: Path | None, aois: l
     out.print(f"run {result.run_id}: re-derived {done} (model {result.model}) with {settings}", highlight=False)
     for alert_id, what in sorted(result.alert_changes.items()):
         out.print(f"  alert {alert_id}: {what}", highlight=False)
-    if not result.alert_changes:
+    for alert_id in result.withdrawn:
+        out.print(f"  alert {alert_id}: no longer raised with these settings (removed)", highlight=False)
+    if not result.alert_changes and not result.withdrawn:
         out.print("  alerts unchanged")
     if report:
         out.print(f"report: {report / 'index.html'}")

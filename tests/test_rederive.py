@@ -44,6 +44,8 @@ def test_rederive_ends_as_a_fresh_run_with_the_new_settings(tmp_path, config):
     assert after == fresh  # every table, observations' counts included
     assert after["events"] != before["events"] or after["observations"] != before["observations"]
     assert after["detections"] == before["detections"]  # nothing detected again
+    gone = {row[0] for row in before["alerts"]} - {row[0] for row in after["alerts"]}
+    assert sorted(gone) == result.withdrawn  # alerts the new settings no longer raise are named
     assert _run(new, data, scen).notes == []  # the history now matches the settings
 
 
@@ -118,3 +120,17 @@ def test_truth_replays_are_rederived_too(tmp_path, config):
     again = evaluate_scenario(scen, config=_stricter(config), data_dir=tmp_path / "t", detector="truth",
                               rederive=True)
     assert again.model == first.model == "truth-sim" and again.columns.scenes == 0
+
+
+def test_rederive_names_the_alerts_new_settings_no_longer_raise(tmp_path, config):
+    scen = tiny_scenario(tmp_path)
+    data = tmp_path / "data"
+    lenient = config.model_copy(update={"diff": config.diff.model_copy(update={"outbound_min_vehicles": 2})})
+    _run(lenient, data, scen)
+    with open_store(data) as store:
+        raised = {a.id for a in store.alerts("tartus")}
+        assert any(":outbound_columns:" in a for a in raised)
+        strict = config.model_copy(update={"diff": config.diff.model_copy(update={"outbound_min_vehicles": 50})})
+        result = rederive(store, strict)
+        assert set(result.withdrawn) == raised - {a.id for a in store.alerts("tartus")}
+        assert any(":outbound_columns:" in a for a in result.withdrawn)
