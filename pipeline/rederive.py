@@ -21,6 +21,15 @@ from pipeline.run import REDERIVABLE_SECTIONS, changed_settings, make_detector, 
 from pipeline.store import STORE_FILENAME, Store
 
 
+class NotRederivable(ConfigError):
+    """Settings changed that decide what was detected or grouped (``settings``): re-deriving cannot apply them."""
+
+    def __init__(self, settings: list[str]):
+        self.settings = settings
+        super().__init__(f"{', '.join(settings)} changed since the history was derived: these change what was "
+                         "detected or grouped, so rederive cannot apply them; run `basewatch run --reprocess`")
+
+
 @dataclass
 class RederiveResult:
     """What one rederive did."""
@@ -58,8 +67,7 @@ def rederive(store: Store, config: BasewatchConfig, *, aois: list[str] | None = 
     changed = sorted({key for keys, _ in changed_settings(store, config, model, names).values() for key in keys})
     blocking = [key for key in changed if key.split(".")[0] not in REDERIVABLE_SECTIONS]
     if blocking:
-        raise ConfigError(f"{', '.join(blocking)} changed since the history was derived: these change what was "
-                          "detected or grouped, so rederive cannot apply them; run `basewatch run --reprocess`")
+        raise NotRederivable(blocking)
     records = {name: store.acquisitions(name) for name in names}
     times = [r.acquisition.datetime.date() for recs in records.values() for r in recs]
     simulated = any(r.acquisition.simulated for recs in records.values() for r in recs)
@@ -125,4 +133,4 @@ def rederive_command(*, config_path: Path | None, data_dir: Path | None, aois: l
     return result
 
 
-__all__ = ["RederiveResult", "rederive", "rederive_command", "stored_model"]
+__all__ = ["NotRederivable", "RederiveResult", "rederive", "rederive_command", "stored_model"]

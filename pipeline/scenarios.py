@@ -277,7 +277,7 @@ def rederive_scenario(path: str | Path, *, config: BasewatchConfig, data_dir: Pa
     """Check a stored replay's expectations after re-deriving its events and alerts with ``config`` (seconds: tune
     diff and alert settings on replays detected once). Columns are not scored again: they did not change, and the
     simulator's truth is not stored."""
-    from pipeline.rederive import rederive
+    from pipeline.rederive import NotRederivable, rederive
     from pipeline.run import make_detector, model_id
 
     scenario = load_scenario(path)
@@ -288,7 +288,12 @@ def rederive_scenario(path: str | Path, *, config: BasewatchConfig, data_dir: Pa
     store = open_store(data_dir)
     try:
         model = TruthDetector.model_id if detector == "truth" else model_id(make_detector(config)[0])
-        result = rederive(store, config, aois=aoi_names, config_path=config_path, model=model)
+        try:
+            result = rederive(store, config, aois=aoi_names, config_path=config_path, model=model)
+        except NotRederivable as exc:
+            raise ConfigError(f"{data_dir}: {', '.join(exc.settings)} changed since this replay was stored: "
+                              "--rederive needs the sweep's own detector and column settings (the same --weights "
+                              "and config sections); replay without --rederive to judge those") from None
         aoi_objs = {name: load_aoi(name, config_path) for name in aoi_names}
         checks = [check_expectation(e, store, aoi_objs[e.aoi], model, config)
                   for e in scenario.expectations if e.aoi in aoi_objs]

@@ -105,6 +105,10 @@ def test_evaluate_scenarios_rederives_stored_replays(tmp_path, config):
         [(r.expectation.id, r.ok, r.fired) for r in fresh.expectations]
     assert [a.id for a in again.alerts] == [a.id for a in fresh.alerts]
     assert _content(tmp_path / "once")["events"] == _content(tmp_path / "fresh")["events"]
+    other = new.model_copy(update={"columns": new.columns.model_copy(update={"min_vehicles": 6})})
+    with pytest.raises(ConfigError, match=r"columns.min_vehicles changed since this replay was stored.*without "
+                                          r"--rederive"):
+        evaluate_scenario(scen, config=other, data_dir=tmp_path / "once", detector="classical", rederive=True)
     # without a stored replay there is nothing to re-derive: it is run
     first = evaluate_scenario(scen, config=new, data_dir=tmp_path / "new", detector="classical", rederive=True)
     assert first.columns.scenes > 0 and again.columns.scenes == 0
