@@ -255,4 +255,3 @@ def test_mass_outbound_alone_is_withdrawal():
 
 def test_off_road_chains_are_not_departures():
     assert kinds(ROUTINE, obs(15, large=5, outbound=(9, 8), road=None)) == {"airlift_surge"}
-
