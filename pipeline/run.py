@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
+from functools import cache
 from pathlib import Path
 
 from pyproj import CRS
@@ -307,11 +308,11 @@ def deriving_settings(config: dict) -> dict:
             for section in DERIVING_SECTIONS}
 
 
-def _added_default(section: str, key: str):
-    """A setting's default: what a run stored before the setting existed did (settings are added with the old
-    behaviour as their default), so upgrading does not read as a change."""
-    field = type(getattr(BasewatchConfig(), section)).model_fields.get(key)
-    return None if field is None else field.get_default(call_default_factory=True)
+@cache
+def _defaults(section: str) -> dict:
+    """A section's default settings as a run stores them (JSON): what a run stored before a setting existed did
+    (settings are added with the old behaviour as their default), so upgrading does not read as a change."""
+    return BasewatchConfig.model_fields[section].annotation().model_dump(mode="json")
 
 
 def changed_settings(store: Store, config: BasewatchConfig, model: str,
@@ -328,7 +329,7 @@ def changed_settings(store: Store, config: BasewatchConfig, model: str,
         before = deriving_settings(earlier[-1].config)
         changed = [f"{section}.{key}" for section in DERIVING_SECTIONS
                    for key in sorted(set(before[section]) | set(now[section]))
-                   if before[section].get(key, _added_default(section, key)) != now[section].get(key)]
+                   if before[section].get(key, _defaults(section).get(key)) != now[section].get(key)]
         if changed:
             drift.setdefault(earlier[-1].id, (changed, []))[1].append(aoi)
     return drift
