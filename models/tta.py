@@ -41,12 +41,11 @@ def apply_view(t: torch.Tensor, view: View) -> torch.Tensor:
 
 
 def undo_view(out: torch.Tensor, view: View, num_classes: int) -> torch.Tensor:
-    """A network output (N, classes + regression, H', W') computed on ``view`` of the input, in the input's frame."""
+    """A network output (N, classes + regression, H', W') computed on ``view`` of the input, in the input's frame
+    (a new tensor: ``out`` is never written to; the identity view returns ``out`` itself)."""
     transpose, vflip, hflip = view
-    out = out.clone()
-    reg = out[:, num_classes:]
     if hflip:
-        out = out.flip(-1)
+        out = out.flip(-1)  # flips copy, so the sign changes below never reach the caller's tensor
         reg = out[:, num_classes:]
         reg[:, OFF + 1] = -reg[:, OFF + 1]
         reg[:, SINH] = -reg[:, SINH]
@@ -56,12 +55,10 @@ def undo_view(out: torch.Tensor, view: View, num_classes: int) -> torch.Tensor:
         reg[:, OFF] = -reg[:, OFF]
         reg[:, SINH + 1] = -reg[:, SINH + 1]
     if transpose:
-        out = out.transpose(-2, -1).contiguous()
+        out = out.transpose(-2, -1).clone(memory_format=torch.contiguous_format)
         reg = out[:, num_classes:]
-        row, col = reg[:, OFF].clone(), reg[:, OFF + 1].clone()
-        sin, cos = reg[:, SINH].clone(), reg[:, SINH + 1].clone()
-        reg[:, OFF], reg[:, OFF + 1] = col, row
-        reg[:, SINH], reg[:, SINH + 1] = -cos, -sin
+        reg[:, [OFF, OFF + 1]] = reg[:, [OFF + 1, OFF]]  # advanced indexing reads a copy first
+        reg[:, [SINH, SINH + 1]] = -reg[:, [SINH + 1, SINH]]
     return out
 
 
