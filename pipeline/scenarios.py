@@ -19,7 +19,15 @@ from pathlib import Path
 import numpy as np
 from shapely.geometry import LineString
 
-from pipeline.config import PROJECT_ROOT, BasewatchConfig, ExpectationFile, load_aoi, load_config, load_scenario
+from pipeline.config import (
+    PROJECT_ROOT,
+    BasewatchConfig,
+    ExpectationFile,
+    ScenarioFile,
+    load_aoi,
+    load_config,
+    load_scenario,
+)
 from pipeline.diff import ZoneMetric, measure
 from pipeline.errors import ConfigError
 from pipeline.replay_compare import compare_replays, load_replays, print_comparison
@@ -241,8 +249,8 @@ def evaluate_scenario(path: str | Path, *, config: BasewatchConfig | None = None
     config = config or load_config(config_path)
     scenario = load_scenario(path)
     if rederive and (Path(data_dir) / STORE_FILENAME).exists():
-        return rederive_scenario(path, config=config, data_dir=data_dir, config_path=config_path, detector=detector,
-                                 aois=aois, seed=seed)
+        return rederive_scenario(path, scenario, config=config, data_dir=data_dir, config_path=config_path,
+                                 detector=detector, aois=aois)
     if seed is not None:
         scenario = scenario.model_copy(update={"seed": seed})
     if lookback_days:
@@ -257,14 +265,11 @@ def evaluate_scenario(path: str | Path, *, config: BasewatchConfig | None = None
     seconds = time.perf_counter() - t0
     store = open_store(data_dir)
     try:
-        aoi_names = aois or [s.aoi for s in scenario.sites]
-        aoi_objs = {name: load_aoi(name, config_path) for name in aoi_names}
-        checks = [check_expectation(e, store, aoi_objs[e.aoi], result.model, config)
-                  for e in scenario.expectations if e.aoi in aoi_objs]
+        aoi_objs = {name: load_aoi(name, config_path) for name in aois or [s.aoi for s in scenario.sites]}
+        checks, alerts = _verdicts(store, scenario, aoi_objs, result.model, config)
         columns = ColumnScore()
         for (aoi_name, acq_id), truth in source.truth_columns.items():
             columns.add(score_columns(store.columns(aoi_name, acq_id, result.model), truth, aoi_objs[aoi_name]))
-        alerts = [a for name in aoi_names for a in store.alerts(name, model=result.model)]
     finally:
         store.close()
     return ScenarioResult(name=scenario.name, path=Path(path), run_id=result.run_id, model=result.model,
@@ -272,15 +277,22 @@ def evaluate_scenario(path: str | Path, *, config: BasewatchConfig | None = None
                           failures=result.failures, history_start=scenario.start if lookback_days else None)
 
 
-def rederive_scenario(path: str | Path, *, config: BasewatchConfig, data_dir: Path, config_path: Path | None,
-                      detector: str | None, aois: list[str] | None = None, seed: int | None = None) -> ScenarioResult:
-    """Check a stored replay's expectations after re-deriving its events and alerts with ``config`` (seconds: tune
-    diff and alert settings on replays detected once). Columns are not scored again: they did not change, and the
-    simulator's truth is not stored."""
+def _verdicts(store, scenario: ScenarioFile, aoi_objs: dict[str, AOI], model: str,
+              config: BasewatchConfig) -> tuple[list[ExpectationResult], list[Alert]]:
+    """The scenario's expectations checked against the store, and the alerts of its AOIs."""
+    checks = [check_expectation(e, store, aoi_objs[e.aoi], model, config)
+              for e in scenario.expectations if e.aoi in aoi_objs]
+    return checks, [a for name in aoi_objs for a in store.alerts(name, model=model)]
+
+
+def rederive_scenario(path: str | Path, scenario: ScenarioFile, *, config: BasewatchConfig, data_dir: Path,
+                      config_path: Path | None, detector: str | None, aois: list[str] | None = None) -> ScenarioResult:
+    """Check a stored replay of ``scenario`` (loaded from ``path``) after re-deriving its events and alerts with
+    ``config`` (seconds: tune diff and alert settings on replays detected once). Columns are not scored again: they
+    did not change, and the simulator's truth is not stored."""
     from pipeline.rederive import NotRederivable, rederive
     from pipeline.run import make_detector, model_id
 
-    scenario = load_scenario(path)
     aoi_names = aois or [s.aoi for s in scenario.sites]
     if detector and detector != "truth":  # as evaluate_scenario ran it: truth replaces the configured detector
         config = config.model_copy(update={"detector": config.detector.model_copy(update={"name": detector})})
@@ -294,10 +306,8 @@ def rederive_scenario(path: str | Path, *, config: BasewatchConfig, data_dir: Pa
             raise ConfigError(f"{data_dir}: {', '.join(exc.settings)} changed since this replay was stored: "
                               "--rederive needs the sweep's own detector and column settings (the same --weights "
                               "and config sections); replay without --rederive to judge those") from None
-        aoi_objs = {name: load_aoi(name, config_path) for name in aoi_names}
-        checks = [check_expectation(e, store, aoi_objs[e.aoi], model, config)
-                  for e in scenario.expectations if e.aoi in aoi_objs]
-        alerts = [a for name in aoi_names for a in store.alerts(name, model=model)]
+        checks, alerts = _verdicts(store, scenario, {name: load_aoi(name, config_path) for name in aoi_names}, model,
+                                   config)
     finally:
         store.close()
     return ScenarioResult(name=scenario.name, path=Path(path),
