@@ -92,6 +92,41 @@ def aoi_show(name: str = typer.Argument(..., help="AOI name or path to an AOI YA
         out.print(f"road {r.name}: {aoi.to_utm(r.line).length:.0f} m, starts at the base")
 
 
+@aoi_app.command("export")
+@user_errors
+def aoi_export(name: str = typer.Argument(..., help="AOI name or path to an AOI YAML file."),
+               out: Path | None = typer.Option(None, "--out", "-o", help="GeoJSON to write "
+                                               "(default: ./<name>.geojson)."),
+               config: Path | None = ConfigOption) -> None:
+    """Write an AOI as GeoJSON (outline, zones, egress roads; a 'role' property says which) to edit in QGIS."""
+    from pipeline.aoi_geojson import export_aoi
+
+    target, aoi = export_aoi(name, out, config)
+    Console().print(f"wrote {target}: outline, {len(aoi.zones)} zones, {len(aoi.roads)} roads. Edit it in QGIS, "
+                    f"then `basewatch aoi import {target} --force`")
+
+
+@aoi_app.command("import")
+@user_errors
+def aoi_import(
+    geojson: Path = typer.Argument(..., help="GeoJSON in lon/lat: one 'outline' polygon, 'zone' polygons (with "
+                                   "'name' and 'kind') and 'road' lines (first vertex at the base), told apart by "
+                                   "a 'role' property (what `basewatch aoi export` writes)."),
+    name: str | None = typer.Option(None, "--name", help="AOI name (default: the outline's 'name' property)."),
+    title: str | None = typer.Option(None, "--title", help="Title shown in reports (default: the outline's)."),
+    country: str | None = typer.Option(None, "--country", help="Country (default: the outline's)."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing AOI file of that name."),
+    config: Path | None = ConfigOption,
+) -> None:
+    """Create or replace configs/aois/<name>.yaml from a GeoJSON drawn in QGIS (checked first: nothing is written
+    unless the whole AOI is valid)."""
+    from pipeline.aoi_geojson import import_aoi
+
+    target, aoi = import_aoi(geojson, name=name, title=title, country=country, force=force, config_path=config)
+    Console().print(f"wrote {target}: {len(aoi.zones)} zones, {len(aoi.roads)} roads. Check it with "
+                    f"`basewatch aoi show {aoi.name}`; run it with `basewatch run --aoi {aoi.name}`")
+
+
 @app.command("validate")
 @user_errors
 def validate(config: Path | None = ConfigOption) -> None:
