@@ -7,8 +7,12 @@ A 3-level encoder with additive top-down fusion gives ~40 px of context for airc
 > 5 Mpx/s on two CPU cores (channels_last, BN folded into the convs at inference).
 
 Input normalisation lives in the model (``InputNorm``) so training, inference and the checkpoint agree on it:
-per window and band, subtract the median and divide by a robust spread (1.4826 x MAD, floored), computed over
-valid pixels only. That removes haze offsets and radiometric scale differences between sources.
+per band, subtract the median and divide by a robust spread (1.4826 x MAD, floored), computed over valid pixels
+only. That removes haze offsets and radiometric scale differences between sources. Training chips are 96 px, so
+their statistics are local; an inference window is 512 px, and with one median per window a patch of ground much
+brighter than the window's usual (desert beside fields, a city beside an airfield) sat far out on the soft clip,
+where objects on it all but vanished. ``InputNorm.block`` (``detector.norm_block``) therefore takes the statistics
+of the neighbourhood around each pixel in larger windows (a grid every half neighbourhood, blended bilinearly).
 """
 
 from __future__ import annotations
@@ -96,6 +100,7 @@ class InputNorm(nn.Module):
         self.floor = spec.norm_floor
         self.clip = spec.norm_clip
         self.sub = max(1, spec.norm_subsample)
+        self.block = 0  # 0: one median/spread per window; else local ones over neighbourhoods of this side (px)
         names = list(spec.bands)
         self.pairs = []
         for d in spec.derived:
@@ -107,22 +112,23 @@ class InputNorm(nn.Module):
     def forward(self, bands: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """bands (N, C, H, W) reflectance; valid (N, H, W) bool -> (N, C + derived, H, W) float."""
         n, c = bands.shape[:2]
-        s = self.sub
-        sample = bands[:, :, ::s, ::s].reshape(n, c, -1)
-        vs = valid[:, ::s, ::s].reshape(n, 1, -1).expand(-1, c, -1)
-        sample = torch.where(vs, sample, torch.full_like(sample, float("nan")))
-        med = torch.nanmedian(sample, dim=2).values
-        mad = torch.nanmedian((sample - med[..., None]).abs(), dim=2).values * 1.4826
-        med = torch.nan_to_num(med, nan=0.0)
-        scale = torch.nan_to_num(mad, nan=1.0).clamp_min(self.floor)
-        inv = 1.0 / (scale * self.clip)
-        # written straight into one channels_last output (no torch.cat copy; the stem conv wants this layout)
         h, w = bands.shape[-2:]
+        s = self.sub
+        sub_bands, sub_valid = bands[:, :, ::s, ::s], valid[:, ::s, ::s]
+        med, scale = _robust_stats(sub_bands, sub_valid, self.floor)
+        if self.block and max(h, w) > 1.5 * self.block:  # local statistics: what a training chip of that size sees
+            med_map, scale_map = _local_stats(sub_bands, sub_valid, self.block // s, self.floor, med, scale, (h, w))
+            inv = 1.0 / (scale_map * self.clip)
+            shift = -med_map * inv
+        else:
+            inv = (1.0 / (scale * self.clip))[..., None, None]
+            shift = (-med[..., None, None]) * inv
+        # written straight into one channels_last output (no torch.cat copy; the stem conv wants this layout)
         out = torch.empty((n, c + len(self.pairs) + 1, h, w), dtype=bands.dtype, device=bands.device,
                           memory_format=torch.channels_last)
         x = out[:, :c]
         # tanh on a dense tensor, then one strided write: tanh straight into the strided view is ~3x slower
-        dense = torch.addcmul((-med * inv)[..., None, None], bands, inv[..., None, None])
+        dense = torch.addcmul(shift, bands, inv)
         torch.tanh(dense, out=dense)
         torch.mul(dense, self.clip, out=x)
         vf = out[:, -1:]
@@ -132,6 +138,41 @@ class InputNorm(nn.Module):
         for k, (a, b) in enumerate(self.pairs):
             torch.sub(x[:, a : a + 1], x[:, b : b + 1], out=out[:, c + k : c + k + 1])
         return out
+
+
+def _robust_stats(sample: torch.Tensor, valid: torch.Tensor, floor: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per image and band: median and 1.4826 x MAD (floored) over the valid pixels of ``sample`` (N, C, H, W)."""
+    n, c = sample.shape[:2]
+    flat = sample.reshape(n, c, -1)
+    ok = valid.reshape(n, 1, -1).expand(-1, c, -1)
+    flat = torch.where(ok, flat, torch.full_like(flat, float("nan")))
+    med = torch.nanmedian(flat, dim=2).values
+    mad = torch.nanmedian((flat - med[..., None]).abs(), dim=2).values * 1.4826
+    return torch.nan_to_num(med, nan=0.0), torch.nan_to_num(mad, nan=1.0).clamp_min(floor)
+
+
+def _local_stats(sample: torch.Tensor, valid: torch.Tensor, side: int, floor: float, med: torch.Tensor,
+                 scale: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Median and spread of the ``side``-pixel neighbourhood centred on each point of a grid (every side/2
+    subsampled pixels), bilinearly interpolated to ``size``: each pixel is normalised as if it sat in the middle
+    of a training chip of that side. Neighbourhoods with few valid pixels (clouds) take the window's statistics."""
+    n, c = sample.shape[:2]
+    k = max(2, side)
+    step = max(1, k // 2)
+    half = k // 2
+    nan = float("nan")
+    padded = F.pad(torch.where(valid[:, None], sample, torch.full_like(sample, nan)), (half, half, half, half),
+                   value=nan)
+    patches = padded.unfold(2, k, step).unfold(3, k, step)  # (N, C, gh, gw, k, k)
+    flat = patches.reshape(*patches.shape[:4], k * k)
+    m = torch.nanmedian(flat, dim=4).values
+    mad = torch.nanmedian((flat - m[..., None]).abs(), dim=4).values * 1.4826
+    few = (~torch.isnan(flat[:, :1])).sum(dim=4) < max(16, k * k // 8)  # (N, 1, gh, gw)
+    m = torch.where(few | torch.isnan(m), med[..., None, None], m)
+    mad = torch.where(few | torch.isnan(mad), scale[..., None, None], mad.clamp_min(floor))
+    # grid point i sits at subsampled pixel i * step: corner-aligned interpolation puts it back there
+    return (F.interpolate(m, size=size, mode="bilinear", align_corners=True),
+            F.interpolate(mad, size=size, mode="bilinear", align_corners=True))
 
 
 def _cbr(cin: int, cout: int, stride: int = 1) -> nn.Sequential:

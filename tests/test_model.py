@@ -41,6 +41,58 @@ def test_normalisation_removes_haze_offset_and_gain():
     assert torch.allclose(model.norm(x, valid), model.norm(hazy, valid), atol=1e-3)
 
 
+def _two_grounds(side: int = 512) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int], tuple[int, int]]:
+    """Dark textured vegetation over three quarters of a window, a strip of bright desert over the last quarter,
+    and one identical +0.03 truck-sized bump on each: (bands, valid, bump on the dark side, bump on the bright)."""
+    g = torch.Generator().manual_seed(3)
+    edge = side - side // 4
+    x = 0.05 + 0.01 * torch.rand(1, 4, side, side, generator=g)
+    x[..., edge:] += 0.25
+    dark, bright = (side // 2, side // 4), (side // 2, edge + side // 8)
+    for r, c in (dark, bright):
+        x[..., r, c] += 0.03
+    return x, torch.ones(1, side, side, dtype=torch.bool), dark, bright
+
+
+def test_local_normalisation_shows_an_object_on_bright_ground_as_on_dark_ground():
+    """One median per window puts bright ground far out on the soft clip, where a truck's change all but vanishes;
+    statistics of the neighbourhood (norm.block) keep it as clear as the same truck on the window's usual ground."""
+    model = CenterNet(TINY).eval()
+    x, valid, dark, bright = _two_grounds()
+
+    def bump(normed: torch.Tensor, at: tuple[int, int]) -> float:
+        r, c = at
+        return float(normed[0, 2, r, c] - normed[0, 2, r, c + 3])  # B04 at the bump minus its neighbour
+
+    whole = model.norm(x, valid)
+    assert bump(whole, bright) < 0.25 * bump(whole, dark)
+    model.norm.block = 96
+    local = model.norm(x, valid)
+    assert 0.7 < bump(local, bright) / bump(local, dark) < 1.4
+    assert bump(local, bright) > 3 * bump(whole, bright)
+    desert = (slice(200, 300), slice(420, 500))  # no longer pinned near the clip, as under the window's median
+    assert float(whole[0, 2][desert].median()) > 11 and float(local[0, 2][desert].median()) < 4
+
+
+def test_local_normalisation_leaves_small_windows_and_training_chips_alone():
+    """A window under 1.5 neighbourhoods (a 96 px training chip) is normalised exactly as before."""
+    model = CenterNet(TINY).eval()
+    x, valid, _, _ = _two_grounds(128)
+    before = model.norm(x, valid)
+    model.norm.block = 96
+    assert torch.equal(model.norm(x, valid), before)
+
+
+def test_local_normalisation_under_clouds_falls_back_to_the_window():
+    model = CenterNet(TINY).eval()
+    model.norm.block = 96
+    x, valid, _, _ = _two_grounds()
+    valid[:, :, :300] = False  # a cloud over most of the window
+    normed = model.norm(x, valid)
+    assert torch.isfinite(normed).all()
+    assert torch.all(normed[0, :-1, :, :300] == 0) and torch.all(normed[0, -1, :, 300:] == 1)
+
+
 def test_folding_batchnorm_and_stem_keeps_outputs():
     torch.manual_seed(1)
     model = CenterNet(TINY)
