@@ -94,6 +94,8 @@ def test_evaluate_command_pairs_scenes_and_writes_report(tmp_path):
         own = {"large_aircraft", "vehicle"} | ({"small_aircraft"} if name == "classical" else set())
         assert set(det["classes"]) == own
         assert set(det["recall_by_contrast"]) == own  # chip truth carries contrast
+        assert set(det["recall_by_ground"]) == own and all(  # and stands on ground of some kind
+            {r["ground"] for r in rows} == {"bare", "vegetated"} for rows in det["recall_by_ground"].values())
         assert {"precision", "recall", "f1", "mean_abs_count_error", "heading_within_30deg"} <= set(
             det["classes"]["vehicle"])
     bad = CliRunner().invoke(app, ["evaluate", "--scenes", str(tmp_path / "nothing"), "--out", str(out)])
@@ -175,3 +177,47 @@ def test_heading_accuracy_by_truth_speed_says_when_a_direction_can_be_trusted():
     line = detail_lines({"detectors": {"learned": {"heading_by_speed": list(rows.values())}}})
     assert line == ["learned vehicle heading within 30 deg by truth speed: <5 m/s: 50 % of 2 (50 % reversed), "
                     "15-20 m/s: 100 % of 1 (0 % reversed), >=20 m/s: 50 % of 2 (0 % reversed)"]
+
+
+def _desert_beside_fields():
+    """A 40 x 80 px scene: bare sand (NDVI 0) on the left half, green fields (NDVI 0.78) on the right half; a cloud
+    over the bottom rows."""
+    from datetime import UTC, datetime
+
+    import numpy as np
+    from affine import Affine
+
+    from pipeline.types import Acquisition, Scene
+
+    bands = np.empty((4, 40, 80), dtype=np.float32)
+    bands[:, :, :40] = 0.3
+    bands[2, :, 40:], bands[3, :, 40:] = 0.05, 0.40
+    bands[:2, :, 40:] = 0.05
+    valid = np.ones((40, 80), dtype=bool)
+    valid[30:] = False
+    acq = Acquisition(source="test", id="a", sensor="Sentinel-2A", datetime=datetime(2024, 1, 1, tzinfo=UTC))
+    return Scene(bands=bands, band_names=("B02", "B03", "B04", "B08"), transform=Affine(10, 0, 0, 0, -10, 400),
+                 crs="EPSG:32636", valid=valid, acquisition=acq, simulated=True)
+
+
+def test_recall_by_ground_separates_trucks_on_sand_from_trucks_in_fields():
+    from dataclasses import replace
+
+    from models.evaluate import ground_ndvi, recall_by_ground
+
+    scene = _desert_beside_fields()
+
+    def truck(col: int, row: int, contrast: float = 0.03) -> MapObject:  # pixel centre -> map coordinates
+        return replace(obj("vehicle", col * 10 + 5, 400 - (row * 10 + 5), moving=True), contrast=contrast)
+
+    on_sand, on_sand_missed, in_field = truck(15, 10), truck(20, 20), truck(60, 10)
+    invisible, under_cloud = truck(25, 10, contrast=0.004), truck(60, 38)
+    truth = [on_sand, on_sand_missed, in_field, invisible, under_cloud]
+    grounds = ground_ndvi(scene, truth)
+    assert grounds[id(on_sand)] == pytest.approx(0.0) and grounds[id(in_field)] == pytest.approx(0.778, abs=1e-3)
+    assert id(under_cloud) not in grounds  # its whole ring is clouded: no ground to speak of
+    dets = [obj("vehicle", d.x + 3, d.y, score=0.9, moving=True) for d in (on_sand, in_field, invisible)]
+    rows = {r["ground"]: r for r in recall_by_ground([(dets, truth)], grounds, ("vehicle",))["vehicle"]}
+    assert rows["bare"] == {"ground": "bare", "objects": 2, "found": 1, "recall": 0.5}  # the invisible one not scored
+    assert rows["vegetated"] == {"ground": "vegetated", "objects": 1, "found": 1, "recall": 1.0}
+    assert recall_by_ground([(dets, truth)], {}, ("vehicle",)) == {}
