@@ -101,6 +101,7 @@ class InputNorm(nn.Module):
         self.clip = spec.norm_clip
         self.sub = max(1, spec.norm_subsample)
         self.block = 0  # 0: one median/spread per window; else local ones over neighbourhoods of this side (px)
+        self.jitter = 0.0  # training only: share of samples normalised as parts of a larger, different window
         names = list(spec.bands)
         self.pairs = []
         for d in spec.derived:
@@ -116,6 +117,8 @@ class InputNorm(nn.Module):
         s = self.sub
         sub_bands, sub_valid = bands[:, :, ::s, ::s], valid[:, ::s, ::s]
         med, scale = _robust_stats(sub_bands, sub_valid, self.floor)
+        if self.training and self.jitter > 0:
+            med, scale = _window_jitter(med, scale, self.jitter)
         if self.block and max(h, w) > 1.5 * self.block:  # local statistics: what a training chip of that size sees
             med_map, scale_map = _local_stats(sub_bands, sub_valid, self.block // s, self.floor, med, scale, (h, w))
             inv = 1.0 / (scale_map * self.clip)
@@ -138,6 +141,19 @@ class InputNorm(nn.Module):
         for k, (a, b) in enumerate(self.pairs):
             torch.sub(x[:, a : a + 1], x[:, b : b + 1], out=out[:, c + k : c + k + 1])
         return out
+
+
+def _window_jitter(med: torch.Tensor, scale: torch.Tensor, share: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Statistics of an imagined larger window around a ``share`` of the chips: its median up to 20 of the chip's
+    spreads away (per band, mostly together) and its spread 0.5-2 x. Why: inference normalises 512 px windows, where
+    ground unlike the window's usual (desert beside fields) sits far out on the soft clip; 96 px chips never do."""
+    n, c = med.shape
+    pick = (torch.rand(n, 1, device=med.device) < share).to(med.dtype)
+    reach = 20.0 * torch.rand(n, 1, device=med.device)
+    offset = reach * (0.8 * (2 * torch.rand(n, 1, device=med.device) - 1)
+                      + 0.2 * (2 * torch.rand(n, c, device=med.device) - 1))
+    factor = torch.exp(torch.log(torch.tensor(2.0)) * (2 * torch.rand(n, 1, device=med.device) - 1))
+    return med + pick * offset * scale, scale * (1 + pick * (factor - 1))
 
 
 def _robust_stats(sample: torch.Tensor, valid: torch.Tensor, floor: float) -> tuple[torch.Tensor, torch.Tensor]:

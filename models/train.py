@@ -82,6 +82,9 @@ class TrainConfig(Strict):
     sand_tracks: float = Field(default=0.0, ge=0, le=1, description="Share of chip roads left unpaved, in the "
                                "ground's own colour (desert tracks: trucks darker than the ground; "
                                "pipeline/simulate/chips.py unpaved_track).")
+    norm_jitter: float = Field(default=0.0, ge=0, le=1, description="Share of samples normalised as parts of a "
+                               "larger window with other statistics (models/centernet.py _window_jitter): the "
+                               "inference windows' regime, which 96 px chips never show.")
     train_only_classes: tuple[str, ...] | None = Field(default=None, description="Train only these classes' "
                                                        "heatmap rows; every other weight, the shared regressions "
                                                        "and the BatchNorm statistics stay as init_from has them, so "
@@ -130,7 +133,7 @@ class TrainConfig(Strict):
         for k in ("workers", "threads", "device", "checkpoint_dir", "checkpoint_every", "out"):
             d.pop(k)
         added_later = {"classes": list(CLASSES), "train_only_classes": None, "distill_from": None,
-                       "distill_weight": 1.0}
+                       "distill_weight": 1.0, "norm_jitter": 0.0}
         for k, default in added_later.items():  # at their defaults, options added later leave old fingerprints
             if d[k] == default:
                 d.pop(k)
@@ -213,6 +216,7 @@ def train(cfg: TrainConfig, labels: str | Path | None = None, progress: bool = T
             raise ModelError(f"distill_from {cfg.distill_from}: this config lacks its classes {missing}")
         class_map = [spec.classes.index(c) for c in teacher.spec.classes]
         teacher.to(device).requires_grad_(False)
+    model.norm.jitter = cfg.norm_jitter
     trained_rows = None
     if cfg.train_only_classes:
         trained_rows = freeze_except(model, cfg.train_only_classes)

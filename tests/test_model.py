@@ -392,6 +392,24 @@ def test_train_config_classes_are_checked_and_the_default_keeps_old_fingerprints
     assert TrainConfig(classes=THREE).fingerprint() != TrainConfig().fingerprint()
     # the default config's fingerprint from before the option existed (resumable checkpoints name it)
     assert TrainConfig().fingerprint() == "676735e6fd25"
+    assert TrainConfig(norm_jitter=0.5).fingerprint() != TrainConfig().fingerprint()
+
+
+def test_window_jitter_moves_training_statistics_only():
+    """norm_jitter shows a share of training chips as parts of a larger window (their ground off-centre, often on
+    the soft clip); evaluation and inference normalise exactly as without it."""
+    torch.manual_seed(0)
+    model = CenterNet(TINY)
+    x, valid = torch.rand(64, 4, 32, 32) * 0.05 + 0.2, torch.ones(64, 32, 32, dtype=torch.bool)
+    plain = model.norm(x, valid)
+    model.norm.jitter = 0.5
+    jittered = model.norm(x, valid)
+    moved = (jittered - plain).abs().flatten(1).amax(dim=1) > 1e-6
+    assert 16 < int(moved.sum()) < 48  # about half of the samples
+    centre = jittered[moved, :4].flatten(2).median(dim=2).values.abs()
+    assert float(centre.max()) > 6  # some ground far from zero, as in a window of other ground
+    model.eval()
+    assert torch.equal(model.norm(x, valid), plain)
 
 
 def test_a_second_stage_adds_small_aircraft_to_two_class_weights(tmp_path):
