@@ -22,11 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
-from shapely.geometry import LineString, Point, Polygon
+from shapely.geometry import LineString, Point, Polygon, mapping
 
 from pipeline.atomic import write_text_atomic
 from pipeline.config import AOIFile, _load_model, aoi_dir, load_aoi, load_aoi_file
 from pipeline.errors import ConfigError
+from pipeline.types import AOI
 
 ROLES = ("outline", "zone", "road")
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
@@ -43,6 +44,17 @@ def aoi_to_geojson(aoi: AOIFile) -> dict:
     features += [{"type": "Feature", "properties": {"role": "road", "name": r.name},
                   "geometry": {"type": "LineString", "coordinates": [list(p) for p in r.line]}} for r in aoi.roads]
     return {"type": "FeatureCollection", "name": aoi.name, "features": features}
+
+
+def aoi_features(aoi: AOI) -> list[dict]:
+    """A loaded AOI as GeoJSON features in the same layout, each naming its AOI (for a report's ``aois.geojson``,
+    where analysts see in QGIS which zone a detection was counted in)."""
+    def feature(role: str, geom, **props) -> dict:
+        return {"type": "Feature", "properties": {"role": role, "aoi": aoi.name, **props}, "geometry": mapping(geom)}
+
+    return ([feature("outline", aoi.outline, name=aoi.name, title=aoi.title, country=aoi.country)]
+            + [feature("zone", z.polygon, name=z.name, kind=z.kind) for z in aoi.zones]
+            + [feature("road", r.line, name=r.name) for r in aoi.roads])
 
 
 def geojson_text(fc: dict) -> str:

@@ -2,7 +2,8 @@
 
 ``<data-dir>/reports/<run-id>/``: ``index.html`` (self-contained, offline: local PNGs, inline CSS, no script),
 ``alerts.json``, ``detections.geojson``, ``columns.geojson``, ``alerts.geojson`` (+ one GeoJSON per alert under
-``alerts/``), ``observations.csv``, ``chips/*.png`` and ``plots/*.png``. The folder is built next to its final
+``alerts/``), ``aois.geojson`` (outlines, zones and egress roads, as ``basewatch aoi export`` writes them),
+``observations.csv``, ``chips/*.png`` and ``plots/*.png``. The folder is built next to its final
 place and swapped in, so a reader never sees half a report. ``<data-dir>/reports/latest`` is a relative symlink to
 the newest run's folder; where symlinks are impossible it is a small folder whose ``index.html`` redirects there
 and whose ``RUN_ID`` file names it.
@@ -29,6 +30,7 @@ from pathlib import Path
 from jinja2 import Environment, PackageLoader, select_autoescape
 from shapely.geometry import MultiPoint, mapping
 
+from pipeline.aoi_geojson import aoi_features
 from pipeline.atomic import write_text_atomic
 from pipeline.chips import Chip, cluster_points, render_chip, true_colour, window_around
 from pipeline.config import BasewatchConfig, load_aoi
@@ -297,8 +299,10 @@ def _build(store, run, out: Path) -> None:
     open_records: list[dict] = []  # still-open alerts raised by earlier runs at these AOIs
     run_alerts = sort_alerts(store.run_alerts(run.id))
 
+    loaded: list[AOI] = []
     for aoi_name in run.aois:
         aoi = _aoi(aoi_name)
+        loaded += [aoi] if aoi else []
         model = _model_filter(store, aoi_name, run.model)
         view = AOIView(name=aoi_name, title=aoi.title if aoi else aoi_name, country=aoi.country if aoi else "")
         fname = slug(aoi_name)
@@ -393,6 +397,7 @@ def _build(store, run, out: Path) -> None:
     write_geojson(feature_collection(detection_features, **foreign), out / "detections.geojson")
     write_geojson(feature_collection(column_features, **foreign), out / "columns.geojson")
     write_geojson(feature_collection(alert_features, **foreign), out / "alerts.geojson")
+    write_geojson(feature_collection([f for a in loaded for f in aoi_features(a)], **foreign), out / "aois.geojson")
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS, lineterminator="\n")
     writer.writeheader()

@@ -39,7 +39,7 @@ def test_report_folder_has_every_output_and_alerts_json_follows_the_schema(world
     w, folder = world
     assert folder == w.data_dir / "reports" / w.run_id
     for name in ("index.html", "alerts.json", "detections.geojson", "columns.geojson", "alerts.geojson",
-                 "observations.csv"):
+                 "aois.geojson", "observations.csv"):
         assert (folder / name).is_file(), name
     doc = json.loads((folder / "alerts.json").read_text())
     assert {"run_id", "simulated", "source", "model", "alerts"} <= set(doc)
@@ -71,6 +71,13 @@ def test_geojson_and_csv_are_objects_format_and_say_simulated(world):
     assert alerts["simulated"] is True and len(alerts["features"]) == 2
     surge = next(f for f in alerts["features"] if f["properties"]["kind"] == "airlift_surge")
     assert surge["geometry"]["type"] == "MultiPoint" and len(surge["geometry"]["coordinates"]) == 2
+    # the AOI as the run counted it, in the layout `basewatch aoi import` reads back
+    aois = json.loads((folder / "aois.geojson").read_text())
+    assert aois["simulated"] is True and {f["properties"]["aoi"] for f in aois["features"]} == {"khmeimim"}
+    from pipeline.aoi_geojson import aoi_from_geojson
+    from pipeline.config import load_aoi
+
+    assert aoi_from_geojson(aois).to_aoi() == load_aoi("khmeimim")
     rows = list(csv.DictReader((folder / "observations.csv").open()))
     assert len(rows) == 5 and {r["simulated"] for r in rows} == {"true"}
     assert [int(r["large_aircraft"]) for r in rows] == [2, 2, 0, 4, 4]
