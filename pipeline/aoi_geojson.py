@@ -246,6 +246,24 @@ def _num(v: float) -> str:
 
 
 
+def advice(aoi: AOIFile) -> list[str]:
+    """What a valid AOI still cannot show, said at import (why: the diff judges zones by kind, and an AOI drawn
+    without aprons or roads runs without error and never raises the alerts its analyst expects)."""
+    kinds = {z.kind for z in aoi.zones}
+    outline = Polygon(aoi.outline)
+    notes = []
+    if not kinds & {"apron", "runway"}:
+        notes.append("no apron or runway zone: large aircraft are not counted, so no airlift surge can be raised")
+    if not kinds & {"vehicle_park", "pier"}:
+        notes.append("no vehicle_park or pier zone: parked vehicles are not counted, so no drawdown of them")
+    if not aoi.roads:
+        notes.append("no egress road: columns get no direction (inbound/outbound), so no outbound_columns alert")
+    for z in aoi.zones:
+        if not outline.buffer(1e-9).covers(Polygon(z.polygon)):
+            notes.append(f"zone {z.name} reaches outside the outline: only the part inside is imaged")
+    return notes
+
+
 def export_aoi(name: str, out: Path | None = None, config_path: Path | None = None) -> tuple[Path, AOIFile]:
     """Write AOI ``name`` (or an AOI YAML path) as GeoJSON to ``out`` (default ./<name>.geojson)."""
     load_aoi(name, config_path)  # the same checks and "not found" message as every other command

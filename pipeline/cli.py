@@ -120,11 +120,14 @@ def aoi_import(
 ) -> None:
     """Create or replace configs/aois/<name>.yaml from a GeoJSON drawn in QGIS (checked first: nothing is written
     unless the whole AOI is valid)."""
-    from pipeline.aoi_geojson import import_aoi
+    from pipeline.aoi_geojson import advice, import_aoi
 
     target, aoi = import_aoi(geojson, name=name, title=title, country=country, force=force, config_path=config)
-    Console().print(f"wrote {target}: {len(aoi.zones)} zones, {len(aoi.roads)} roads. Check it with "
-                    f"`basewatch aoi show {aoi.name}`; run it with `basewatch run --aoi {aoi.name}`")
+    out = Console()
+    out.print(f"wrote {target}: {len(aoi.zones)} zones, {len(aoi.roads)} roads. Check it with "
+              f"`basewatch aoi show {aoi.name}`; run it with `basewatch run --aoi {aoi.name}`")
+    for note in advice(aoi):
+        out.print(f"[yellow]note:[/] {note}", highlight=False)
 
 
 @app.command("validate")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from pipeline.aoi_geojson import aoi_from_geojson, aoi_to_geojson, aoi_yaml, import_aoi
+from pipeline.aoi_geojson import advice, aoi_from_geojson, aoi_to_geojson, aoi_yaml, import_aoi
 from pipeline.cli import app
 from pipeline.config import DEFAULT_CONFIG, AOIFile, _load_model, aoi_dir, list_aoi_names, load_aoi_file
 from pipeline.errors import ConfigError
@@ -197,3 +197,22 @@ def test_an_imported_aoi_is_simulated_and_run_like_a_shipped_one(config_copy, tm
                                    "--date", "2024-12-14", "--out", str(out)])
     assert ran.exit_code == 0, ran.output
     assert len(list(out.glob("*.tif"))) == 1
+
+
+def test_import_says_what_a_valid_aoi_still_cannot_show(config_copy, tmp_path):
+    """An outline with a vehicle park but no apron and no road imports (it is valid), and the analyst is told
+    which alerts it can never raise."""
+    assert [advice(shipped(n)) for n in ("khmeimim", "tartus")] == [[], [
+        "no apron or runway zone: large aircraft are not counted, so no airlift surge can be raised"]]
+    fc = aoi_to_geojson(shipped("tartus"))
+    fc["features"] = [f for f in fc["features"] if f["properties"]["role"] != "road"]
+    park = _zone(fc["features"], "naval_vehicle_park")
+    park["geometry"]["coordinates"][0][1][0] = 35.92  # a corner dragged past the outline's east edge (35.915)
+    drawn = tmp_path / "sketch.geojson"
+    drawn.write_text(json.dumps(fc), encoding="utf-8")
+    ran = CliRunner().invoke(app, ["aoi", "import", str(drawn), "--name", "sketch", "--config", str(config_copy)])
+    assert ran.exit_code == 0, ran.output
+    said = " ".join(ran.output.split())
+    assert "note: no apron or runway zone" in said and "note: no egress road" in said
+    assert "note: zone naval_vehicle_park reaches outside the outline" in said
+    assert "vehicle_park or pier" not in said
