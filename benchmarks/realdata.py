@@ -166,9 +166,9 @@ def main() -> None:
     ap.add_argument("--threshold", type=float, default=None)
     ap.add_argument("--tta-views", type=int, choices=(1, 4, 8), default=1,
                     help="learned detector averaged over this many flipped views (detector.tta_views)")
-    ap.add_argument("--norm-block", type=int, default=0,
+    ap.add_argument("--norm-neighbourhood", type=int, default=0,
                     help="learned detector's input normalised per pixel's neighbourhood of this side "
-                         "(detector.norm_block; 0 = per window)")
+                         "(detector.norm_neighbourhood; 0 = per window)")
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--png", type=Path, default=None)
     args = ap.parse_args()
@@ -181,7 +181,7 @@ def main() -> None:
     if args.threshold is not None:
         kw["score_threshold"] = args.threshold
     kw["tta_views"] = args.tta_views
-    kw["norm_block"] = args.norm_block
+    kw["norm_neighbourhood"] = args.norm_neighbourhood
     result = run(make_detector(DetectorConfig(**kw)), args.png)
     text = json.dumps(result, indent=1)
     if args.out:

@@ -11,12 +11,14 @@ per band, subtract the median and divide by a robust spread (1.4826 x MAD, floor
 only. That removes haze offsets and radiometric scale differences between sources. Training chips are 96 px, so
 their statistics are local; an inference window is 512 px, and with one median per window a patch of ground much
 brighter than the window's usual (desert beside fields, a city beside an airfield) sat far out on the soft clip,
-where objects on it all but vanished. ``InputNorm.block`` (``detector.norm_block``) therefore takes the statistics
-of the neighbourhood around each pixel in larger windows (a grid every half neighbourhood, blended bilinearly).
+where objects on it all but vanished. ``InputNorm.neighbourhood`` (``detector.norm_neighbourhood``) therefore
+takes the statistics of the neighbourhood around each pixel in larger windows (a grid every half neighbourhood,
+blended bilinearly).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -100,7 +102,7 @@ class InputNorm(nn.Module):
         self.floor = spec.norm_floor
         self.clip = spec.norm_clip
         self.sub = max(1, spec.norm_subsample)
-        self.block = 0  # 0: one median/spread per window; else local ones over neighbourhoods of this side (px)
+        self.neighbourhood = 0  # 0: one median/spread per window; else local ones, over neighbourhoods of this side
         self.jitter = 0.0  # training only: share of samples normalised as parts of a larger, different window
         names = list(spec.bands)
         self.pairs = []
@@ -119,8 +121,9 @@ class InputNorm(nn.Module):
         med, scale = _robust_stats(sub_bands, sub_valid, self.floor)
         if self.training and self.jitter > 0:
             med, scale = _window_jitter(med, scale, self.jitter)
-        if self.block and max(h, w) > 1.5 * self.block:  # local statistics: what a training chip of that size sees
-            med_map, scale_map = _local_stats(sub_bands, sub_valid, self.block // s, self.floor, med, scale, (h, w))
+        side = self.neighbourhood
+        if side and max(h, w) > 1.5 * side:  # local statistics: what a training chip of that size sees
+            med_map, scale_map = _local_stats(sub_bands, sub_valid, side // s, self.floor, med, scale, (h, w))
             inv = 1.0 / (scale_map * self.clip)
             shift = -med_map * inv
         else:
@@ -152,7 +155,7 @@ def _window_jitter(med: torch.Tensor, scale: torch.Tensor, share: float) -> tupl
     reach = 20.0 * torch.rand(n, 1, device=med.device)
     offset = reach * (0.8 * (2 * torch.rand(n, 1, device=med.device) - 1)
                       + 0.2 * (2 * torch.rand(n, c, device=med.device) - 1))
-    factor = torch.exp(torch.log(torch.tensor(2.0)) * (2 * torch.rand(n, 1, device=med.device) - 1))
+    factor = torch.exp(math.log(2.0) * (2 * torch.rand(n, 1, device=med.device) - 1))
     return med + pick * offset * scale, scale * (1 + pick * (factor - 1))
 
 

@@ -24,9 +24,9 @@ def detect(
                                                                      "(default: the checkpoint's calibrated ones)."),
     tta_views: int | None = typer.Option(None, "--tta-views", help="Average the learned detector over 4 or 8 "
                                          "flipped views (steadier scores, 4 or 8 x the time; default: config, 1)."),
-    norm_block: int | None = typer.Option(None, "--norm-block", help="Normalise each pixel by its neighbourhood "
-                                          "of this side (px), e.g. 256: fewer false aircraft on real scenes and "
-                                          "objects on bright ground kept; 0 = per window (default: config, 0)."),
+    norm_neighbourhood: int | None = typer.Option(
+        None, "--norm-neighbourhood", help="Normalise each pixel by its neighbourhood of this side (px), e.g. 256: "
+        "fewer false aircraft on real scenes and objects on bright ground kept; 0 = per window (default: config, 0)."),
 ) -> None:
     """Detect large aircraft and moving vehicles (and parked fighters/helicopters as small_aircraft, with weights
     that have that class) in one GeoTIFF and write them as GeoJSON."""
@@ -43,7 +43,7 @@ def detect(
     cfg = load_config(config).detector
     updates = {k: v for k, v in {"name": detector, "weights": str(weights) if weights else None,
                                    "score_threshold": threshold, "tta_views": tta_views,
-                                   "norm_block": norm_block}.items() if v is not None}
+                                   "norm_neighbourhood": norm_neighbourhood}.items() if v is not None}
     if threshold is not None:
         updates["class_thresholds"] = {}  # one threshold for every class, overriding the calibrated ones
     try:

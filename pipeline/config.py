@@ -145,7 +145,7 @@ class DetectorConfig(Strict):
     window: int = Field(default=512, ge=64, le=4096, description="Inference window size (pixels).")
     overlap: int = Field(default=32, ge=0, le=512, description="Overlap between windows (pixels).")
     batch_size: int = Field(default=4, ge=1, le=64, description="Windows per forward pass.")
-    norm_block: int = Field(
+    norm_neighbourhood: int = Field(
         default=0, ge=0, le=4096, description="Side (px) of the neighbourhood whose median and spread normalise "
         "each pixel of the learned detector's input (models/centernet.py InputNorm); 0 = one median and spread per "
         "inference window. 256 keeps objects on ground much brighter than the window's usual visible and cuts "

@@ -210,7 +210,7 @@ class LearnedDetector:
         self.meta = meta
         self.device = resolve_device(self.cfg.device)
         self.model = fold_stem(fold_batchnorm(model)).to(self.device, memory_format=torch.channels_last)
-        self.model.norm.block = self.cfg.norm_block
+        self.model.norm.neighbourhood = self.cfg.norm_neighbourhood
         self.classes = tuple(model.spec.classes)
         self.stride = model.spec.stride
         self.heading_classes = set(meta.get("heading_classes", ["vehicle"]))

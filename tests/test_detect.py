@@ -220,7 +220,7 @@ def test_one_blob_is_a_transport_or_a_fighter_never_both():
     assert len(merge_duplicates([raw[0], raw[3]], ("large_aircraft", "vehicle"))) == 2
 
 
-@pytest.mark.parametrize("extra", [[], ["--tta-views", "4"], ["--norm-block", "96"]])
+@pytest.mark.parametrize("extra", [[], ["--tta-views", "4"], ["--norm-neighbourhood", "96"]])
 def test_detect_command_writes_the_planted_aircraft_as_geojson(tmp_path, extra):
     from typer.testing import CliRunner
 
@@ -237,16 +237,16 @@ def test_detect_command_writes_the_planted_aircraft_as_geojson(tmp_path, extra):
     assert match_class(found, planes, "large_aircraft").tp >= 2
     bad = CliRunner().invoke(app, ["detect", str(path), "--out", str(out), "--tta-views", "3"])
     assert bad.exit_code == 2 and "--tta-views: Input should be 1, 4 or 8" in bad.output
-    bad = CliRunner().invoke(app, ["detect", str(path), "--out", str(out), "--norm-block", "-1"])
-    assert bad.exit_code == 2 and "--norm-block: Input should be greater than or equal to 0" in bad.output
+    bad = CliRunner().invoke(app, ["detect", str(path), "--out", str(out), "--norm-neighbourhood", "-1"])
+    assert bad.exit_code == 2 and "--norm-neighbourhood: Input should be greater than or equal to 0" in bad.output
 
 
 def test_local_normalisation_reaches_the_network_and_changes_what_it_sees():
-    """detector.norm_block is applied by the detector (a 256 px scene is local at 96 px, untouched at 256)."""
+    """detector.norm_neighbourhood is applied by the detector (a 256 px scene is local at 96 px, untouched at 256)."""
     scene, _ = _scene_with_aircraft()
     whole = make_detector(DetectorConfig(threads=1))
-    local = make_detector(DetectorConfig(threads=1, norm_block=96))
-    too_big = make_detector(DetectorConfig(threads=1, norm_block=256))
-    assert (whole.model.norm.block, local.model.norm.block) == (0, 96)
+    local = make_detector(DetectorConfig(threads=1, norm_neighbourhood=96))
+    too_big = make_detector(DetectorConfig(threads=1, norm_neighbourhood=256))
+    assert (whole.model.norm.neighbourhood, local.model.norm.neighbourhood) == (0, 96)
     scores = [sorted(round(d.score, 4) for d in det.detect(scene)) for det in (whole, local, too_big)]
     assert scores[0] != scores[1] and scores[0] == scores[2]

@@ -56,7 +56,7 @@ def _two_grounds(side: int = 512) -> tuple[torch.Tensor, torch.Tensor, tuple[int
 
 def test_local_normalisation_shows_an_object_on_bright_ground_as_on_dark_ground():
     """One median per window puts bright ground far out on the soft clip, where a truck's change all but vanishes;
-    statistics of the neighbourhood (norm.block) keep it as clear as the same truck on the window's usual ground."""
+    statistics of the neighbourhood (norm.neighbourhood) keep it as clear as the same truck on the usual ground."""
     model = CenterNet(TINY).eval()
     x, valid, dark, bright = _two_grounds()
 
@@ -66,7 +66,7 @@ def test_local_normalisation_shows_an_object_on_bright_ground_as_on_dark_ground(
 
     whole = model.norm(x, valid)
     assert bump(whole, bright) < 0.25 * bump(whole, dark)
-    model.norm.block = 96
+    model.norm.neighbourhood = 96
     local = model.norm(x, valid)
     assert 0.7 < bump(local, bright) / bump(local, dark) < 1.4
     assert bump(local, bright) > 3 * bump(whole, bright)
@@ -79,13 +79,13 @@ def test_local_normalisation_leaves_small_windows_and_training_chips_alone():
     model = CenterNet(TINY).eval()
     x, valid, _, _ = _two_grounds(128)
     before = model.norm(x, valid)
-    model.norm.block = 96
+    model.norm.neighbourhood = 96
     assert torch.equal(model.norm(x, valid), before)
 
 
 def test_local_normalisation_under_clouds_falls_back_to_the_window():
     model = CenterNet(TINY).eval()
-    model.norm.block = 96
+    model.norm.neighbourhood = 96
     x, valid, _, _ = _two_grounds()
     valid[:, :, :300] = False  # a cloud over most of the window
     normed = model.norm(x, valid)
