@@ -27,6 +27,9 @@ def detect(
     norm_neighbourhood: int | None = typer.Option(
         None, "--norm-neighbourhood", help="Normalise each pixel by its neighbourhood of this side (px), e.g. 256: "
         "fewer false aircraft on real scenes and objects on bright ground kept; 0 = per window (default: config, 0)."),
+    precision: str | None = typer.Option(None, "--precision", help="float32, or bfloat16: convolutions about twice "
+                                         "as fast on CPUs with AVX-512 BF16 / AMX, scores within ~0.01 (default: "
+                                         "config, float32)."),
 ) -> None:
     """Detect large aircraft and moving vehicles (and parked fighters/helicopters as small_aircraft, with weights
     that have that class) in one GeoTIFF and write them as GeoJSON."""
@@ -43,7 +46,8 @@ def detect(
     cfg = load_config(config).detector
     updates = {k: v for k, v in {"name": detector, "weights": str(weights) if weights else None,
                                    "score_threshold": threshold, "tta_views": tta_views,
-                                   "norm_neighbourhood": norm_neighbourhood}.items() if v is not None}
+                                   "norm_neighbourhood": norm_neighbourhood,
+                                   "precision": precision}.items() if v is not None}
     if threshold is not None:
         updates["class_thresholds"] = {}  # one threshold for every class, overriding the calibrated ones
     try:

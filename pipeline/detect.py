@@ -13,6 +13,7 @@ import logging
 import os
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -211,6 +212,9 @@ class LearnedDetector:
         self.device = resolve_device(self.cfg.device)
         self.model = fold_stem(fold_batchnorm(model)).to(self.device, memory_format=torch.channels_last)
         self.model.norm.neighbourhood = self.cfg.norm_neighbourhood
+        if self.cfg.precision == "bfloat16" and self.device.type == "cpu" and not _native_bf16():
+            log.warning("detector.precision bfloat16: this CPU has no native bfloat16 (AVX-512 BF16 or AMX), so it "
+                        "is emulated and slower than float32 here")
         self.classes = tuple(model.spec.classes)
         self.stride = model.spec.stride
         self.heading_classes = set(meta.get("heading_classes", ["vehicle"]))
@@ -284,7 +288,8 @@ class LearnedDetector:
                 group, bands, valid = item
                 vt = torch.from_numpy(valid).to(self.device)
                 x = torch.from_numpy(bands).to(self.device)  # InputNorm writes its channels_last output itself
-                out = averaged_forward(self.model, x, vt, self.cfg.tta_views, len(self.classes))
+                with self._arithmetic():
+                    out = averaged_forward(self.model, x, vt, self.cfg.tta_views, len(self.classes)).float()
                 floor = min(floors)
                 for win, dets in zip(group, decode(out, len(self.classes), floor, self.stride, valid=vt), strict=True):
                     for d in dets:
@@ -300,6 +305,12 @@ class LearnedDetector:
         weak = [r for r in raw if r[1] < self.thresholds[r[0]]]
         return (self._georeference(strong, source.transform, source.crs),
                 self._georeference(weak, source.transform, source.crs))
+
+    def _arithmetic(self):
+        """bfloat16 autocast around the network when asked (convolutions in bf16, the rest float32)."""
+        if self.cfg.precision == "bfloat16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return nullcontext()
 
     def _georeference(self, raw: list, transform: Affine, crs: str) -> list[Detection]:
         if not raw:
@@ -324,6 +335,14 @@ class LearnedDetector:
             ))
         out.sort(key=lambda d: -(d.score or 0.0))
         return out
+
+
+def _native_bf16() -> bool:
+    """Whether oneDNN runs bfloat16 convolutions natively on this CPU (False when torch cannot tell)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 def class_thresholds(cfg: DetectorConfig, meta: dict, classes: tuple[str, ...]) -> list[float]:

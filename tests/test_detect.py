@@ -220,7 +220,8 @@ def test_one_blob_is_a_transport_or_a_fighter_never_both():
     assert len(merge_duplicates([raw[0], raw[3]], ("large_aircraft", "vehicle"))) == 2
 
 
-@pytest.mark.parametrize("extra", [[], ["--tta-views", "4"], ["--norm-neighbourhood", "96"]])
+@pytest.mark.parametrize("extra", [[], ["--tta-views", "4"], ["--norm-neighbourhood", "96"],
+                                   ["--precision", "bfloat16"]])
 def test_detect_command_writes_the_planted_aircraft_as_geojson(tmp_path, extra):
     from typer.testing import CliRunner
 
@@ -250,3 +251,18 @@ def test_local_normalisation_reaches_the_network_and_changes_what_it_sees():
     assert (whole.model.norm.neighbourhood, local.model.norm.neighbourhood) == (0, 96)
     scores = [sorted(round(d.score, 4) for d in det.detect(scene)) for det in (whole, local, too_big)]
     assert scores[0] != scores[1] and scores[0] == scores[2]
+
+
+def test_bfloat16_finds_what_float32_finds():
+    """detector.precision bfloat16 (autocast convolutions) moves scores by about 0.01 at most: the same objects
+    at the same places, so it only changes what sits right at a threshold."""
+    scene, _ = _scene_with_aircraft()
+    cfg = DetectorConfig(threads=1, class_thresholds={"large_aircraft": 0.2, "vehicle": 0.2})
+    full = make_detector(cfg).detect(scene)
+    half = make_detector(cfg.model_copy(update={"precision": "bfloat16"})).detect(scene)
+    assert full, "the scene has detections to compare"
+    pairs = [(a, min(half, key=lambda b: (b.cls != a.cls, (b.x - a.x) ** 2 + (b.y - a.y) ** 2))) for a in full
+             if abs(a.score - 0.2) > 0.03]  # far enough from the threshold to be found by both
+    assert all(a.cls == b.cls and abs(a.x - b.x) <= 2 and abs(a.y - b.y) <= 2 and abs(a.score - b.score) < 0.03
+               for a, b in pairs), [(a.score, b.score) for a, b in pairs]
+    assert any(a.score != b.score for a, b in pairs)  # and bfloat16 did run: its scores are not float32's
