@@ -210,6 +210,10 @@ class DiffConfig(Strict):
         "marginal peaks (fighters, clutter) come and go between passes and hide a rise. Truth and labels, which have "
         "no score, always count. Applied when a scene is observed, so stored observations keep the value they were "
         "made with.")
+    surge_not_falling: bool = Field(
+        default=True, description="No airlift surge while the confident count is below the previous look's: a level "
+        "already past its peak is a surge continuing or ending, and a short baseline (two or three passes) would "
+        "re-raise it on one marginal aircraft (MODEL_CARD, bfloat16). False: the rule before 27 Nov.")
     drawdown_fraction: float = Field(default=0.6, gt=0, lt=1, description="Parked assets below this x baseline.")
     outbound_min_vehicles: int = Field(default=5, ge=1, description="Outbound vehicles that raise an event.")
     cooccurrence_days: int = Field(default=7, ge=1, description="Window in which events make a withdrawal.")

@@ -7,7 +7,7 @@ and a zone below ``min_zone_valid`` is not observed, so clouds lower confidence 
 Events (``compare``):
 - ``airlift_surge``: confident large aircraft (score >= surge_min_score) on aprons/runways >= surge_factor x
   baseline or a significant rise (baseline + surge_sigma x max(sqrt(baseline), spread)), and always >= baseline +
-  surge_min_increase;
+  surge_min_increase; never while the count is below the previous look's (surge_not_falling);
 - ``outbound_columns``: vehicles in outbound columns, net of inbound ones on the same egress road, >=
   outbound_min_vehicles (and above their own baseline);
 - ``asset_drawdown``: parked aircraft or vehicles below drawdown_fraction x baseline on two consecutive observations
@@ -192,6 +192,8 @@ def _surge(aoi: AOI, history: Sequence[Observation], obs: Observation, cfg: Diff
     threshold = surge_threshold(m, cfg)
     if m.current < threshold:
         return None
+    if cfg.surge_not_falling and _below_last_look(LARGE_AIRCRAFT, aoi, history, obs, cfg):
+        return None
     strength = min(1.0, 0.7 + 0.1 * (m.current - threshold))
     baseline, current = _figures(m)
     current["min_score"] = cfg.surge_min_score
@@ -199,6 +201,20 @@ def _surge(aoi: AOI, history: Sequence[Observation], obs: Observation, cfg: Diff
                   confidence=round(strength * m.coverage * history_factor(m.n_history), 3),
                   baseline={"large_aircraft": baseline}, current={"large_aircraft": current},
                   zones=m.zones, classes=("large_aircraft",), min_score=cfg.surge_min_score)
+
+
+def _below_last_look(metric: ZoneMetric, aoi: AOI, history: Sequence[Observation], obs: Observation,
+                     cfg: DiffConfig) -> bool:
+    """Whether ``metric`` now is below its value at the latest earlier observation that saw its zones (density-
+    corrected to the share seen now): the level is falling, past a peak."""
+    now = metric_value(metric, aoi, obs, cfg)
+    if now is None:
+        return False
+    for h in reversed(window(history, obs, cfg.baseline_window_days)):
+        got = metric_value(metric, aoi, h, cfg)
+        if got is not None:
+            return now[0] < got[0] / got[1] * now[1]
+    return False
 
 
 def road_columns(aoi: AOI, obs: Observation, direction: str) -> list[Column]:

@@ -308,11 +308,17 @@ def deriving_settings(config: dict) -> dict:
             for section in DERIVING_SECTIONS}
 
 
+BEHAVIOUR_BEFORE: dict[str, dict] = {"diff": {"surge_not_falling": False}}
+"""Settings added with a default that changes what is derived: how runs stored before they existed behaved."""
+
+
 @cache
 def _defaults(section: str) -> dict:
-    """A section's default settings as a run stores them (JSON): what a run stored before a setting existed did
-    (settings are added with the old behaviour as their default), so upgrading does not read as a change."""
-    return BasewatchConfig.model_fields[section].annotation().model_dump(mode="json")
+    """A section's settings as a run stored before they existed behaved (JSON): settings are added with the old
+    behaviour as their default, so upgrading does not read as a change, except those in BEHAVIOUR_BEFORE, whose new
+    default does change what is derived (and so reads as a change, with the fix named)."""
+    return {**BasewatchConfig.model_fields[section].annotation().model_dump(mode="json"),
+            **BEHAVIOUR_BEFORE.get(section, {})}
 
 
 def changed_settings(store: Store, config: BasewatchConfig, model: str,

@@ -255,3 +255,18 @@ def test_mass_outbound_alone_is_withdrawal():
 
 def test_off_road_chains_are_not_departures():
     assert kinds(ROUTINE, obs(15, large=5, outbound=(9, 8), road=None)) == {"airlift_surge"}
+
+
+def test_no_surge_while_the_count_falls_from_a_peak():
+    """Routine month, seed 6 (MODEL_CARD): 1 and 1 confident aircraft, 4 when a transport arrives, then 3. Against
+    the two-pass median the 3 is still "a surge", which a routine column days later turned into a withdrawal; a
+    count below the previous look's is the surge ending, not a new one."""
+    history = [obs(0), obs(5), obs(10, large=4)]
+    assert kinds(history[:2], history[2]) == {"airlift_surge"}
+    assert kinds(history, obs(15, large=3)) == set()
+    assert kinds(history, obs(15, large=4)) == {"airlift_surge"}  # a level held is a surge still going on
+    assert kinds(history, obs(15, large=3), CFG.model_copy(update={"surge_not_falling": False})) == {"airlift_surge"}
+    # the previous look is the latest that saw the aprons: a clouded pass in between does not count
+    clouded = obs(12, large=0, valid={"apron": 0.0, "runway": 0.0})
+    assert kinds([*history, clouded], obs(15, large=3)) == set()
+    assert kinds([*history, clouded], obs(15, large=5)) == {"airlift_surge"}

@@ -298,3 +298,23 @@ def test_a_setting_added_since_with_its_default_is_not_drift(tmp_path, config):
     views = config.model_copy(update={"detector": config.detector.model_copy(update={"tta_views": 4})})
     [note] = _run(views, data, scen).notes
     assert "detector.tta_views" in note
+
+
+def test_a_setting_added_with_a_new_behaviour_is_drift_for_older_stores(tmp_path, config):
+    """diff.surge_not_falling came with a default that derives differently from what stores written before it
+    did: those stores are told to re-derive, and are current again at the old value."""
+    import json
+
+    scen = tiny_scenario(tmp_path)
+    data = tmp_path / "data"
+    _run(config, data, scen)
+    with sqlite3.connect(data / "basewatch.sqlite") as db:
+        [(run_id, raw)] = db.execute("SELECT id, config FROM runs").fetchall()
+        old = json.loads(raw)
+        assert old["diff"]["surge_not_falling"] is True
+        del old["diff"]["surge_not_falling"]
+        db.execute("UPDATE runs SET config = ? WHERE id = ?", (json.dumps(old), run_id))
+    [note] = _run(config, data, scen).notes
+    assert "diff.surge_not_falling" in note and "basewatch rederive" in note
+    as_before = config.model_copy(update={"diff": config.diff.model_copy(update={"surge_not_falling": False})})
+    assert _run(as_before, data, scen).notes == []
