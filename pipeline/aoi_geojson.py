@@ -25,7 +25,7 @@ from pydantic import ValidationError
 from shapely.geometry import LineString, Point, Polygon, mapping
 
 from pipeline.atomic import write_text_atomic
-from pipeline.config import AOIFile, _load_model, aoi_dir, load_aoi, load_aoi_file
+from pipeline.config import AOIFile, aoi_dir, aoi_path, load_aoi_file, read_aoi_file
 from pipeline.errors import ConfigError
 from pipeline.types import AOI
 
@@ -266,9 +266,7 @@ def advice(aoi: AOIFile) -> list[str]:
 
 def export_aoi(name: str, out: Path | None = None, config_path: Path | None = None) -> tuple[Path, AOIFile]:
     """Write AOI ``name`` (or an AOI YAML path) as GeoJSON to ``out`` (default ./<name>.geojson)."""
-    load_aoi(name, config_path)  # the same checks and "not found" message as every other command
-    path = Path(name) if Path(name).suffix in (".yaml", ".yml") else aoi_dir(config_path) / f"{name}.yaml"
-    aoi = _load_model(path, AOIFile)
+    aoi = read_aoi_file(aoi_path(name, config_path))  # the same lookup and "not found" message as every command
     target = out or Path(f"{aoi.name}.geojson")
     write_text_atomic(target, geojson_text(aoi_to_geojson(aoi)))
     return target, aoi

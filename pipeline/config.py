@@ -442,22 +442,30 @@ def aoi_dir(config_path: str | Path | None = None) -> Path:
     return base / "aois"
 
 
+def read_aoi_file(path: str | Path) -> AOIFile:
+    """An AOI file as written (lon/lat lists), checked; errors name file, line and field."""
+    return _load_model(Path(path), AOIFile)
+
+
 def load_aoi_file(path: str | Path) -> AOI:
-    path = Path(path)
-    parsed: AOIFile = _load_model(path, AOIFile)
-    return parsed.to_aoi()
+    return read_aoi_file(path).to_aoi()
 
 
-def load_aoi(name: str, config_path: str | Path | None = None) -> AOI:
-    """Load configs/aois/<name>.yaml, or a path to an AOI file."""
+def aoi_path(name: str, config_path: str | Path | None = None) -> Path:
+    """configs/aois/<name>.yaml, or ``name`` itself when it is the path of an AOI file."""
     candidate = Path(name)
     if candidate.suffix in (".yaml", ".yml") and candidate.exists():
-        return load_aoi_file(candidate)
+        return candidate
     path = aoi_dir(config_path) / f"{name}.yaml"
     if not path.exists():
         known = ", ".join(list_aoi_names(config_path)) or "none"
         raise ConfigError(f"AOI '{name}' not found: no file {path} (known AOIs: {known})")
-    return load_aoi_file(path)
+    return path
+
+
+def load_aoi(name: str, config_path: str | Path | None = None) -> AOI:
+    """Load configs/aois/<name>.yaml, or a path to an AOI file."""
+    return load_aoi_file(aoi_path(name, config_path))
 
 
 def list_aoi_names(config_path: str | Path | None = None) -> list[str]:

@@ -13,24 +13,24 @@ from typer.testing import CliRunner
 
 from pipeline.aoi_geojson import advice, aoi_from_geojson, aoi_to_geojson, aoi_yaml, import_aoi
 from pipeline.cli import app
-from pipeline.config import DEFAULT_CONFIG, AOIFile, _load_model, aoi_dir, list_aoi_names, load_aoi_file
+from pipeline.config import DEFAULT_CONFIG, AOIFile, aoi_dir, list_aoi_names, load_aoi_file, read_aoi_file
 from pipeline.errors import ConfigError
 
 SHIPPED = sorted(aoi_dir().glob("*.yaml"))
 
 
 def shipped(name: str) -> AOIFile:
-    return _load_model(aoi_dir() / f"{name}.yaml", AOIFile)
+    return read_aoi_file(aoi_dir() / f"{name}.yaml")
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
 def test_shipped_aois_survive_the_round_trip(path, tmp_path):
-    aoi = _load_model(path, AOIFile)
+    aoi = read_aoi_file(path)
     back = aoi_from_geojson(json.loads(json.dumps(aoi_to_geojson(aoi))))
     assert back == aoi
     written = tmp_path / "x.yaml"
     written.write_text(aoi_yaml(back, "a header\nof two lines"), encoding="utf-8")
-    assert _load_model(written, AOIFile) == aoi  # the YAML written reads back as the same AOI
+    assert read_aoi_file(written) == aoi  # the YAML written reads back as the same AOI
     assert load_aoi_file(written).roads[0].line.coords[0] == tuple(aoi.roads[0].line[0])
 
 
