@@ -61,6 +61,7 @@ class Measure:
     coverage: float  # area-weighted share of the metric's zones seen now (0-1)
     n_history: int
     zones: tuple[str, ...]
+    previous: float = 0.0  # the latest earlier density-corrected count, scaled by the share seen now
 
     @property
     def ratio(self) -> float:
@@ -162,7 +163,7 @@ def measure(metric: ZoneMetric, aoi: AOI, history: Sequence[Observation], obs: O
     mad = float(np.median(np.abs(np.asarray(values) - median))) * 1.4826
     return Measure(baseline=round(median, 2), expected=round(median * share, 2), current=current,
                    spread=round(mad * share, 2), coverage=round(min(share, 1.0), 3), n_history=len(values),
-                   zones=zones)
+                   zones=zones, previous=values[-1] * share)
 
 
 def history_factor(n: int) -> float:
@@ -192,7 +193,7 @@ def _surge(aoi: AOI, history: Sequence[Observation], obs: Observation, cfg: Diff
     threshold = surge_threshold(m, cfg)
     if m.current < threshold:
         return None
-    if cfg.surge_not_falling and _below_last_look(LARGE_AIRCRAFT, aoi, history, obs, cfg):
+    if cfg.surge_not_falling and m.current < m.previous:  # falling from a peak: a surge continuing or ending
         return None
     strength = min(1.0, 0.7 + 0.1 * (m.current - threshold))
     baseline, current = _figures(m)
@@ -201,20 +202,6 @@ def _surge(aoi: AOI, history: Sequence[Observation], obs: Observation, cfg: Diff
                   confidence=round(strength * m.coverage * history_factor(m.n_history), 3),
                   baseline={"large_aircraft": baseline}, current={"large_aircraft": current},
                   zones=m.zones, classes=("large_aircraft",), min_score=cfg.surge_min_score)
-
-
-def _below_last_look(metric: ZoneMetric, aoi: AOI, history: Sequence[Observation], obs: Observation,
-                     cfg: DiffConfig) -> bool:
-    """Whether ``metric`` now is below its value at the latest earlier observation that saw its zones (density-
-    corrected to the share seen now): the level is falling, past a peak."""
-    now = metric_value(metric, aoi, obs, cfg)
-    if now is None:
-        return False
-    for h in reversed(window(history, obs, cfg.baseline_window_days)):
-        got = metric_value(metric, aoi, h, cfg)
-        if got is not None:
-            return now[0] < got[0] / got[1] * now[1]
-    return False
 
 
 def road_columns(aoi: AOI, obs: Observation, direction: str) -> list[Column]:
