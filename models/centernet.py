@@ -159,14 +159,18 @@ def _window_jitter(med: torch.Tensor, scale: torch.Tensor, share: float) -> tupl
     return med + pick * offset * scale, scale * (1 + pick * (factor - 1))
 
 
+def _median_spread(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Median and 1.4826 x MAD over the last dimension, NaNs (invalid pixels) left out; NaN where all are."""
+    med = torch.nanmedian(values, dim=-1).values
+    return med, torch.nanmedian((values - med[..., None]).abs(), dim=-1).values * 1.4826
+
+
 def _robust_stats(sample: torch.Tensor, valid: torch.Tensor, floor: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Per image and band: median and 1.4826 x MAD (floored) over the valid pixels of ``sample`` (N, C, H, W)."""
     n, c = sample.shape[:2]
     flat = sample.reshape(n, c, -1)
     ok = valid.reshape(n, 1, -1).expand(-1, c, -1)
-    flat = torch.where(ok, flat, torch.full_like(flat, float("nan")))
-    med = torch.nanmedian(flat, dim=2).values
-    mad = torch.nanmedian((flat - med[..., None]).abs(), dim=2).values * 1.4826
+    med, mad = _median_spread(torch.where(ok, flat, torch.full_like(flat, float("nan"))))
     return torch.nan_to_num(med, nan=0.0), torch.nan_to_num(mad, nan=1.0).clamp_min(floor)
 
 
@@ -184,8 +188,7 @@ def _local_stats(sample: torch.Tensor, valid: torch.Tensor, side: int, floor: fl
                    value=nan)
     patches = padded.unfold(2, k, step).unfold(3, k, step)  # (N, C, gh, gw, k, k)
     flat = patches.reshape(*patches.shape[:4], k * k)
-    m = torch.nanmedian(flat, dim=4).values
-    mad = torch.nanmedian((flat - m[..., None]).abs(), dim=4).values * 1.4826
+    m, mad = _median_spread(flat)
     few = (~torch.isnan(flat[:, :1])).sum(dim=4) < max(16, k * k // 8)  # (N, 1, gh, gw)
     m = torch.where(few | torch.isnan(m), med[..., None, None], m)
     mad = torch.where(few | torch.isnan(mad), scale[..., None, None], mad.clamp_min(floor))

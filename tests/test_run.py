@@ -281,19 +281,26 @@ def _content_after(run_fn, config, data_dir: Path, scen: Path) -> dict:
     return _content(data_dir)
 
 
+def _forget_setting(data: Path, section: str, key: str):
+    """Make the store's one run look written before ``section.key`` existed (drop it from the stored config);
+    returns the value it had."""
+    import json
+
+    with sqlite3.connect(data / "basewatch.sqlite") as db:
+        [(run_id, raw)] = db.execute("SELECT id, config FROM runs").fetchall()
+        stored = json.loads(raw)
+        value = stored[section].pop(key)
+        db.execute("UPDATE runs SET config = ? WHERE id = ?", (json.dumps(stored), run_id))
+    return value
+
+
 def test_a_setting_added_since_with_its_default_is_not_drift(tmp_path, config):
     """A store written before a setting existed (its run config lacks the key) is current when the setting keeps
     its default, which is the old behaviour; any other value is a change."""
-    import json
-
     scen = tiny_scenario(tmp_path)
     data = tmp_path / "data"
     _run(config, data, scen)
-    with sqlite3.connect(data / "basewatch.sqlite") as db:
-        [(run_id, raw)] = db.execute("SELECT id, config FROM runs").fetchall()
-        old = json.loads(raw)
-        del old["detector"]["tta_views"]
-        db.execute("UPDATE runs SET config = ? WHERE id = ?", (json.dumps(old), run_id))
+    _forget_setting(data, "detector", "tta_views")
     assert _run(config, data, scen).notes == []
     views = config.model_copy(update={"detector": config.detector.model_copy(update={"tta_views": 4})})
     [note] = _run(views, data, scen).notes
@@ -303,17 +310,10 @@ def test_a_setting_added_since_with_its_default_is_not_drift(tmp_path, config):
 def test_a_setting_added_with_a_new_behaviour_is_drift_for_older_stores(tmp_path, config):
     """diff.surge_not_falling came with a default that derives differently from what stores written before it
     did: those stores are told to re-derive, and are current again at the old value."""
-    import json
-
     scen = tiny_scenario(tmp_path)
     data = tmp_path / "data"
     _run(config, data, scen)
-    with sqlite3.connect(data / "basewatch.sqlite") as db:
-        [(run_id, raw)] = db.execute("SELECT id, config FROM runs").fetchall()
-        old = json.loads(raw)
-        assert old["diff"]["surge_not_falling"] is True
-        del old["diff"]["surge_not_falling"]
-        db.execute("UPDATE runs SET config = ? WHERE id = ?", (json.dumps(old), run_id))
+    assert _forget_setting(data, "diff", "surge_not_falling") is True
     [note] = _run(config, data, scen).notes
     assert "diff.surge_not_falling" in note and "basewatch rederive" in note
     as_before = config.model_copy(update={"diff": config.diff.model_copy(update={"surge_not_falling": False})})
