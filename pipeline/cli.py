@@ -133,15 +133,21 @@ def aoi_import(
 @app.command("validate")
 @user_errors
 def validate(config: Path | None = ConfigOption) -> None:
-    """Validate the config, every AOI file and the scenario; print what is wrong, exit 2 if anything is."""
-    from pipeline.config import load_scenario
+    """Check the config, every AOI file in its AOI folder, the scenarios, the schedules' AOIs, the detector weights
+    and the imagery source; list every problem (not just the first), exit 2 if there is any."""
+    from pipeline.validate import validate_all
 
-    cfg = load_config(config)
-    for name in cfg.aois:
-        load_aoi(name, config)
-    load_scenario(cfg.scenario)
-    Console().print(f"ok: config {config or 'configs/default.yaml'} (hash {cfg.hash()}), "
-                    f"{len(cfg.aois)} AOIs, scenario {cfg.scenario}")
+    checks = validate_all(config)
+    out = Console()
+    for check in checks:
+        mark = "[green]ok[/]     " if check.ok else "[bold red]error[/]  "
+        out.print(f"{mark}{check.what}: {check.detail}" + ("" if check.ok else f"\n         {check.problem}"),
+                      highlight=False, soft_wrap=True)
+    bad = [c for c in checks if not c.ok]
+    if bad:
+        out.print(f"[bold red]{len(bad)} problem(s)[/] in {len(checks)} checks", highlight=False)
+        raise typer.Exit(2)
+    out.print(f"all {len(checks)} checks passed", highlight=False)
 
 
 # Commands from other modules register below (one line each, keep alphabetical).
