@@ -179,6 +179,27 @@ def test_heading_accuracy_by_truth_speed_says_when_a_direction_can_be_trusted():
                     "15-20 m/s: 100 % of 1 (0 % reversed), >=20 m/s: 50 % of 2 (0 % reversed)"]
 
 
+def test_recall_by_truth_speed_shows_what_share_of_a_slow_column_is_seen():
+    from dataclasses import replace
+
+    from models.evaluate import detail_lines, recall_by_speed
+
+    def truck(x, speed, contrast=0.03):
+        return replace(obj("vehicle", x, 0, moving=True), speed_mps=speed, contrast=contrast)
+
+    truth = [truck(0, 10.0), truck(500, 10.5), truck(1000, 10.0, contrast=0.004), truck(1500, 17.0),
+             replace(obj("vehicle", 2000, 0, moving=False), speed_mps=0.0, contrast=0.05)]
+    dets = [obj("vehicle", x + 2, 0, score=0.9, moving=True) for x in (0, 1000, 1500, 2000)]
+    rows = {r["speed_from"]: r for r in recall_by_speed([(dets, truth)])}
+    # the invisible truck and the parked one are not scored; the match at 1000 m is a found faint truck, not counted
+    assert rows[10.0] == {"speed_from": 10.0, "speed_to": 15.0, "objects": 2, "found": 1, "recall": 0.5}
+    assert rows[15.0]["recall"] == 1.0 and rows[0.0]["objects"] == 0 and rows[0.0]["recall"] is None
+    assert recall_by_speed([(dets, [replace(t, speed_mps=None) for t in truth])]) == []
+    line = detail_lines({"detectors": {"learned": {"recall_by_speed": list(rows.values())}}})
+    assert line == ["learned recall of visible moving trucks by truth speed: 10-15 m/s: 0.50 of 2, "
+                    "15-20 m/s: 1.00 of 1"]
+
+
 def _desert_beside_fields():
     """A 40 x 80 px scene: bare sand (NDVI 0) on the left half, green fields (NDVI 0.78) on the right half; a cloud
     over the bottom rows."""
