@@ -433,8 +433,17 @@ def format_figure(value) -> str:
                              else f"{str(k).replace('_', ' ')} {format_figure(v)}" for k, v in value.items())
         return ", ".join(f"{str(k).replace('_', ' ')} {format_figure(v)}" for k, v in value.items())
     if isinstance(value, list | tuple):
-        return ", ".join(format_figure(v) for v in value)
+        if value and all(isinstance(v, dict) and {"kind", "when"} <= set(v) for v in value):
+            return "; ".join(_signal_line(v) for v in sorted(value, key=lambda v: str(v["when"])))
+        return ("; " if any(isinstance(v, dict) for v in value) else ", ").join(format_figure(v) for v in value)
     return str(value)
+
+
+def _signal_line(signal: dict) -> str:
+    """One signal behind a withdrawal, as an analyst reads it: '2024-12-18 outbound columns (confidence 0.75)'."""
+    confidence = signal.get("confidence")
+    shown = "" if confidence is None else f" (confidence {format_figure(float(confidence))})"
+    return f"{str(signal['when'])[:10]} {str(signal['kind']).replace('_', ' ')}{shown}"
 
 
 def _environment() -> Environment:

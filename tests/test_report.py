@@ -264,3 +264,10 @@ def test_figures_are_formatted_for_people():
     assert format_figure({"airlift": {"count": 4, "coverage": 1.0}, "columns": {"vehicles": 12}}) == \
         "airlift (count 4, coverage 1); columns (vehicles 12)"
     assert [format_figure(v) for v in (None, True, 3.0, 0.125, "x")] == ["–", "yes", "3", "0.12", "x"]
+    # the signals behind a withdrawal: one line each, oldest first, without acquisition ids
+    signals = [{"kind": "outbound_columns", "acquisition_id": "sim-b", "when": "2024-12-18T08:25:10+00:00",
+                "confidence": 0.75},
+               {"kind": "airlift_surge", "acquisition_id": "sim-a", "when": "2024-12-13T08:25:00+00:00",
+                "confidence": 0.6}]
+    assert format_figure({"signals": signals}) == \
+        "signals 2024-12-13 airlift surge (confidence 0.6); 2024-12-18 outbound columns (confidence 0.75)"
