@@ -50,6 +50,7 @@ class _Vehicle:
     speed: float | None = None  # estimated (m/s); None = unknown
     score: float = 1.0
     spot: _RoadSpot | None = None  # where on an egress road it is, if on one
+    inherited: bool = False  # heading taken from the truck that vouched for it (a faint candidate): no vote
 
 
 @dataclass(frozen=True)
@@ -91,13 +92,14 @@ def _tangent(line: LineString, s: float) -> np.ndarray:
     return t / max(float(np.linalg.norm(t)), 1e-9)
 
 
-def _moving_vehicles(detections: list[Detection]) -> list[_Vehicle]:
+def _moving_vehicles(detections: list[Detection], inherited: frozenset[str] = frozenset()) -> list[_Vehicle]:
     out = []
     for i, d in enumerate(detections):
         if d.cls != "vehicle" or d.moving is False or d.heading_deg is None:
             continue
         out.append(_Vehicle(key=d.id or str(i), xy=np.array([d.x, d.y]), heading=float(d.heading_deg),
-                            speed=d.speed_mps, score=float(d.score) if d.score is not None else 1.0))
+                            speed=d.speed_mps, score=float(d.score) if d.score is not None else 1.0,
+                            inherited=d.id in inherited))
     return out
 
 
@@ -162,9 +164,13 @@ def _slow(a: _Vehicle, b: _Vehicle, cfg: ColumnsConfig) -> bool:
     return bool(speeds) and min(speeds) < cfg.flip_speed_mps
 
 
-def _mean_heading(members: list[_Vehicle]) -> float:
+def _mean_heading(members: list[_Vehicle], cfg: ColumnsConfig) -> float:
     """The column's heading: its axis from the members' headings taken modulo 180 (doubled angles), its direction
-    from their vote weighted by score x speed, so one truck read backwards cannot turn the column round."""
+    from their vote weighted by score x speed, so one truck read backwards cannot turn the column round. Faint
+    candidates do not vote: each repeats the heading of the truck that vouched for it, and a truck read backwards
+    would otherwise outvote the column through the candidates it admitted."""
+    if not cfg.candidate_votes:
+        members = [v for v in members if not v.inherited] or members
     doubled = np.deg2rad([2.0 * v.heading for v in members])
     weights = np.array([v.score for v in members])
     axis = 0.5 * np.arctan2(np.sum(weights * np.sin(doubled)), np.sum(weights * np.cos(doubled)))
@@ -217,17 +223,19 @@ def _offroad_direction(aoi: AOI, points: np.ndarray, heading: float) -> str:
     return "unknown"
 
 
-def group_columns(detections: list[Detection], aoi: AOI, cfg: ColumnsConfig) -> list[Column]:
-    """Columns from detections whose x/y are in the AOI's UTM CRS; members refer to detection ids."""
+def group_columns(detections: list[Detection], aoi: AOI, cfg: ColumnsConfig,
+                  inherited: frozenset[str] = frozenset()) -> list[Column]:
+    """Columns from detections whose x/y are in the AOI's UTM CRS; members refer to detection ids. ``inherited``:
+    ids of admitted candidates (``admit_candidates``), whose heading is their column's and so gets no vote."""
     lines = [aoi.to_utm(r.line) for r in aoi.roads]  # projected once for every column
-    vehicles = _road_spots(_moving_vehicles(detections), lines, cfg)
+    vehicles = _road_spots(_moving_vehicles(detections, inherited), lines, cfg)
     crs = aoi.crs.to_string()
     columns: list[Column] = []
     for group in _components(vehicles, cfg):
         if len(group) < cfg.min_vehicles:
             continue
         members = [vehicles[i] for i in group]
-        heading = _mean_heading(members)
+        heading = _mean_heading(members, cfg)
         axis = heading_vector(heading)
         members.sort(key=lambda v: float(v.xy @ axis))
         points = np.array([v.xy for v in members])

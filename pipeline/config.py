@@ -189,6 +189,10 @@ class ColumnsConfig(Strict):
         "it within max_gap_m, each heading within this of the road's axis and the same way along it (or one slow, "
         "see flip_speed_mps), join one column even when their headings differ by more than heading_tolerance_deg, "
         "and faint candidates are looked for along the road; 0 = headings only.")
+    candidate_votes: bool = Field(
+        default=False, description="Whether admitted faint candidates vote on their column's direction. They repeat "
+        "the heading of the truck that vouched for them, so their votes only multiply that truck's: a truck read "
+        "backwards outvoted its column through the candidates it admitted. True: the rule before 27 Nov.")
     flip_speed_mps: float = Field(
         default=12.0, ge=0, description="A truck estimated slower than this may have its direction read backwards "
         "(a band offset of about a pixel): it still links to a column on its axis, which the faster trucks orient; "

@@ -132,16 +132,18 @@ def _in_aoi_crs(detections, aoi: AOI, scene: Scene):
 # ---------------------------------------------------------------- one acquisition
 
 
-def detect_for_columns(detector, scene: Scene, aoi: AOI, config: BasewatchConfig) -> list[Detection]:
+def detect_for_columns(detector, scene: Scene, aoi: AOI, config: BasewatchConfig) -> tuple[list[Detection], int]:
     """The detector's detections plus the faint moving-vehicle candidates that extend a column on an egress road
-    (pipeline/columns.py ``admit_candidates``); an admitted candidate keeps its own low score and takes the
-    heading of the column. Detectors without candidates (classical, truth) are used as they are."""
+    (pipeline/columns.py ``admit_candidates``), and how many of them, at the end of the list, are such candidates:
+    an admitted candidate keeps its own low score and takes the heading of the column. Detectors without
+    candidates (classical, truth) are used as they are."""
     with_candidates = getattr(detector, "detect_with_candidates", None)
     if with_candidates is None:
-        return detector.detect(scene)
+        return detector.detect(scene), 0
     dets, weak = with_candidates(scene)
     admitted = admit_candidates(_in_aoi_crs(dets, aoi, scene), _in_aoi_crs(weak, aoi, scene), aoi, config.columns)
-    return dets + [replace(weak[i], heading_deg=round(heading, 1)) for i, heading in sorted(admitted.items())]
+    return dets + [replace(weak[i], heading_deg=round(heading, 1)) for i, heading in sorted(admitted.items())], \
+        len(admitted)
 
 
 def rediff(store: Store, run_id: str, aoi: AOI, model: str, config: BasewatchConfig, since, fresh=None) -> dict:
@@ -173,9 +175,10 @@ def process_acquisition(store: Store, run_id: str, aoi: AOI, scene: Scene, detec
     if not path.exists():
         write_scene(scene, path)
     if scene.valid.any():
-        raw = detect_for_columns(detector, scene, aoi, config)
+        raw, n_admitted = detect_for_columns(detector, scene, aoi, config)
         dets = prepare_detections(raw, aoi, scene.crs, acq.id, model)
-        columns = group_columns(_in_aoi_crs(dets, aoi, scene), aoi, config.columns)
+        inherited = frozenset(d.id for d in dets[len(dets) - n_admitted:])
+        columns = group_columns(_in_aoi_crs(dets, aoi, scene), aoi, config.columns, inherited)
         obs = observe(aoi, scene, dets, columns, model, confident_score=config.diff.surge_min_score)
     else:  # all cloud: stored as an observation where nothing was observed, never as "empty"
         dets, columns, obs = [], [], not_observed(aoi, scene, model)
@@ -308,7 +311,7 @@ def deriving_settings(config: dict) -> dict:
             for section in DERIVING_SECTIONS}
 
 
-BEHAVIOUR_BEFORE: dict[str, dict] = {"diff": {"surge_not_falling": False}}
+BEHAVIOUR_BEFORE: dict[str, dict] = {"diff": {"surge_not_falling": False}, "columns": {"candidate_votes": True}}
 """Settings added with a default that changes what is derived: how runs stored before they existed behaved."""
 
 

@@ -135,6 +135,26 @@ def test_a_slow_truck_read_backwards_stays_in_its_column_and_cannot_turn_it(tart
     assert sorted(c.vehicles for c in strict) == [3]  # 2 + reversed 1 + 3: only the 3-chain is a column
 
 
+def test_faint_candidates_do_not_vote_on_the_direction(tartus):
+    """Admitted candidates repeat the heading of the truck that vouched for them: a truck read backwards (slow, so
+    it chains) with the three candidates it vouched for must not outvote the two trucks read right through them."""
+    from dataclasses import replace
+
+    column = [replace(v, speed_mps=10.0, score=0.6) for v in
+              vehicles_along(tartus, "north_coast_road", 300, 6, 60, outbound=True, prefix="v")]
+    column[2:] = [replace(v, heading_deg=(v.heading_deg + 180) % 360, score=0.5 if i == 0 else 0.35)
+                  for i, v in enumerate(column[2:])]  # v2 read backwards; v3-v5 candidates it vouched for
+    inherited = frozenset({"v3", "v4", "v5"})
+    [col] = group_columns(column, tartus, ColumnsConfig(), inherited)
+    assert col.vehicles == 6 and col.direction == "outbound"  # 2 x 0.6 x 10 against 0.5 x 10
+    # the rule before 27 Nov: 0.5 x 10 + 3 x 0.35 x 10 inbound against 2 x 0.6 x 10 outbound
+    [before] = group_columns(column, tartus, ColumnsConfig(candidate_votes=True), inherited)
+    assert before.vehicles == 6 and before.direction == "inbound"
+    # without the ids every member is a truck with its own heading, as before
+    [plain] = group_columns(column, tartus, ColumnsConfig())
+    assert plain.direction == "inbound"
+
+
 def test_fast_columns_in_opposite_directions_still_do_not_merge(tartus):
     from dataclasses import replace
 

@@ -318,3 +318,16 @@ def test_a_setting_added_with_a_new_behaviour_is_drift_for_older_stores(tmp_path
     assert "diff.surge_not_falling" in note and "basewatch rederive" in note
     as_before = config.model_copy(update={"diff": config.diff.model_copy(update={"surge_not_falling": False})})
     assert _run(as_before, data, scen).notes == []
+
+
+def test_a_column_rule_added_since_asks_older_stores_to_reprocess(tmp_path, config):
+    """columns.candidate_votes came with a default that orients some columns differently, and grouping is not
+    re-derivable: a store written before it is told to reprocess, and is current again at the old value."""
+    scen = tiny_scenario(tmp_path)
+    data = tmp_path / "data"
+    _run(config, data, scen)
+    assert _forget_setting(data, "columns", "candidate_votes") is False
+    [note] = _run(config, data, scen).notes
+    assert "columns.candidate_votes" in note and "--reprocess" in note
+    as_before = config.model_copy(update={"columns": config.columns.model_copy(update={"candidate_votes": True})})
+    assert _run(as_before, data, scen).notes == []
