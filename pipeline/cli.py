@@ -256,6 +256,44 @@ def report_cmd(
     Console().print(f"report: {folder / 'index.html'}")
 
 
+@app.command("alerts")
+@user_errors
+def alerts_cmd(
+    config: Path | None = ConfigOption,
+    data_dir: Path | None = DataDirOption,
+    aoi: str | None = typer.Option(None, "--aoi", help="Only this AOI."),
+    include_closed: bool = typer.Option(False, "--all", help="Closed alerts too (default: open ones, new or updated)."),
+    model: str | None = typer.Option(None, "--model", help="Alerts of this stored model (default: the newest run's)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table (for scripts)."),
+) -> None:
+    """List the store's current alerts, most severe first (reads the store only; nothing is fetched or detected)."""
+    import json
+
+    from rich.table import Table
+
+    from pipeline.alert_list import list_alerts
+
+    listing = list_alerts(Path(data_dir or load_config(config).data_dir), aoi=aoi, include_closed=include_closed,
+                          model=model)
+    out = Console()
+    if as_json:
+        out.print_json(json.dumps(listing.to_dict()))
+        return
+    if listing.simulated:
+        out.print("[bold white on red] SIMULATED [/] these alerts come from simulated scenes, not from a satellite")
+    title = f"{'all' if include_closed else 'open'} alerts, model {listing.model or '-'}"
+    table = Table(title=title, box=None, pad_edge=False, padding=(0, 1, 0, 0), header_style="bold underline")
+    for column in ("AOI", "kind", "severity", "conf.", "status", "seen (first..last)", "passes"):
+        table.add_column(column, no_wrap=True)
+    for a in listing.alerts:
+        seen = f"{a.first_seen:%Y-%m-%d}..{a.last_seen:%m-%d}" if a.first_seen.year == a.last_seen.year \
+            else f"{a.first_seen:%Y-%m-%d}..{a.last_seen:%Y-%m-%d}"
+        table.add_row(a.aoi, a.kind, a.severity, f"{a.confidence:.2f}", a.status, seen, str(len(a.acquisitions)))
+    out.print(table if listing.alerts else f"no {title}")
+    if len(listing.models) > 1 and model is None:
+        out.print(f"other models stored: {', '.join(listing.models[1:])} (--model)", highlight=False)
+
+
 @app.command("simulate")
 @user_errors
 def simulate_cmd(
