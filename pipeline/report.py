@@ -38,14 +38,14 @@ from pipeline.errors import BasewatchError, StoreError
 from pipeline.geotiff import read_scene
 from pipeline.objects import column_feature, feature_collection, object_feature, write_geojson
 from pipeline.plots import overview_image, series_point, time_series_plot
-from pipeline.types import AOI, Alert, Detection, Scene
+from pipeline.types import AOI, Alert, ChangeEvent, Detection, Scene
 
 log = logging.getLogger(__name__)
 
 SEVERITY_ORDER = {"high": 0, "medium": 1, "low": 2}
 CSV_FIELDS = ("simulated", "aoi", "acquisition_id", "datetime", "sensor", "model", "valid_fraction", "cloud_cover",
               "large_aircraft", "large_aircraft_confident", "small_aircraft", "helicopter", "vehicle",
-              "outbound_columns", "outbound_vehicles", "inbound_columns", "inbound_vehicles")
+              "outbound_columns", "outbound_vehicles", "inbound_columns", "inbound_vehicles", "events")
 
 
 # ---------------------------------------------------------------- the alerts.json schema (shared with notify)
@@ -124,6 +124,7 @@ class AcquisitionRow:
     outbound_vehicles: int
     inbound_vehicles: int
     observed: bool
+    events: list[str] = field(default_factory=list)  # what the diff concluded from this pass: "kind confidence"
 
 
 @dataclass
@@ -310,13 +311,17 @@ def _build(store, run, out: Path) -> None:
                         if o.acquisition.datetime.date() <= run.end]
         acq_records = {r.acquisition.id: r for r in store.acquisitions(aoi_name)}
         aoi_alerts = [a for a in run_alerts if a.aoi == aoi_name]
+        events_of: dict[str, list[str]] = {}
+        for e in store.events(aoi_name, model):
+            events_of.setdefault(e.acquisition_id, []).append(event_label(e))
         for obs in observations:
             p = series_point(obs)
             rec = acq_records.get(obs.acquisition.id)
             cloud = rec.acquisition.cloud_cover if rec else obs.acquisition.cloud_cover
             view.rows.append(AcquisitionRow(obs.acquisition.id, obs.acquisition.datetime, obs.acquisition.sensor,
                                             obs.valid_fraction, cloud, dict(obs.counts), p.outbound_vehicles,
-                                            p.inbound_vehicles, obs.valid_fraction >= min_valid))
+                                            p.inbound_vehicles, obs.valid_fraction >= min_valid,
+                                            events_of.get(obs.acquisition.id, [])))
             csv_rows.append({
                 "simulated": str(bool(run.simulated)).lower(), "aoi": aoi_name, "acquisition_id": obs.acquisition.id,
                 "datetime": iso(obs.acquisition.datetime), "sensor": obs.acquisition.sensor, "model": obs.model,
@@ -325,6 +330,7 @@ def _build(store, run, out: Path) -> None:
                 "small_aircraft": p.small_aircraft, "helicopter": p.helicopter,
                 "vehicle": p.vehicle, "outbound_columns": p.outbound_columns, "outbound_vehicles": p.outbound_vehicles,
                 "inbound_columns": p.inbound_columns, "inbound_vehicles": p.inbound_vehicles,
+                "events": "; ".join(events_of.get(obs.acquisition.id, [])),
             })
             extra = {"aoi": aoi_name, "acquisition_id": obs.acquisition.id, "datetime": iso(obs.acquisition.datetime),
                      "simulated": bool(run.simulated)}
@@ -417,6 +423,12 @@ def _build(store, run, out: Path) -> None:
 def sort_alerts_views(views: list[AlertView]) -> list[AlertView]:
     order = {id(a): i for i, a in enumerate(sort_alerts([v.alert for v in views]))}
     return sorted(views, key=lambda v: order[id(v.alert)])
+
+
+def event_label(event: ChangeEvent) -> str:
+    """A change event as the acquisitions table and observations.csv show it: 'outbound_columns 0.75'. Events
+    under alerts.min_confidence are listed too: they say what the diff saw even where no alert was raised."""
+    return f"{event.kind} {event.confidence:.2f}"
 
 
 def format_figure(value) -> str:

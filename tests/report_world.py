@@ -18,7 +18,7 @@ from pipeline.config import BasewatchConfig, DiffConfig, load_aoi
 from pipeline.georef import map_to_lonlat, object_at_pixel, pixel_to_map
 from pipeline.geotiff import write_scene
 from pipeline.store import open_store
-from pipeline.types import BAND_NAMES, Acquisition, Alert, Column, Detection, Observation, Scene
+from pipeline.types import BAND_NAMES, Acquisition, Alert, ChangeEvent, Column, Detection, Observation, Scene
 
 AIRCRAFT_REFLECTANCE = 0.6
 
@@ -118,7 +118,12 @@ def build_world(tmp_path: Path, *, aoi_name: str = "khmeimim", model: str = "cla
                                 severity="medium", confidence=0.6, status="new", first_seen=when, last_seen=when,
                                 acquisitions=[acq_id], baseline={"outbound_vehicles": 0.0},
                                 current={"outbound_vehicles": 6}, evidence=[d.id for d in dets if d.cls == "vehicle"]))
-        store.save_acquisition(run_id, aoi_name, path, obs, dets, columns, [], alerts)
+        events = [ChangeEvent(aoi=aoi_name, kind=a.kind, acquisition_id=acq_id, when=when, score=1.0,
+                              confidence=a.confidence, baseline=a.baseline, current=a.current) for a in alerts]
+        if i == 1:  # seen, but too unsure to alert
+            events.append(ChangeEvent(aoi=aoi_name, kind="outbound_columns", acquisition_id=acq_id, when=when,
+                                      score=1.0, confidence=0.15, baseline={}, current={}))
+        store.save_acquisition(run_id, aoi_name, path, obs, dets, columns, events, alerts)
         world.alert_ids += [a.id for a in alerts]
         world.acquisitions.append(acq_id)
     store.finish_run(run_id, "ok", {"processed": n_dates})

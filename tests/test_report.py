@@ -83,6 +83,11 @@ def test_geojson_and_csv_are_objects_format_and_say_simulated(world):
     assert [int(r["large_aircraft"]) for r in rows] == [2, 2, 0, 4, 4]
     assert [int(r["large_aircraft_confident"]) for r in rows] == [2, 2, 0, 4, 3]  # one marginal on the last date
     assert rows[4]["outbound_vehicles"] == "6" and float(rows[2]["valid_fraction"]) < 0.5
+    # what the diff concluded from each pass, alerting or not
+    assert [r["events"] for r in rows] == ["", "outbound_columns 0.15", "", "airlift_surge 0.85",
+                                           "outbound_columns 0.60"]
+    html = (folder / "index.html").read_text()
+    assert "<span class=\"event\">outbound_columns 0.15</span>" in html
 
 
 def test_html_shows_banner_header_alerts_and_links_every_local_file(world):
