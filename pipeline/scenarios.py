@@ -409,19 +409,44 @@ def replay_seeds(jobs: list[tuple], workers: int, console=None) -> list[Scenario
                 results[i] = _replay(job)
                 bar.advance(task)
         else:
-            import multiprocessing
             import os
-            from concurrent.futures import ProcessPoolExecutor, as_completed
+            from concurrent.futures import as_completed
 
             share = max(1, (os.cpu_count() or 1) // workers)
             jobs = [(path, config.model_copy(update={"detector": config.detector.model_copy(
                 update={"threads": share})}), *rest) for path, config, *rest in jobs]
-            with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            with replay_pool(workers) as pool:
                 pending = {pool.submit(_replay, job): i for i, job in enumerate(jobs)}
                 for done in as_completed(pending):
                     results[pending[done]] = done.result()
                     bar.advance(task)
     return [r for r in results if r is not None]
+
+
+def replay_pool(workers: int):
+    """Processes for replays (spawned: torch and fork do not mix) that end when the process that started them is
+    gone. Why: killed with SIGTERM or SIGKILL, a sweep's parent cannot shut its pool down, and each idle worker
+    kept a detector (about 1 GB) in memory for as long as the machine ran."""
+    import multiprocessing
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+
+    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_exit_with_parent, initargs=(os.getpid(),))
+
+
+def _exit_with_parent(parent: int, poll_s: float = 1.0) -> None:
+    """Worker initializer: a daemon thread that ends the worker once its parent is gone (it is re-parented)."""
+    import os
+    import threading
+    import time
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll_s)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 def sweep_record(seed: int | None, result: ScenarioResult) -> dict:
