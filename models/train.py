@@ -82,6 +82,9 @@ class TrainConfig(Strict):
     sand_tracks: float = Field(default=0.0, ge=0, le=1, description="Share of chip roads left unpaved, in the "
                                "ground's own colour (desert tracks: trucks darker than the ground; "
                                "pipeline/simulate/chips.py unpaved_track).")
+    slow_convoys: float = Field(default=0.0, ge=0, le=1, description="Share of chip truck groups driving at "
+                                "6-12 m/s instead of 1-30 (convoys leaving a base: a one-pixel band offset, found "
+                                "half as often as faster trucks on set A).")
     norm_jitter: float = Field(default=0.0, ge=0, le=1, description="Share of samples normalised as parts of a "
                                "larger window with other statistics (models/centernet.py _window_jitter): the "
                                "inference windows' regime, which 96 px chips never show.")
@@ -133,7 +136,7 @@ class TrainConfig(Strict):
         for k in ("workers", "threads", "device", "checkpoint_dir", "checkpoint_every", "out"):
             d.pop(k)
         added_later = {"classes": list(CLASSES), "train_only_classes": None, "distill_from": None,
-                       "distill_weight": 1.0, "norm_jitter": 0.0}
+                       "distill_weight": 1.0, "norm_jitter": 0.0, "slow_convoys": 0.0}
         for k, default in added_later.items():  # at their defaults, options added later leave old fingerprints
             if d[k] == default:
                 d.pop(k)
@@ -256,7 +259,8 @@ def train(cfg: TrainConfig, labels: str | Path | None = None, progress: bool = T
                             labelled=labelled, labels_every=cfg.labels_every, ignore_faint=cfg.ignore_faint,
                             fighter_rows=cfg.fighter_rows, faint_limits=cfg.faint_limits,
                             polarity_flip=cfg.polarity_flip, relative_paint=cfg.relative_paint,
-                            bright_aprons=cfg.bright_aprons, sand_tracks=cfg.sand_tracks)
+                            bright_aprons=cfg.bright_aprons, sand_tracks=cfg.sand_tracks,
+                            slow_convoys=cfg.slow_convoys)
     end = cfg.steps if stop_after is None else min(cfg.steps, step + stop_after)
     loader = DataLoader(stream, batch_size=cfg.batch_size, sampler=_FromIndex(step * cfg.batch_size,
                                                                                 end * cfg.batch_size),

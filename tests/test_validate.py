@@ -37,7 +37,7 @@ def test_the_shipped_config_passes_every_check(config_copy):
     ran = CliRunner().invoke(app, ["validate", "--config", str(config_copy)])
     assert ran.exit_code == 0, ran.output
     assert "AOI file" in ran.output and "tartus.yaml" in ran.output and "scenario" in ran.output
-    assert "SIMULATED" in ran.output and "all 13 checks passed" in ran.output
+    assert "SIMULATED" in ran.output and "checks passed" in ran.output and "error" not in ran.output
 
 
 def test_every_problem_is_listed_not_just_the_first(config_copy):

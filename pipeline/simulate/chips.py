@@ -115,6 +115,7 @@ class _Layout:
     relative_paint: float = 0.0  # share of aircraft painted relative to their ground (ground_relative_paint)
     bright_aprons: float = 0.0  # share of aprons whose surface is 1.2-1.8 x brighter (new or sun-bleached concrete)
     sand_tracks: float = 0.0  # share of roads left unpaved: the ground's own colour, 0.95-1.2 x (desert tracks)
+    slow_convoys: float = 0.0  # share of moving truck groups driving at 6-12 m/s (a one-pixel band offset)
     options_rng: np.random.Generator | None = None  # the three options' own stream: chips without them are
     # unchanged
 
@@ -390,6 +391,8 @@ def _add_trucks(lay: _Layout) -> None:
             in_column = rng.random() < 0.5
             k = int(rng.integers(3, 16)) if in_column else 1
             speed0 = float(rng.uniform(1.0, 30.0)) if rng.random() < 0.9 else 0.0
+            if speed0 > 0 and lay.options_rng is not None and lay.options_rng.random() < lay.slow_convoys:
+                speed0 = float(lay.options_rng.uniform(6.0, 12.0))  # own stream: the rest of the chip unchanged
             gap_m = rng.uniform(20, 90)
             s = rng.uniform(0.2, 0.8) * total
             military = rng.random() < 0.4
@@ -456,13 +459,14 @@ def _add_trucks(lay: _Layout) -> None:
 
 
 def render_chip(seed: int, size: int = 128, fighter_rows: float = 0.0, relative_paint: float = 0.0,
-                bright_aprons: float = 0.0, sand_tracks: float = 0.0) -> Chip:
+                bright_aprons: float = 0.0, sand_tracks: float = 0.0, slow_convoys: float = 0.0) -> Chip:
     """One random chip: (4, size, size) reflectance, valid mask and truth objects. Deterministic per seed.
 
     ``fighter_rows``: probability of an extra row of fighters/helicopters (hard negatives; 0 = the chip as always).
     ``relative_paint``: share of aircraft whose paint is drawn relative to their ground (0 = the chip as always).
     ``bright_aprons``: share of aprons made 1.2-1.8 x brighter (0 = the chip as always).
     ``sand_tracks``: share of roads left unpaved, in the ground's own colour (0 = the chip as always).
+    ``slow_convoys``: share of moving truck groups driving at 6-12 m/s instead of 1-30 (0 = the chip as always).
     """
     rng = np.random.default_rng(derive_seed("chip", seed))
     full = size + 2 * PAD
@@ -472,9 +476,10 @@ def render_chip(seed: int, size: int = 128, fighter_rows: float = 0.0, relative_
     surface = landcover.render_cover(labels, rng, pal=pal, texture_scale=float(rng.uniform(0.5, 1.8)))
     lay = _Layout(Canvas(surface), rng, labels, shadow_dir=float(rng.uniform(0, 360)),
                   sun_elev=float(rng.uniform(25, 70)), relative_paint=relative_paint, bright_aprons=bright_aprons,
-                  sand_tracks=sand_tracks,
+                  sand_tracks=sand_tracks, slow_convoys=slow_convoys,
                   options_rng=(np.random.default_rng(derive_seed("relative-paint", seed))
-                             if relative_paint > 0 or bright_aprons > 0 or sand_tracks > 0 else None))
+                             if relative_paint > 0 or bright_aprons > 0 or sand_tracks > 0 or slow_convoys > 0
+                             else None))
     dry = lay.canvas.bands.copy()
     reps = max(1, int(round(size / 128)))  # more of everything on larger chips (roads already scale with size)
     for _ in range(reps):
