@@ -165,3 +165,13 @@ def test_sand_tracks_change_some_roads_and_leave_other_chips_alone():
     for base, sand in _with_option("sand_tracks", range(4242, 4252)):  # same trucks in the same places
         changed += not np.array_equal(sand.bands, base.bands)
     assert changed >= 5
+
+
+def test_slow_convoys_slow_the_same_trucks_down_and_leave_other_chips_alone():
+    base_speeds, slow_speeds = [], []
+    for base, slow in _with_option("slow_convoys", range(4242, 4262)):  # same trucks in the same places
+        base_speeds += [o.speed_mps for o in base.objects if o.cls == "vehicle" and o.moving]
+        slow_speeds += [o.speed_mps for o in slow.objects if o.cls == "vehicle" and o.moving]
+    assert len(slow_speeds) == len(base_speeds) >= 10
+    assert all(3.0 <= s <= 15.0 for s in slow_speeds)  # 6-12 m/s per group, each truck +-0.8 m/s about it
+    assert max(base_speeds) > 15.0 or min(base_speeds) < 3.0  # the chips as always drive at 1-30 m/s
