@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import pytest
 
 
@@ -15,3 +18,15 @@ def isolated_environment(tmp_path_factory, monkeypatch):
                 "BASEWATCH_SH_TOKEN_URL", "BASEWATCH_WEBHOOK_URL"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("MPLBACKEND", "Agg")
+
+
+@pytest.fixture
+def config_copy(tmp_path) -> Path:
+    """A config folder of our own (default.yaml and the shipped aois/), so a test may add, break or import AOI
+    files without touching configs/."""
+    from pipeline.config import DEFAULT_CONFIG
+
+    folder = tmp_path / "configs"
+    shutil.copytree(DEFAULT_CONFIG.parent / "aois", folder / "aois")
+    shutil.copy(DEFAULT_CONFIG, folder / "default.yaml")
+    return folder / "default.yaml"

@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import copy
 import json
-import shutil
-from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from pipeline.aoi_geojson import advice, aoi_from_geojson, aoi_to_geojson, aoi_yaml, import_aoi
 from pipeline.cli import app
-from pipeline.config import DEFAULT_CONFIG, AOIFile, aoi_dir, list_aoi_names, load_aoi_file, read_aoi_file
+from pipeline.config import AOIFile, aoi_dir, list_aoi_names, load_aoi_file, read_aoi_file
 from pipeline.errors import ConfigError
 
 SHIPPED = sorted(aoi_dir().glob("*.yaml"))
@@ -121,15 +119,6 @@ def test_a_projected_layer_is_refused_with_the_qgis_fix():
     with pytest.raises(ConfigError, match="coordinates are in urn:ogc:def:crs:EPSG::32636; save the layer as "
                                           "GeoJSON in EPSG:4326"):
         aoi_from_geojson(fc, "utm.geojson")
-
-
-@pytest.fixture
-def config_copy(tmp_path) -> Path:
-    """A config folder of our own, so imports write into a temporary configs/aois/."""
-    folder = tmp_path / "configs"
-    shutil.copytree(DEFAULT_CONFIG.parent / "aois", folder / "aois")
-    shutil.copy(DEFAULT_CONFIG, folder / "default.yaml")
-    return folder / "default.yaml"
 
 
 def test_export_edit_import_on_the_command_line(config_copy, tmp_path):

@@ -2,24 +2,13 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
-import pytest
 import yaml
 from typer.testing import CliRunner
 
 from pipeline.cli import app
-from pipeline.config import DEFAULT_CONFIG
 from pipeline.validate import validate_all
-
-
-@pytest.fixture
-def config_copy(tmp_path) -> Path:
-    folder = tmp_path / "configs"
-    shutil.copytree(DEFAULT_CONFIG.parent / "aois", folder / "aois")
-    shutil.copy(DEFAULT_CONFIG, folder / "default.yaml")
-    return folder / "default.yaml"
 
 
 def _edit(config: Path, **changes) -> None:
