@@ -307,27 +307,21 @@ def test_a_setting_added_since_with_its_default_is_not_drift(tmp_path, config):
     assert "detector.tta_views" in note
 
 
-def test_a_setting_added_with_a_new_behaviour_is_drift_for_older_stores(tmp_path, config):
-    """diff.surge_not_falling came with a default that derives differently from what stores written before it
-    did: those stores are told to re-derive, and are current again at the old value."""
+@pytest.mark.parametrize(("section", "key", "old_value", "fix"), [
+    ("diff", "surge_not_falling", False, "basewatch rederive"),  # diff settings re-derive from the store
+    ("columns", "candidate_votes", True, "--reprocess"),  # grouping is not re-derivable
+])
+def test_a_setting_added_with_a_new_behaviour_is_drift_for_older_stores(tmp_path, config, section, key, old_value,
+                                                                        fix):
+    """diff.surge_not_falling and columns.candidate_votes came with defaults that derive differently from what
+    stores written before them did: those stores are told how to catch up, and are current again at the old
+    value."""
     scen = tiny_scenario(tmp_path)
     data = tmp_path / "data"
     _run(config, data, scen)
-    assert _forget_setting(data, "diff", "surge_not_falling") is True
+    assert _forget_setting(data, section, key) is (not old_value)
     [note] = _run(config, data, scen).notes
-    assert "diff.surge_not_falling" in note and "basewatch rederive" in note
-    as_before = config.model_copy(update={"diff": config.diff.model_copy(update={"surge_not_falling": False})})
-    assert _run(as_before, data, scen).notes == []
-
-
-def test_a_column_rule_added_since_asks_older_stores_to_reprocess(tmp_path, config):
-    """columns.candidate_votes came with a default that orients some columns differently, and grouping is not
-    re-derivable: a store written before it is told to reprocess, and is current again at the old value."""
-    scen = tiny_scenario(tmp_path)
-    data = tmp_path / "data"
-    _run(config, data, scen)
-    assert _forget_setting(data, "columns", "candidate_votes") is False
-    [note] = _run(config, data, scen).notes
-    assert "columns.candidate_votes" in note and "--reprocess" in note
-    as_before = config.model_copy(update={"columns": config.columns.model_copy(update={"candidate_votes": True})})
+    assert f"{section}.{key}" in note and fix in note
+    part = getattr(config, section)
+    as_before = config.model_copy(update={section: part.model_copy(update={key: old_value})})
     assert _run(as_before, data, scen).notes == []
