@@ -182,13 +182,15 @@ def recall_by_contrast(runs: list[tuple[list[MapObject], list[MapObject]]],
                 tallies[cls][k][1] += id(t) in found
     if not seen:
         return {}
-    out: dict = {}
-    for cls, rows in tallies.items():
-        out[cls] = []
-        for (lo, hi), (n, f) in zip(zip(CONTRAST_BINS, CONTRAST_BINS[1:], strict=False), rows, strict=True):
-            out[cls].append({"contrast_from": lo, "contrast_to": None if hi == float("inf") else hi,
-                             "objects": n, "found": f, "recall": round(f / n, 3) if n else None})
-    return out
+    return {cls: _recall_rows("contrast", CONTRAST_BINS, rows) for cls, rows in tallies.items()}
+
+
+def _recall_rows(key: str, edges: tuple[float, ...], tallies: list[list[int]]) -> list[dict]:
+    """One row per bin of ``edges`` from its [objects, found] tally: ``<key>_from``/``<key>_to`` (None for the open
+    last bin), objects, found and recall (None where the bin is empty)."""
+    return [{f"{key}_from": lo, f"{key}_to": None if hi == float("inf") else hi, "objects": n, "found": f,
+             "recall": round(f / n, 3) if n else None}
+            for (lo, hi), (n, f) in zip(zip(edges, edges[1:], strict=False), tallies, strict=True)]
 
 
 BARE_NDVI = 0.2
@@ -306,9 +308,7 @@ def recall_by_speed(runs: list[tuple[list[MapObject], list[MapObject]]],
             row[1] += id(t) in found
     if not any(n for n, _ in tallies):
         return []
-    return [{"speed_from": lo, "speed_to": None if hi == float("inf") else hi, "objects": n, "found": f,
-             "recall": round(f / n, 3) if n else None}
-            for (lo, hi), (n, f) in zip(zip(SPEED_BINS, SPEED_BINS[1:], strict=False), tallies, strict=True)]
+    return _recall_rows("speed", SPEED_BINS, tallies)
 
 
 def detail_lines(report: dict) -> list[str]:
