@@ -232,6 +232,13 @@ class DiffConfig(Strict):
         default=2, ge=1,
         description="Egress roads with outbound columns in one scene that alone indicate withdrawal activity.",
     )
+    surge_corroborating_vehicles: int = Field(
+        default=0, ge=0,
+        description="Net outbound vehicles on egress roads that, too few for an outbound_columns event, still count "
+        "as the departure beside an airlift surge in the same co-occurrence window. Why: at 10 m half of a column's "
+        "trucks go unseen, so a 10-truck column often shows 3 or 4; an airlift with trucks leaving is what an "
+        "analyst calls withdrawal. 0: off (the rule before 27 Nov).",
+    )
 
 
 class AlertsConfig(Strict):

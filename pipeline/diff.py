@@ -14,6 +14,8 @@ Events (``compare``):
   (a single low observation is a provisional *drop*: no event of its own, but a withdrawal signal);
 - ``withdrawal_activity``: within cooccurrence_days at least two different signals of which one is a departure
   (outbound columns, drawdown or drop), or outbound columns on ``mass_outbound_columns`` egress roads at once.
+  Beside an airlift surge, thinner outbound traffic (``surge_corroborating_vehicles``, no event of its own) is
+  departure enough.
   Clouded passes in between do not use up the window (``cooccurrence_window``).
 """
 
@@ -21,7 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from functools import lru_cache
 
@@ -226,18 +228,22 @@ def net_outbound(aoi: AOI, obs: Observation) -> dict[str, int]:
     return {road: n for road, n in net.items() if n > 0}
 
 
-def _outbound(aoi: AOI, history: Sequence[Observation], obs: Observation, cfg: DiffConfig) -> Signal | None:
+def _outbound(aoi: AOI, history: Sequence[Observation], obs: Observation, cfg: DiffConfig,
+              min_vehicles: int | None = None, kind: str = "outbound_columns") -> Signal | None:
+    """Net outbound vehicles on egress roads of at least ``min_vehicles`` (default ``outbound_min_vehicles``) above
+    their own baseline. ``kind="outbound_traffic"``: the weaker departure that only corroborates a surge."""
+    least = cfg.outbound_min_vehicles if min_vehicles is None else min_vehicles
     net = net_outbound(aoi, obs)
     vehicles = sum(net.values())
     hist = window(history, obs, cfg.baseline_window_days)
     base = float(np.median([sum(net_outbound(aoi, h).values()) for h in hist])) if hist else 0.0
-    if vehicles < max(cfg.outbound_min_vehicles, base + cfg.outbound_min_vehicles):
+    if vehicles < max(least, base + least):
         return None
     out_cols = [c for c in road_columns(aoi, obs, "outbound") if _road_key(c) in net]
     inbound = sum(c.vehicles for c in road_columns(aoi, obs, "inbound"))
     strength = min(1.0, 0.45 + 0.05 * vehicles)
     confidence = strength * (0.5 + 0.5 * obs.valid_fraction) * (1.0 if hist else 0.8)
-    return Signal("outbound_columns", score=round(vehicles / cfg.outbound_min_vehicles, 2),
+    return Signal(kind, score=round(vehicles / cfg.outbound_min_vehicles, 2),
                   confidence=round(confidence, 3),
                   baseline={"outbound_vehicles_median": base, "observations": len(hist)},
                   current={"outbound_columns": len(out_cols), "outbound_vehicles": sum(c.vehicles for c in out_cols),
@@ -292,7 +298,8 @@ def signals(aoi: AOI, history: Sequence[Observation], obs: Observation, cfg: Dif
 
 def _withdrawal(aoi: AOI, history: Sequence[Observation], obs: Observation, now: list[Signal],
                 cfg: DiffConfig) -> Signal | None:
-    if not now:
+    thin_traffic_now = bool(cfg.surge_corroborating_vehicles) and bool(_corroborating_traffic(aoi, history, [obs], cfg))
+    if not now and not thin_traffic_now:  # a withdrawal is raised on a look that itself shows something
         return None
     recent = cooccurrence_window(history, obs, cfg)
     seen: list[tuple[Observation, Signal]] = [(obs, s) for s in now]
@@ -304,6 +311,12 @@ def _withdrawal(aoi: AOI, history: Sequence[Observation], obs: Observation, now:
         k = "asset_drawdown" if s.kind == "asset_drop" else s.kind
         best[k] = max(best.get(k, 0.0), s.confidence * _staleness(h, obs, cfg))
     departure = any(k in best for k in ("outbound_columns", "asset_drawdown"))
+    if not departure and "airlift_surge" in best and cfg.surge_corroborating_vehicles:
+        traffic = _corroborating_traffic(aoi, history, [*recent, obs], cfg)
+        seen += traffic
+        for h, s in traffic:
+            best["outbound_traffic"] = max(best.get("outbound_traffic", 0.0), s.confidence * _staleness(h, obs, cfg))
+        departure = bool(traffic)
     out_now = next((s for s in now if s.kind == "outbound_columns"), None)
     # several egress roads carrying columns out at once (one column that detection gaps split stays on one road)
     mass = out_now is not None and (
@@ -324,11 +337,26 @@ def _withdrawal(aoi: AOI, history: Sequence[Observation], obs: Observation, now:
         if h is obs:  # figures of this observation's own signals, one entry per kind
             baseline[s.kind] = s.baseline
             current[s.kind] = s.current
+    own = [s for h, s in seen if h is obs]  # this observation's signals, a corroborating one included
     return Signal("withdrawal_activity", score=round(sum(s.score for s in now), 2), confidence=round(confidence, 3),
                   baseline=baseline, current=current,
                   zones=tuple(z for s in now for z in s.zones), classes=tuple(c for s in now for c in s.classes),
-                  columns=tuple(c for s in now for c in s.columns),
+                  columns=tuple(c for s in own for c in s.columns),
                   acquisitions=tuple(dict.fromkeys(h.acquisition.id for h, _ in seen)))
+
+
+def _corroborating_traffic(aoi: AOI, history: Sequence[Observation], looks: Sequence[Observation],
+                           cfg: DiffConfig) -> list[tuple[Observation, Signal]]:
+    """Outbound traffic too thin for an ``outbound_columns`` event (at least ``surge_corroborating_vehicles``) on
+    the ``looks`` of a co-occurrence window: beside a surge it is the departure, at 0.8 x its confidence (fewer
+    trucks, weaker evidence)."""
+    found = []
+    for h in looks:
+        earlier = [x for x in history if x.acquisition.datetime < h.acquisition.datetime]
+        s = _outbound(aoi, earlier, h, cfg, cfg.surge_corroborating_vehicles, kind="outbound_traffic")
+        if s is not None:
+            found.append((h, replace(s, confidence=round(0.8 * s.confidence, 3))))
+    return found
 
 
 def _staleness(earlier: Observation, obs: Observation, cfg: DiffConfig) -> float:

@@ -270,3 +270,29 @@ def test_no_surge_while_the_count_falls_from_a_peak():
     clouded = obs(12, large=0, valid={"apron": 0.0, "runway": 0.0})
     assert kinds([*history, clouded], obs(15, large=3)) == set()
     assert kinds([*history, clouded], obs(15, large=5)) == {"airlift_surge"}
+
+
+def test_thin_outbound_traffic_corroborates_a_surge():
+    """At 10 m half a column's trucks go unseen (cloudy month: 3-4 of a column found beside Khmeimim's surge), so
+    with ``surge_corroborating_vehicles`` a surge plus thinner outbound traffic is a withdrawal, and nothing else
+    changes: thin traffic alone, traffic both ways, or off-road chains are not departures."""
+    on = CFG.model_copy(update={"surge_corroborating_vehicles": 3})
+    assert kinds(ROUTINE, obs(15, large=5, outbound=(3,))) == {"airlift_surge"}  # off: the rule before
+    assert kinds(ROUTINE, obs(15, large=5, outbound=(3,)), on) == {"airlift_surge", "withdrawal_activity"}
+    assert kinds(ROUTINE, obs(15, large=5, outbound=(2,)), on) == {"airlift_surge"}
+    assert kinds(ROUTINE, obs(15, outbound=(4,)), on) == set()  # no surge: thin traffic is just traffic
+    assert kinds(ROUTINE, obs(15, large=5, outbound=(3,), inbound=(3,)), on) == {"airlift_surge"}
+    assert kinds(ROUTINE, obs(15, large=5, outbound=(4,), road=None), on) == {"airlift_surge"}
+    # the surge one pass, the trucks the next (a look that itself shows only thin traffic still raises it)
+    surge = obs(15, large=5)
+    assert kinds([*ROUTINE, surge], obs(20, large=5, outbound=(3,)), on) == {"airlift_surge",
+                                                                             "withdrawal_activity"}
+    [event] = [e for e in compare(AOI_, [*ROUTINE, surge], obs(20, large=4, outbound=(3,)), [], on)
+               if e.kind == "withdrawal_activity"]
+    kinds_seen = {s["kind"] for s in event.current["signals"]}
+    assert kinds_seen == {"airlift_surge", "outbound_traffic"}
+    assert set(event.evidence) == {f"acq20:voutbound0-{k}" for k in range(3)}  # the trucks behind it
+    # thinner evidence, lower confidence than a full column beside the same surge
+    [full] = [e for e in compare(AOI_, [*ROUTINE, surge], obs(20, large=4, outbound=(5,)), [], on)
+              if e.kind == "withdrawal_activity"]
+    assert event.confidence < full.confidence
