@@ -136,13 +136,17 @@ def total_loss(out: torch.Tensor, heat: torch.Tensor, reg: torch.Tensor, mask: t
     return loss, {k: float(v.detach()) for k, v in parts.items()}
 
 
-def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, class_map: list[int]) -> torch.Tensor:
+def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, class_map: list[int],
+                      hold: list[int] | None = None) -> torch.Tensor:
     """Hold the student to a teacher's outputs for the teacher's classes (``class_map[k]``: the student channel of
-    teacher class k) while it learns others: squared difference of heatmap probabilities, normalised by the
-    teacher's confident cells (as the focal loss is by its positives), plus L1 on the regressions where the teacher
-    sees an object. Why: the diff rules were tuned on the teacher's scores; a new class must not move them."""
+    teacher class k; ``hold``: only these teacher classes, default all) while it learns others: squared difference
+    of heatmap probabilities, normalised by the teacher's confident cells (as the focal loss is by its positives),
+    plus L1 on the regressions where the teacher sees an object of a held class. Why: the diff rules were tuned on
+    the teacher's scores; a new class, or a better vehicle class, must not move the others'."""
     k = len(class_map)
-    s_heat, t_heat = torch.sigmoid(student[:, class_map]), torch.sigmoid(teacher[:, :k])
+    held = list(range(k)) if hold is None else list(hold)
+    s_heat = torch.sigmoid(student[:, [class_map[i] for i in held]])
+    t_heat = torch.sigmoid(teacher[:, held])
     heat = ((s_heat - t_heat) ** 2).sum() / (t_heat > 0.3).sum().clamp_min(1)
     seen = (t_heat.amax(dim=1, keepdim=True) > 0.1).float()
     s_reg, t_reg = student[:, student.shape[1] - len(REG_CHANNELS):], teacher[:, k:]

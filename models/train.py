@@ -97,6 +97,9 @@ class TrainConfig(Strict):
                                      "while the network learns, e.g. a new class (models/targets.py "
                                      "distillation_loss).")
     distill_weight: float = Field(default=1.0, ge=0, description="Weight of the distillation loss.")
+    distill_classes: tuple[str, ...] | None = Field(default=None, description="Hold only these of the teacher's "
+                                                    "classes (default all): e.g. large_aircraft, whose scores the "
+                                                    "surge rule was tuned on, while vehicles learn freely.")
     init_from: str | None = Field(default=None, description="Start from these weights (a second stage) instead of "
                                                             "random initialisation.")
     scenes: str | None = Field(default=None, description="Folder of simulated scenes + truth mixed in like --labels "
@@ -118,6 +121,8 @@ class TrainConfig(Strict):
         unknown = [c for c in self.train_only_classes or () if c not in self.classes]
         if unknown:
             raise ValueError(f"train_only_classes {unknown} are not among classes {list(self.classes)}")
+        if self.distill_classes and not self.distill_from:
+            raise ValueError("distill_classes needs distill_from: the teacher whose outputs they are held to")
         if self.train_only_classes and not self.init_from:
             raise ValueError("train_only_classes needs init_from: the frozen rest of the network must come from "
                              "trained weights")
@@ -136,7 +141,7 @@ class TrainConfig(Strict):
         for k in ("workers", "threads", "device", "checkpoint_dir", "checkpoint_every", "out"):
             d.pop(k)
         added_later = {"classes": list(CLASSES), "train_only_classes": None, "distill_from": None,
-                       "distill_weight": 1.0, "norm_jitter": 0.0, "slow_convoys": 0.0}
+                       "distill_weight": 1.0, "distill_classes": None, "norm_jitter": 0.0, "slow_convoys": 0.0}
         for k, default in added_later.items():  # at their defaults, options added later leave old fingerprints
             if d[k] == default:
                 d.pop(k)
@@ -211,13 +216,17 @@ def train(cfg: TrainConfig, labels: str | Path | None = None, progress: bool = T
             transfer_weights(init, model)
         except (ValueError, RuntimeError) as exc:
             raise ModelError(f"init_from {cfg.init_from} does not fit this config ({exc})") from None
-    teacher, class_map = None, []
+    teacher, class_map, hold = None, [], None
     if cfg.distill_from:
         teacher, _ = load_model(resolve_path(cfg.distill_from))
         missing = [c for c in teacher.spec.classes if c not in spec.classes]
         if missing:
             raise ModelError(f"distill_from {cfg.distill_from}: this config lacks its classes {missing}")
         class_map = [spec.classes.index(c) for c in teacher.spec.classes]
+        not_taught = [c for c in cfg.distill_classes or () if c not in teacher.spec.classes]
+        if not_taught:
+            raise ModelError(f"distill_classes {not_taught}: {cfg.distill_from} has no such classes")
+        hold = [teacher.spec.classes.index(c) for c in cfg.distill_classes] if cfg.distill_classes else None
         teacher.to(device).requires_grad_(False)
     model.norm.jitter = cfg.norm_jitter
     trained_rows = None
@@ -304,7 +313,7 @@ def train(cfg: TrainConfig, labels: str | Path | None = None, progress: bool = T
             if teacher is not None:
                 with torch.no_grad():
                     t_out = teacher(batch["bands"].contiguous(memory_format=torch.channels_last), batch["valid"])
-                distill = distillation_loss(out, t_out, class_map)
+                distill = distillation_loss(out, t_out, class_map, hold)
                 loss = loss + cfg.distill_weight * distill
                 parts["distill"] = float(distill.detach())
             if not torch.isfinite(loss):

@@ -482,6 +482,18 @@ def test_distillation_loss_is_zero_on_the_teacher_and_pulls_only_the_teachers_cl
     assert loss.item() > 0.1
     assert moved.grad[:, 2].abs().max() == 0.0  # the new class learns freely
     assert moved.grad[:, 0].abs().max() > 0 and moved.grad[:, 3:].abs().max() > 0
+    # holding only large_aircraft: vehicles learn freely too, and the regressions are held only where the teacher
+    # sees an aircraft (its confident peak at (3, 3), not the random vehicle logits elsewhere)
+    vehicles_moved = student.detach().clone()
+    vehicles_moved[:, 1] += 1.0
+    assert distillation_loss(vehicles_moved, teacher, [0, 1], hold=[0]).item() == pytest.approx(0.0, abs=1e-7)
+    assert distillation_loss(vehicles_moved, teacher, [0, 1]).item() > 0.01  # held by default
+    moved.grad = None
+    distillation_loss(moved, teacher, [0, 1], hold=[0]).backward()
+    assert moved.grad[:, 1].abs().max() == 0.0 and moved.grad[:, 0].abs().max() > 0
+    aircraft_seen = torch.sigmoid(teacher[:, 0:1]) > 0.1
+    reg_grad = moved.grad[:, 3:].abs().amax(dim=1, keepdim=True)
+    assert reg_grad[aircraft_seen].min() > 0 and reg_grad[~aircraft_seen].max() == 0.0
 
 
 def test_training_with_a_teacher_logs_the_distillation_and_refuses_a_teacher_with_other_classes(tmp_path):
@@ -498,6 +510,11 @@ def test_training_with_a_teacher_logs_the_distillation_and_refuses_a_teacher_wit
     logged = [json.loads(line) for line in (tmp_path / "b" / "log.jsonl").read_text().splitlines()]
     assert logged and all("distill" in row and row["distill"] >= 0 for row in logged)
     assert TrainConfig(**base).fingerprint() != TrainConfig(**{**base, "distill_from": None}).fingerprint()
+    held = TrainConfig(**base, distill_classes=("large_aircraft",))
+    assert held.fingerprint() != TrainConfig(**base).fingerprint()
+    with pytest.raises(ModelError, match="small_aircraft"):  # the teacher has two classes
+        train(TrainConfig(**base, distill_classes=("small_aircraft",), checkpoint_dir=str(tmp_path / "c"),
+                          out=str(tmp_path / "c.pt")), progress=False)
     with pytest.raises(ModelError, match="lacks its classes"):
         train(TrainConfig(steps=1, batch_size=2, chip_size=32, widths=(8, 8, 8), workers=0, threads=1,
                           distill_from=str(out), checkpoint_dir=str(tmp_path / "c"), out=str(tmp_path / "c.pt")),
