@@ -297,3 +297,35 @@ def test_replay_comparison_names_the_seeds_that_flipped(tmp_path):
     bad.write_text('{"runs": []}')
     with pytest.raises(ConfigError, match="not a replay file written by `evaluate-scenarios --out`"):
         load_replays(bad)
+
+
+def test_replay_comparison_says_whether_the_flips_are_beyond_chance():
+    """Verdicts flip a seed or two either way on a hundredth of a score (MODEL_CARD, stage 18): the comparison gives
+    the exact sign test on the flipped seeds, and names only changes no coin toss explains."""
+    import io
+
+    from rich.console import Console
+
+    from pipeline.replay_compare import compare_replays, print_comparison, sign_test
+
+    assert sign_test(0, 0) == 1.0 and sign_test(1, 0) == 1.0 and sign_test(2, 3) == 1.0
+    assert sign_test(5, 0) == pytest.approx(2 / 32) and sign_test(0, 6) == pytest.approx(2 / 64)
+    assert sign_test(8, 1) == pytest.approx(2 * 10 / 512)
+
+    def replay(seed, **held):
+        return {"scenario": "s", "seed": seed, "expectations": {k: {"ok": v, "fired": []} for k, v in held.items()}}
+
+    seeds = range(1, 17)
+    before = [replay(s, surge=True, quiet=s > 2, arrival=True) for s in seeds]
+    after = [replay(s, surge=s > 6, quiet=s != 5, arrival=s != 9) for s in seeds]  # surge lost on 6 seeds
+    rows = {c.expectation: c for c in compare_replays(before, after)}
+    assert rows["surge"].p_value == pytest.approx(2 / 64) and rows["quiet"].p_value == 1.0
+    out = io.StringIO()
+    print_comparison(list(rows.values()), Console(file=out, width=200), "earlier.json")
+    text = out.getvalue()
+    assert "lost on 1, 2, 3, 4, 5, 6; p = 0.03" in text and "lost on 5; gained on 1, 2; p = 1.00" in text
+    assert "beyond chance (sign test, p < 0.05): s / surge (worse)" in text and "quiet (" not in text.split("chance")[1]
+    calm = {k: v for k, v in rows.items() if k != "surge"}
+    out = io.StringIO()
+    print_comparison(list(calm.values()), Console(file=out, width=200), "earlier.json")
+    assert "beyond chance (sign test, p < 0.05): none (it takes 6 seeds flipped one way" in out.getvalue()
