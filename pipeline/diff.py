@@ -200,6 +200,7 @@ def _surge(aoi: AOI, history: Sequence[Observation], obs: Observation, cfg: Diff
     strength = min(1.0, 0.7 + 0.1 * (m.current - threshold))
     baseline, current = _figures(m)
     current["min_score"] = cfg.surge_min_score
+    current["needed"] = math.ceil(threshold - 1e-9)  # the fewest aircraft that make a surge; count - needed: margin
     return Signal("airlift_surge", score=round((m.current - m.expected) / max(m.spread, 1.0), 2),
                   confidence=round(strength * m.coverage * history_factor(m.n_history), 3),
                   baseline={"large_aircraft": baseline}, current={"large_aircraft": current},
@@ -380,6 +381,16 @@ def _evidence(sig: Signal, detections: Sequence[Detection], obs: Observation) ->
     return tuple(dict.fromkeys(ids))
 
 
+def _with_scores(sig: Signal, detections: Sequence[Detection], obs: Observation) -> Signal:
+    """The surge with the scores of the aircraft it counted, highest first (in its figures and in a withdrawal's).
+    Why: a surge resting on aircraft scoring just over ``surge_min_score`` is one a hundredth of a score would undo
+    (MODEL_CARD, stage 18), and the analyst should see that beside its margin (count against needed)."""
+    wanted = set(_evidence(sig, detections, obs))
+    scores = sorted((round(d.score, 2) for d in detections
+                     if d.id in wanted and d.cls == "large_aircraft" and d.score is not None), reverse=True)
+    return replace(sig, current={**sig.current, "large_aircraft": {**sig.current["large_aircraft"], "scores": scores}})
+
+
 def compare(aoi: AOI, history: Sequence[Observation], obs: Observation, detections: Sequence[Detection],
             cfg: DiffConfig) -> list[ChangeEvent]:
     """ChangeEvents of ``obs`` against the earlier observations in ``history`` (same AOI and model).
@@ -387,7 +398,8 @@ def compare(aoi: AOI, history: Sequence[Observation], obs: Observation, detectio
     ``detections`` are the observation's own (ids and zones set); they become the events' evidence.
     """
     earlier = [h for h in history if h.acquisition.datetime < obs.acquisition.datetime]
-    now = signals(aoi, earlier, obs, cfg)
+    now = [_with_scores(s, detections, obs) if s.kind == "airlift_surge" else s
+           for s in signals(aoi, earlier, obs, cfg)]
     withdrawal = _withdrawal(aoi, earlier, obs, now, cfg)
     events = []
     for sig in [*now, withdrawal]:
@@ -396,9 +408,10 @@ def compare(aoi: AOI, history: Sequence[Observation], obs: Observation, detectio
         current = dict(sig.current)
         if sig.acquisitions:
             current.setdefault("acquisitions", list(sig.acquisitions))
+        evidence = _evidence(sig, detections, obs)
         events.append(ChangeEvent(
             aoi=aoi.name, kind=sig.kind, acquisition_id=obs.acquisition.id, when=obs.acquisition.datetime,
             score=sig.score, confidence=sig.confidence, baseline=sig.baseline, current=current,
-            evidence=_evidence(sig, detections, obs), zone=sig.zones[0] if len(sig.zones) == 1 else None,
+            evidence=evidence, zone=sig.zones[0] if len(sig.zones) == 1 else None,
         ))
     return events

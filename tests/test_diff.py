@@ -102,6 +102,12 @@ def test_surge_is_judged_on_confident_aircraft_only():
             replace(plane, id="acq15:m:2", score=None)]  # unscored (truth, labels) always counts
     [ev] = compare(AOI_, noisy, obs(15, large=6, confident=4), dets, CFG)
     assert ev.evidence == ("acq15:m:0", "acq15:m:2") and ev.current["large_aircraft"]["min_score"] == 0.55
+    # the analyst sees the margin: the count that makes a surge here (baseline 1: 1 + surge_min_increase) and the
+    # scores the count rests on (an unscored truth object has none to show)
+    assert ev.current["large_aircraft"]["needed"] == 3 and ev.current["large_aircraft"]["count"] == 4
+    assert ev.current["large_aircraft"]["scores"] == [0.9]
+    events = {e.kind: e for e in compare(AOI_, noisy, obs(15, large=6, confident=4, outbound=(8,)), dets, CFG)}
+    assert events["withdrawal_activity"].current["airlift_surge"]["large_aircraft"]["scores"] == [0.9]
 
 
 def test_observations_stored_before_the_confident_count_are_no_surge_baseline():
