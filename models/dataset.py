@@ -225,11 +225,13 @@ def invert_polarity(bands: np.ndarray, valid: np.ndarray) -> np.ndarray:
 
 
 def chip_sample(seed: int, size: int, fighter_rows: float = 0.0, relative_paint: float = 0.0,
-                bright_aprons: float = 0.0, sand_tracks: float = 0.0, slow_convoys: float = 0.0) -> Sample:
+                bright_aprons: float = 0.0, sand_tracks: float = 0.0, slow_convoys: float = 0.0,
+                matched_paint: float = 0.0) -> Sample:
     from pipeline.simulate.chips import render_chip
 
     chip = render_chip(seed, size, fighter_rows=fighter_rows, relative_paint=relative_paint,
-                       bright_aprons=bright_aprons, sand_tracks=sand_tracks, slow_convoys=slow_convoys)
+                       bright_aprons=bright_aprons, sand_tracks=sand_tracks, slow_convoys=slow_convoys,
+                       matched_paint=matched_paint)
     objs = [LabelledObject(o.cls, o.row, o.col, o.length_m, o.width_m, o.heading_deg, o.moving, o.speed_mps,
                            o.occluded, getattr(o, "contrast", None)) for o in chip.objects]
     return Sample(chip.bands.astype(np.float32), chip.valid.astype(bool), objs)
@@ -253,8 +255,9 @@ class TrainingStream(Dataset):
                  augment: bool = True, ignore_faint: bool = True, fighter_rows: float = 0.0,
                  faint_limits: dict[str, float] | None = None, polarity_flip: float = 0.0,
                  relative_paint: float = 0.0, bright_aprons: float = 0.0, sand_tracks: float = 0.0,
-                 slow_convoys: float = 0.0):
+                 slow_convoys: float = 0.0, matched_paint: float = 0.0):
         self.seed_base = seed_base
+        self.matched_paint = matched_paint
         self.sand_tracks = sand_tracks
         self.slow_convoys = slow_convoys
         self.relative_paint = relative_paint
@@ -279,7 +282,7 @@ class TrainingStream(Dataset):
             s = self.labelled.crop(rng, self.chip_size)
         else:
             s = chip_sample(self.seed_base + index, self.chip_size, self.fighter_rows, self.relative_paint,
-                            self.bright_aprons, self.sand_tracks, self.slow_convoys)
+                            self.bright_aprons, self.sand_tracks, self.slow_convoys, self.matched_paint)
         if self.polarity_flip > 0 and np.random.default_rng([self.seed_base, index, 11]).random() < self.polarity_flip:
             s = Sample(invert_polarity(s.bands, s.valid), s.valid, s.objects)  # own RNG: other samples unchanged
         if self.augment:

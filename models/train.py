@@ -85,6 +85,10 @@ class TrainConfig(Strict):
     slow_convoys: float = Field(default=0.0, ge=0, le=1, description="Share of chip truck groups driving at "
                                 "6-12 m/s instead of 1-30 (convoys leaving a base: a one-pixel band offset; set-A "
                                 "recall 0.49-0.56 there, against 0.77 at 15-20 m/s).")
+    matched_paint: float = Field(default=0.0, ge=0, le=1, description="Share of chip aircraft painted flat grey at "
+                                 "their ground's brightness with sun-length shadows, so that shadow and outline are "
+                                 "the cue (the independent renderer's grey transports; pipeline/simulate/chips.py "
+                                 "ground_matched_paint).")
     norm_jitter: float = Field(default=0.0, ge=0, le=1, description="Share of samples normalised as parts of a "
                                "larger window with other statistics (models/centernet.py _window_jitter): the "
                                "inference windows' regime, which 96 px chips never show.")
@@ -141,7 +145,8 @@ class TrainConfig(Strict):
         for k in ("workers", "threads", "device", "checkpoint_dir", "checkpoint_every", "out"):
             d.pop(k)
         added_later = {"classes": list(CLASSES), "train_only_classes": None, "distill_from": None,
-                       "distill_weight": 1.0, "distill_classes": None, "norm_jitter": 0.0, "slow_convoys": 0.0}
+                       "distill_weight": 1.0, "distill_classes": None, "norm_jitter": 0.0, "slow_convoys": 0.0,
+                       "matched_paint": 0.0}
         for k, default in added_later.items():  # at their defaults, options added later leave old fingerprints
             if d[k] == default:
                 d.pop(k)
@@ -269,7 +274,7 @@ def train(cfg: TrainConfig, labels: str | Path | None = None, progress: bool = T
                             fighter_rows=cfg.fighter_rows, faint_limits=cfg.faint_limits,
                             polarity_flip=cfg.polarity_flip, relative_paint=cfg.relative_paint,
                             bright_aprons=cfg.bright_aprons, sand_tracks=cfg.sand_tracks,
-                            slow_convoys=cfg.slow_convoys)
+                            slow_convoys=cfg.slow_convoys, matched_paint=cfg.matched_paint)
     end = cfg.steps if stop_after is None else min(cfg.steps, step + stop_after)
     loader = DataLoader(stream, batch_size=cfg.batch_size, sampler=_FromIndex(step * cfg.batch_size,
                                                                                 end * cfg.batch_size),

@@ -175,3 +175,29 @@ def test_slow_convoys_slow_the_same_trucks_down_and_leave_other_chips_alone():
     assert len(slow_speeds) == len(base_speeds) >= 10
     assert all(3.0 <= s <= 15.0 for s in slow_speeds)  # 6-12 m/s per group, each truck +-0.8 m/s about it
     assert max(base_speeds) > 15.0 or min(base_speeds) < 3.0  # the chips as always drive at 1-30 m/s
+
+
+def test_matched_paint_hides_the_aircraft_body_in_its_ground_and_leaves_other_chips_alone():
+    """Grey paint at the ground's brightness: the aircraft's centre barely differs from the ground around it, except
+    for the shadow, which is longer than the chips' usual 2-9 m."""
+    from pipeline.simulate.chips import ground_matched_paint, sun_shadow_m
+
+    rng = np.random.default_rng(3)
+    ground = np.zeros((4, 40, 40), np.float32)
+    ground[:] = np.array([0.18, 0.22, 0.27, 0.33], np.float32)[:, None, None]  # reddish concrete
+    paints = np.array([ground_matched_paint(ground, 20.0, 20.0, 4.0, rng) for _ in range(200)])
+    visible = ground[:3, 0, 0].mean()
+    assert np.all(np.abs(paints[:, :3].mean(axis=1) - visible) <= 0.05 * 1.03 + 0.01)
+    assert np.all(paints.max(axis=1) / paints.min(axis=1) < 1.07)  # flat grey: the tilt is the ground's, not the paint's
+    assert 15.0 < sun_shadow_m(69.1, 30.0, np.random.default_rng(1)) < 40.0  # an An-124 at 30 degrees
+    centres = {True: [], False: []}
+    for base, matched in _with_option("matched_paint", range(4242, 4272)):
+        for o in matched.objects:
+            r, c = int(o.row), int(o.col)
+            if o.cls == "large_aircraft" and 3 <= r < 93 and 3 <= c < 93:
+                for chip, key in ((base, False), (matched, True)):
+                    centre = chip.bands[:3, r - 1:r + 2, c - 1:c + 2].mean()
+                    around = np.median(chip.bands[:3, r - 3:r + 4, c - 3:c + 4])
+                    centres[key].append(abs(centre - around))
+    assert len(centres[True]) >= 10
+    assert np.median(centres[True]) < np.median(centres[False])

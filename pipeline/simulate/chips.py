@@ -116,6 +116,7 @@ class _Layout:
     bright_aprons: float = 0.0  # share of aprons whose surface is 1.2-1.8 x brighter (new or sun-bleached concrete)
     sand_tracks: float = 0.0  # share of roads left unpaved: the ground's own colour, 0.95-1.2 x (desert tracks)
     slow_convoys: float = 0.0  # share of moving truck groups driving at 6-12 m/s (a one-pixel band offset)
+    matched_paint: float = 0.0  # share of aircraft painted flat grey at their ground's brightness, with sun shadows
     options_rng: np.random.Generator | None = None  # the three options' own stream: chips without them are
     # unchanged
 
@@ -314,6 +315,9 @@ def _add_aircraft(lay: _Layout, style: str) -> None:
         if lay.options_rng is not None and lay.options_rng.random() < lay.relative_paint:
             refl = ground_relative_paint(lay.canvas.bands, row, col, radius, lay.options_rng)
         shadow_len = float(rng.uniform(2.0, 9.0)) if rng.random() < 0.8 else 0.0
+        if lay.matched_paint > 0 and lay.options_rng is not None and lay.options_rng.random() < lay.matched_paint:
+            refl = ground_matched_paint(lay.canvas.bands, row, col, radius, lay.options_rng)
+            shadow_len = sun_shadow_m(t.length_m * scale, lay.sun_elev, lay.options_rng)
         taxi = float(rng.uniform(3.0, 15.0)) if not t.rotor_blades and rng.random() < 0.06 else 0.0
         delta = PaintDelta(lay.canvas, row, col, max(t.length_m, t.span_m) / 2 / PIXEL + 1.5 + taxi * 0.6 / PIXEL)
         painters.paint_aircraft(lay.canvas, t, row, col, heading, refl, scale=scale, shadow_dir_deg=lay.shadow_dir,
@@ -324,6 +328,36 @@ def _add_aircraft(lay: _Layout, style: str) -> None:
                                       float(heading % 360), taxi > 0, taxi, contrast=delta.peak()))
 
 
+def _ground_under(bands: np.ndarray, row: float, col: float, radius_px: float) -> np.ndarray:
+    """Median reflectance per band of the ground around (row, col) within ``radius_px`` (+1)."""
+    h, w = bands.shape[1:]
+    rad = max(2, int(radius_px) + 1)
+    r0, c0 = int(np.clip(row, 0, h - 1)), int(np.clip(col, 0, w - 1))
+    patch = bands[:, max(0, r0 - rad):r0 + rad + 1, max(0, c0 - rad):c0 + rad + 1]
+    return np.median(patch.reshape(bands.shape[0], -1), axis=1)
+
+
+def ground_matched_paint(bands: np.ndarray, row: float, col: float, radius_px: float,
+                         rng: np.random.Generator) -> np.ndarray:
+    """A flat grey paint within 0.05 of the ground's visible brightness: the body all but vanishes, and what is left
+    is its shadow, its outline and the spectral tilt between a grey paint and a coloured ground.
+
+    Why: every large aircraft of our scene renderer is brighter than its apron (set A: centre change +0.10), while
+    the independent renderer's grey and dark transports change their centre by about 0 and carry most of their
+    signal in shadow and wings (21 % of it within 3 px of the centre, against 60 % for ours). Swapped into set-A
+    scenes those aircraft are found 8 % of the time; ours swapped into theirs 58 % (MODEL_CARD, stage 19)."""
+    ground = _ground_under(bands, row, col, radius_px)
+    level = float(ground[:3].mean()) + float(rng.uniform(-0.05, 0.05))
+    return np.clip(level * rng.uniform(0.97, 1.03, 4), 0.02, 0.9).astype(np.float32)
+
+
+def sun_shadow_m(length_m: float, sun_elev_deg: float, rng: np.random.Generator) -> float:
+    """Shadow length of an aircraft from the sun's elevation: fuselage and tail at 0.15-0.3 of its length high (an
+    An-124 casts 15-35 m at 30 degrees; the chips' usual 2-9 m leave a matched paint with nothing to show)."""
+    height = length_m * float(rng.uniform(0.15, 0.3))
+    return float(height / np.tan(np.deg2rad(max(sun_elev_deg, 10.0))))
+
+
 def ground_relative_paint(bands: np.ndarray, row: float, col: float, radius_px: float,
                           rng: np.random.Generator) -> np.ndarray:
     """A paint 0.05-0.22 brighter or darker than the ground under the aircraft (per-band jitter).
@@ -332,11 +366,7 @@ def ground_relative_paint(bands: np.ndarray, row: float, col: float, radius_px: 
     concrete by about 0.1 and dark paints are nearly black. Real grey transports on bright or dark concrete can sit
     either side of it by any margin, and a detector that learned "grey = a bit brighter" misses the rest (the
     independent renderer found 5 of 80 grey large aircraft)."""
-    h, w = bands.shape[1:]
-    rad = max(2, int(radius_px) + 1)
-    r0, c0 = int(np.clip(row, 0, h - 1)), int(np.clip(col, 0, w - 1))
-    patch = bands[:, max(0, r0 - rad):r0 + rad + 1, max(0, c0 - rad):c0 + rad + 1]
-    ground = np.median(patch.reshape(4, -1), axis=1)
+    ground = _ground_under(bands, row, col, radius_px)
     margin = float(rng.uniform(0.05, 0.22))
     sign = 1.0 if rng.random() < 0.5 else -1.0
     if sign < 0 and float(ground[:3].mean()) - margin < 0.03:
@@ -459,7 +489,8 @@ def _add_trucks(lay: _Layout) -> None:
 
 
 def render_chip(seed: int, size: int = 128, fighter_rows: float = 0.0, relative_paint: float = 0.0,
-                bright_aprons: float = 0.0, sand_tracks: float = 0.0, slow_convoys: float = 0.0) -> Chip:
+                bright_aprons: float = 0.0, sand_tracks: float = 0.0, slow_convoys: float = 0.0,
+                matched_paint: float = 0.0) -> Chip:
     """One random chip: (4, size, size) reflectance, valid mask and truth objects. Deterministic per seed.
 
     ``fighter_rows``: probability of an extra row of fighters/helicopters (hard negatives; 0 = the chip as always).
@@ -467,6 +498,7 @@ def render_chip(seed: int, size: int = 128, fighter_rows: float = 0.0, relative_
     ``bright_aprons``: share of aprons made 1.2-1.8 x brighter (0 = the chip as always).
     ``sand_tracks``: share of roads left unpaved, in the ground's own colour (0 = the chip as always).
     ``slow_convoys``: share of moving truck groups driving at 6-12 m/s instead of 1-30 (0 = the chip as always).
+    ``matched_paint``: share of aircraft painted at their ground's brightness with sun-length shadows (0 = as always).
     """
     rng = np.random.default_rng(derive_seed("chip", seed))
     full = size + 2 * PAD
@@ -476,9 +508,9 @@ def render_chip(seed: int, size: int = 128, fighter_rows: float = 0.0, relative_
     surface = landcover.render_cover(labels, rng, pal=pal, texture_scale=float(rng.uniform(0.5, 1.8)))
     lay = _Layout(Canvas(surface), rng, labels, shadow_dir=float(rng.uniform(0, 360)),
                   sun_elev=float(rng.uniform(25, 70)), relative_paint=relative_paint, bright_aprons=bright_aprons,
-                  sand_tracks=sand_tracks, slow_convoys=slow_convoys,
+                  sand_tracks=sand_tracks, slow_convoys=slow_convoys, matched_paint=matched_paint,
                   options_rng=(np.random.default_rng(derive_seed("relative-paint", seed))
-                             if relative_paint > 0 or bright_aprons > 0 or sand_tracks > 0 or slow_convoys > 0
+                             if max(relative_paint, bright_aprons, sand_tracks, slow_convoys, matched_paint) > 0
                              else None))
     dry = lay.canvas.bands.copy()
     reps = max(1, int(round(size / 128)))  # more of everything on larger chips (roads already scale with size)
