@@ -22,6 +22,7 @@ import numpy as np
 from models.evaluate import observable, pair_scenes
 from pipeline.config import DetectorConfig
 from pipeline.detect import LearnedDetector
+from pipeline.georef import map_to_pixel
 from pipeline.geotiff import read_scene
 from pipeline.objects import read_objects
 from pipeline.types import Scene
@@ -52,10 +53,9 @@ def load_hosts(folder: Path) -> list[tuple[Scene, list[Spot]]]:
         features = json.loads(Path(pair.truth).read_text())["features"]
         paints = {tuple(round(v, 6) for v in f["geometry"]["coordinates"]): f["properties"].get("paint", "ours")
                   for f in features if f["geometry"]["type"] == "Point"}
-        to_pixel = ~scene.transform
         spots = []
         for t in observable(read_objects(pair.truth, crs=scene.crs), scene):
-            col, row = to_pixel * (t.x, t.y)
+            row, col = map_to_pixel(scene.transform, t.x, t.y)
             row, col = int(round(row - 0.5)), int(round(col - 0.5))
             if t.cls == "large_aircraft" and HALF <= row < scene.height - HALF and HALF <= col < scene.width - HALF:
                 spots.append(Spot(row, col, t.x, t.y, paints.get((round(t.lon, 6), round(t.lat, 6)), "ours")))
