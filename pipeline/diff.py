@@ -408,10 +408,9 @@ def compare(aoi: AOI, history: Sequence[Observation], obs: Observation, detectio
         current = dict(sig.current)
         if sig.acquisitions:
             current.setdefault("acquisitions", list(sig.acquisitions))
-        evidence = _evidence(sig, detections, obs)
         events.append(ChangeEvent(
             aoi=aoi.name, kind=sig.kind, acquisition_id=obs.acquisition.id, when=obs.acquisition.datetime,
             score=sig.score, confidence=sig.confidence, baseline=sig.baseline, current=current,
-            evidence=evidence, zone=sig.zones[0] if len(sig.zones) == 1 else None,
+            evidence=_evidence(sig, detections, obs), zone=sig.zones[0] if len(sig.zones) == 1 else None,
         ))
     return events
