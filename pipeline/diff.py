@@ -299,8 +299,8 @@ def signals(aoi: AOI, history: Sequence[Observation], obs: Observation, cfg: Dif
 
 def _withdrawal(aoi: AOI, history: Sequence[Observation], obs: Observation, now: list[Signal],
                 cfg: DiffConfig) -> Signal | None:
-    thin_traffic_now = bool(cfg.surge_corroborating_vehicles) and bool(_corroborating_traffic(aoi, history, [obs], cfg))
-    if not now and not thin_traffic_now:  # a withdrawal is raised on a look that itself shows something
+    traffic_now = _corroborating_traffic(aoi, history, [obs], cfg) if cfg.surge_corroborating_vehicles else []
+    if not now and not traffic_now:  # a withdrawal is raised on a look that itself shows something
         return None
     recent = cooccurrence_window(history, obs, cfg)
     seen: list[tuple[Observation, Signal]] = [(obs, s) for s in now]
@@ -313,7 +313,7 @@ def _withdrawal(aoi: AOI, history: Sequence[Observation], obs: Observation, now:
         best[k] = max(best.get(k, 0.0), s.confidence * _staleness(h, obs, cfg))
     departure = any(k in best for k in ("outbound_columns", "asset_drawdown"))
     if not departure and "airlift_surge" in best and cfg.surge_corroborating_vehicles:
-        traffic = _corroborating_traffic(aoi, history, [*recent, obs], cfg)
+        traffic = _corroborating_traffic(aoi, history, recent, cfg) + traffic_now
         seen += traffic
         for h, s in traffic:
             best["outbound_traffic"] = max(best.get("outbound_traffic", 0.0), s.confidence * _staleness(h, obs, cfg))

@@ -117,8 +117,8 @@ class _Layout:
     sand_tracks: float = 0.0  # share of roads left unpaved: the ground's own colour, 0.95-1.2 x (desert tracks)
     slow_convoys: float = 0.0  # share of moving truck groups driving at 6-12 m/s (a one-pixel band offset)
     matched_paint: float = 0.0  # share of aircraft painted flat grey at their ground's brightness, with sun shadows
-    options_rng: np.random.Generator | None = None  # the three options' own stream: chips without them are
-    # unchanged
+    options_rng: np.random.Generator | None = None  # the options' own stream (set when any option is on), so
+    # chips rendered with every option at 0 are unchanged
 
     @property
     def full(self) -> int:
