@@ -35,6 +35,7 @@ from models.centernet import CLASSES, model_class
 from models.targets import TargetObject, Targets, encode
 from pipeline.errors import SceneError
 from pipeline.georef import map_to_pixel
+from pipeline.simulate.chips import ChipOptions, render_chip
 
 log = logging.getLogger(__name__)
 
@@ -224,14 +225,8 @@ def invert_polarity(bands: np.ndarray, valid: np.ndarray) -> np.ndarray:
 # ------------------------------------------------------------------ datasets
 
 
-def chip_sample(seed: int, size: int, fighter_rows: float = 0.0, relative_paint: float = 0.0,
-                bright_aprons: float = 0.0, sand_tracks: float = 0.0, slow_convoys: float = 0.0,
-                matched_paint: float = 0.0) -> Sample:
-    from pipeline.simulate.chips import render_chip
-
-    chip = render_chip(seed, size, fighter_rows=fighter_rows, relative_paint=relative_paint,
-                       bright_aprons=bright_aprons, sand_tracks=sand_tracks, slow_convoys=slow_convoys,
-                       matched_paint=matched_paint)
+def chip_sample(seed: int, size: int, options: ChipOptions = ChipOptions()) -> Sample:
+    chip = render_chip(seed, size, options)
     objs = [LabelledObject(o.cls, o.row, o.col, o.length_m, o.width_m, o.heading_deg, o.moving, o.speed_mps,
                            o.occluded, getattr(o, "contrast", None)) for o in chip.objects]
     return Sample(chip.bands.astype(np.float32), chip.valid.astype(bool), objs)
@@ -252,18 +247,11 @@ class TrainingStream(Dataset):
 
     def __init__(self, seed_base: int, chip_size: int = 128, classes: tuple[str, ...] = CLASSES, stride: int = 2,
                  labelled: LabelledScenes | None = None, labels_every: int = 4, length: int = 10**9,
-                 augment: bool = True, ignore_faint: bool = True, fighter_rows: float = 0.0,
-                 faint_limits: dict[str, float] | None = None, polarity_flip: float = 0.0,
-                 relative_paint: float = 0.0, bright_aprons: float = 0.0, sand_tracks: float = 0.0,
-                 slow_convoys: float = 0.0, matched_paint: float = 0.0):
+                 augment: bool = True, ignore_faint: bool = True, chip_options: ChipOptions = ChipOptions(),
+                 faint_limits: dict[str, float] | None = None, polarity_flip: float = 0.0):
         self.seed_base = seed_base
-        self.matched_paint = matched_paint
-        self.sand_tracks = sand_tracks
-        self.slow_convoys = slow_convoys
-        self.relative_paint = relative_paint
-        self.bright_aprons = bright_aprons
+        self.chip_options = chip_options
         self.polarity_flip = polarity_flip
-        self.fighter_rows = fighter_rows
         self.chip_size = chip_size
         self.classes = classes
         self.stride = stride
@@ -281,8 +269,7 @@ class TrainingStream(Dataset):
         if self.labelled is not None and index % self.labels_every == 0:
             s = self.labelled.crop(rng, self.chip_size)
         else:
-            s = chip_sample(self.seed_base + index, self.chip_size, self.fighter_rows, self.relative_paint,
-                            self.bright_aprons, self.sand_tracks, self.slow_convoys, self.matched_paint)
+            s = chip_sample(self.seed_base + index, self.chip_size, self.chip_options)
         if self.polarity_flip > 0 and np.random.default_rng([self.seed_base, index, 11]).random() < self.polarity_flip:
             s = Sample(invert_polarity(s.bands, s.valid), s.valid, s.objects)  # own RNG: other samples unchanged
         if self.augment:

@@ -16,6 +16,7 @@ import logging
 import os
 import platform
 import time
+from dataclasses import fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
@@ -32,6 +33,7 @@ from models.device import resolve_device
 from models.targets import distillation_loss, total_loss
 from pipeline.config import Strict, _load_model, resolve_path
 from pipeline.errors import ModelError
+from pipeline.simulate.chips import ChipOptions
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +140,10 @@ class TrainConfig(Strict):
         if v % 8:
             raise ValueError("chip_size must be a multiple of 8 (the network downsamples by 8)")
         return v
+
+    def chip_options(self) -> ChipOptions:
+        """The chip renderer's options this config sets (flat keys here, so configs stay one level deep)."""
+        return ChipOptions(**{f.name: getattr(self, f.name) for f in fields(ChipOptions)})
 
     def fingerprint(self) -> str:
         """Hash of everything that changes the result (not where files go or how many threads run)."""
@@ -271,10 +277,8 @@ def train(cfg: TrainConfig, labels: str | Path | None = None, progress: bool = T
     labelled = LabelledScenes(*folders) if folders else None
     stream = TrainingStream(TRAIN_SEED_BASE + cfg.seed * 10_000_000, cfg.chip_size, spec.classes, spec.stride,
                             labelled=labelled, labels_every=cfg.labels_every, ignore_faint=cfg.ignore_faint,
-                            fighter_rows=cfg.fighter_rows, faint_limits=cfg.faint_limits,
-                            polarity_flip=cfg.polarity_flip, relative_paint=cfg.relative_paint,
-                            bright_aprons=cfg.bright_aprons, sand_tracks=cfg.sand_tracks,
-                            slow_convoys=cfg.slow_convoys, matched_paint=cfg.matched_paint)
+                            chip_options=cfg.chip_options(), faint_limits=cfg.faint_limits,
+                            polarity_flip=cfg.polarity_flip)
     end = cfg.steps if stop_after is None else min(cfg.steps, step + stop_after)
     loader = DataLoader(stream, batch_size=cfg.batch_size, sampler=_FromIndex(step * cfg.batch_size,
                                                                                 end * cfg.batch_size),

@@ -8,7 +8,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from pipeline.simulate.chips import Chip, ChipObject, render_chip
+from pipeline.simulate.chips import Chip, ChipObject, ChipOptions, render_chip
 from pipeline.types import OBJECT_CLASSES
 
 
@@ -93,10 +93,11 @@ def test_chip_rendering_is_fast():
 
 def test_fighter_rows_add_hard_negatives_without_touching_other_chips():
     plain = render_chip(4242, 96)
-    assert np.array_equal(render_chip(4242, 96, fighter_rows=0.0).bands, plain.bands)  # off: byte-identical
+    off = render_chip(4242, 96, ChipOptions(fighter_rows=0.0))
+    assert np.array_equal(off.bands, plain.bands)  # off: byte-identical
     added = 0
     for seed in range(4242, 4252):
-        base, rows = render_chip(seed, 96), render_chip(seed, 96, fighter_rows=1.0)
+        base, rows = render_chip(seed, 96), render_chip(seed, 96, ChipOptions(fighter_rows=1.0))
         extra = Counter(o.cls for o in rows.objects) - Counter(o.cls for o in base.objects)
         assert set(extra) <= {"small_aircraft", "helicopter"}  # only negatives for large_aircraft are added
         added += sum(extra.values())
@@ -125,8 +126,9 @@ def _placements(chip: Chip) -> list[tuple[str, float, float]]:
 def _with_option(option: str, seeds: range) -> list[tuple[Chip, Chip]]:
     """(default chip, chip with ``option`` at 1.0) per seed, after checking that the option at 0 changes nothing and
     that at 1 it repaints surfaces without moving any object."""
-    assert np.array_equal(render_chip(seeds[0], 96, **{option: 0.0}).bands, render_chip(seeds[0], 96).bands)
-    pairs = [(render_chip(seed, 96), render_chip(seed, 96, **{option: 1.0})) for seed in seeds]
+    off = render_chip(seeds[0], 96, ChipOptions(**{option: 0.0}))
+    assert np.array_equal(off.bands, render_chip(seeds[0], 96).bands)
+    pairs = [(render_chip(seed, 96), render_chip(seed, 96, ChipOptions(**{option: 1.0}))) for seed in seeds]
     assert all(_placements(varied) == _placements(base) for base, varied in pairs)
     return pairs
 
@@ -201,3 +203,20 @@ def test_matched_paint_hides_the_aircraft_body_in_its_ground_and_leaves_other_ch
                     centres[key].append(abs(centre - around))
     assert len(centres[True]) >= 10
     assert np.median(centres[True]) < np.median(centres[False])
+
+
+def test_an_option_at_zero_draws_nothing_from_the_options_stream():
+    """Slow convoys at 0 beside matched paint: the options' stream is left for the aircraft that follow, as it was
+    before slow convoys existed (a 192 px chip lays out its trucks before its second set of aircraft)."""
+    from pipeline.simulate.canvas import Canvas
+    from pipeline.simulate.chips import _Layout, _option_drawn
+
+    stream = np.random.default_rng(5)
+    lay = _Layout(Canvas(np.zeros((4, 8, 8), np.float32)), np.random.default_rng(1), np.zeros((8, 8), int), 0.0, 45.0,
+                  options=ChipOptions(matched_paint=0.5), options_rng=stream)
+    untouched = np.random.default_rng(5).random()
+    assert not _option_drawn(lay, lay.options.slow_convoys)
+    assert stream.random() == untouched  # nothing drawn for the option that is off
+    drawn = [_option_drawn(lay, 0.5) for _ in range(200)]
+    assert 60 < sum(drawn) < 140  # an option that is on applies to about its share
+    assert ChipOptions().layout_options_on is False and ChipOptions(fighter_rows=1.0).layout_options_on is False

@@ -51,6 +51,27 @@ class Chip:
     objects: list[ChipObject] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class ChipOptions:
+    """Training-time additions to the chip renderer, each a share or probability; all 0 draws the chip as always.
+
+    Why one object: every option travels unchanged from the training config to the layout, so adding one touches
+    this class and the code that uses it, not every signature in between."""
+
+    fighter_rows: float = 0.0  # probability of an extra row of fighters/helicopters side by side (hard negatives)
+    relative_paint: float = 0.0  # share of aircraft painted relative to their ground (ground_relative_paint)
+    bright_aprons: float = 0.0  # share of aprons whose surface is 1.2-1.8 x brighter (new or sun-bleached concrete)
+    sand_tracks: float = 0.0  # share of roads left unpaved: the ground's own colour, 0.95-1.2 x (desert tracks)
+    slow_convoys: float = 0.0  # share of moving truck groups driving at 6-12 m/s (a one-pixel band offset)
+    matched_paint: float = 0.0  # share of aircraft painted flat grey at their ground's brightness, with sun shadows
+
+    @property
+    def layout_options_on(self) -> bool:
+        """Whether any option drawing from the layout's options stream is on (fighter rows have their own)."""
+        return max(self.relative_paint, self.bright_aprons, self.sand_tracks, self.slow_convoys,
+                   self.matched_paint) > 0
+
+
 # ---------------------------------------------------------------- background
 
 
@@ -112,12 +133,8 @@ class _Layout:
     aprons: list[tuple[float, float, float, float, float]] = field(default_factory=list)  # row, col, L, W, heading
     objects: list[ChipObject] = field(default_factory=list)
     occupied: list[tuple[float, float, float]] = field(default_factory=list)  # row, col, radius_px
-    relative_paint: float = 0.0  # share of aircraft painted relative to their ground (ground_relative_paint)
-    bright_aprons: float = 0.0  # share of aprons whose surface is 1.2-1.8 x brighter (new or sun-bleached concrete)
-    sand_tracks: float = 0.0  # share of roads left unpaved: the ground's own colour, 0.95-1.2 x (desert tracks)
-    slow_convoys: float = 0.0  # share of moving truck groups driving at 6-12 m/s (a one-pixel band offset)
-    matched_paint: float = 0.0  # share of aircraft painted flat grey at their ground's brightness, with sun shadows
-    options_rng: np.random.Generator | None = None  # the options' own stream (set when any option is on), so
+    options: ChipOptions = field(default_factory=lambda: ChipOptions())
+    options_rng: np.random.Generator | None = None  # the options' own stream (set when a layout option is on), so
     # chips rendered with every option at 0 are unchanged
 
     @property
@@ -134,6 +151,14 @@ class _Layout:
         if self.on_water(row, col):
             return False
         return all(np.hypot(row - r, col - c) > radius_px + rad for r, c, rad in self.occupied)
+
+
+def _option_drawn(lay: _Layout, share: float) -> bool:
+    """Whether an option with this share applies here. It draws from the options' stream only when the option is
+    on, so an option at 0 leaves the stream, and the chips made with the other options, as they were before it
+    existed. (Relative paint, bright aprons and sand tracks, the first three, draw whenever the stream exists; the
+    stages trained with them saw those chips, so they stay that way.)"""
+    return share > 0 and lay.options_rng is not None and lay.options_rng.random() < share
 
 
 def _random_road(lay: _Layout) -> np.ndarray:
@@ -157,7 +182,7 @@ def _add_roads(lay: _Layout, style: str) -> None:
         width = float(rng.choice([7.0, 9.0, 12.0, 16.0, 22.0, 26.0]))
         surface = str(rng.choice(["asphalt", "asphalt", "asphalt", "concrete", "gravel"]))
         refl = pal[landcover.cover_id(surface)] * rng.uniform(0.8, 1.25)
-        if lay.options_rng is not None and lay.options_rng.random() < lay.sand_tracks:
+        if lay.options_rng is not None and lay.options_rng.random() < lay.options.sand_tracks:
             refl = unpaved_track(lay.canvas.bands, pts, lay.options_rng)
         painters.paint_polyline(lay.canvas, pts, width, refl)
         if width >= 16 and rng.random() < 0.5:  # dual carriageway: a darker or greener median
@@ -188,7 +213,7 @@ def _add_aprons(lay: _Layout, style: str) -> None:
         row, col = rng.uniform(0, n, 2)
         surface = "concrete" if rng.random() < 0.7 else "asphalt"
         refl = pal[landcover.cover_id(surface)] * rng.uniform(0.75, 1.3)
-        if lay.options_rng is not None and lay.options_rng.random() < lay.bright_aprons:
+        if lay.options_rng is not None and lay.options_rng.random() < lay.options.bright_aprons:
             refl = refl * lay.options_rng.uniform(1.2, 1.8)
         box_heading = heading + float(rng.choice([0, 90])) * (i > 0)
         painters.paint_box(lay.canvas, row, col, L, W, box_heading, refl)
@@ -312,10 +337,10 @@ def _add_aircraft(lay: _Layout, style: str) -> None:
         lay.occupied.append((row, col, radius))
         paint = choose_paint(t, rng, wide=True)
         refl = paint_reflectance(paint, rng)
-        if lay.options_rng is not None and lay.options_rng.random() < lay.relative_paint:
+        if lay.options_rng is not None and lay.options_rng.random() < lay.options.relative_paint:
             refl = ground_relative_paint(lay.canvas.bands, row, col, radius, lay.options_rng)
         shadow_len = float(rng.uniform(2.0, 9.0)) if rng.random() < 0.8 else 0.0
-        if lay.matched_paint > 0 and lay.options_rng is not None and lay.options_rng.random() < lay.matched_paint:
+        if _option_drawn(lay, lay.options.matched_paint):
             refl = ground_matched_paint(lay.canvas.bands, row, col, radius, lay.options_rng)
             shadow_len = sun_shadow_m(t.length_m * scale, lay.sun_elev, lay.options_rng)
         taxi = float(rng.uniform(3.0, 15.0)) if not t.rotor_blades and rng.random() < 0.06 else 0.0
@@ -421,7 +446,7 @@ def _add_trucks(lay: _Layout) -> None:
             in_column = rng.random() < 0.5
             k = int(rng.integers(3, 16)) if in_column else 1
             speed0 = float(rng.uniform(1.0, 30.0)) if rng.random() < 0.9 else 0.0
-            if speed0 > 0 and lay.options_rng is not None and lay.options_rng.random() < lay.slow_convoys:
+            if speed0 > 0 and _option_drawn(lay, lay.options.slow_convoys):
                 speed0 = float(lay.options_rng.uniform(6.0, 12.0))  # own stream: the rest of the chip unchanged
             gap_m = rng.uniform(20, 90)
             s = rng.uniform(0.2, 0.8) * total
@@ -488,18 +513,9 @@ def _add_trucks(lay: _Layout) -> None:
 # ---------------------------------------------------------------- entry point
 
 
-def render_chip(seed: int, size: int = 128, fighter_rows: float = 0.0, relative_paint: float = 0.0,
-                bright_aprons: float = 0.0, sand_tracks: float = 0.0, slow_convoys: float = 0.0,
-                matched_paint: float = 0.0) -> Chip:
-    """One random chip: (4, size, size) reflectance, valid mask and truth objects. Deterministic per seed.
-
-    ``fighter_rows``: probability of an extra row of fighters/helicopters (hard negatives; 0 = the chip as always).
-    ``relative_paint``: share of aircraft whose paint is drawn relative to their ground (0 = the chip as always).
-    ``bright_aprons``: share of aprons made 1.2-1.8 x brighter (0 = the chip as always).
-    ``sand_tracks``: share of roads left unpaved, in the ground's own colour (0 = the chip as always).
-    ``slow_convoys``: share of moving truck groups driving at 6-12 m/s instead of 1-30 (0 = the chip as always).
-    ``matched_paint``: share of aircraft painted at their ground's brightness with sun-length shadows (0 = as always).
-    """
+def render_chip(seed: int, size: int = 128, options: ChipOptions = ChipOptions()) -> Chip:
+    """One random chip: (4, size, size) reflectance, valid mask and truth objects. Deterministic per seed and
+    options; ``ChipOptions()`` (all 0) is the chip as always."""
     rng = np.random.default_rng(derive_seed("chip", seed))
     full = size + 2 * PAD
     style = str(rng.choice(STYLES))
@@ -507,11 +523,9 @@ def render_chip(seed: int, size: int = 128, fighter_rows: float = 0.0, relative_
     pal = landcover.palette(rng, jitter=0.18)
     surface = landcover.render_cover(labels, rng, pal=pal, texture_scale=float(rng.uniform(0.5, 1.8)))
     lay = _Layout(Canvas(surface), rng, labels, shadow_dir=float(rng.uniform(0, 360)),
-                  sun_elev=float(rng.uniform(25, 70)), relative_paint=relative_paint, bright_aprons=bright_aprons,
-                  sand_tracks=sand_tracks, slow_convoys=slow_convoys, matched_paint=matched_paint,
+                  sun_elev=float(rng.uniform(25, 70)), options=options,
                   options_rng=(np.random.default_rng(derive_seed("relative-paint", seed))
-                             if max(relative_paint, bright_aprons, sand_tracks, slow_convoys, matched_paint) > 0
-                             else None))
+                               if options.layout_options_on else None))
     dry = lay.canvas.bands.copy()
     reps = max(1, int(round(size / 128)))  # more of everything on larger chips (roads already scale with size)
     for _ in range(reps):
@@ -522,9 +536,9 @@ def render_chip(seed: int, size: int = 128, fighter_rows: float = 0.0, relative_
     for _ in range(reps):
         _add_aircraft(lay, style)
         _add_trucks(lay)
-    if fighter_rows > 0:
+    if options.fighter_rows > 0:
         extra = np.random.default_rng(derive_seed("fighter-rows", seed))
-        if extra.random() < fighter_rows:
+        if extra.random() < options.fighter_rows:
             _add_fighter_rows(lay, extra)
 
     params = sensor.draw_sensor(rng, wide=True)
