@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from models.tta import add_views_argument
+
 MATCH_M = 20.0
 
 
@@ -58,8 +60,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description="truck heading accuracy, darker vs brighter than the ground")
     ap.add_argument("--scenes", type=Path, required=True)
     ap.add_argument("--weights", default="models/weights/basewatch_centernet.pt")
-    ap.add_argument("--tta-views", type=int, choices=(1, 4, 8), default=1,
-                    help="learned detector averaged over this many flipped views (detector.tta_views)")
+    add_views_argument(ap)
     args = ap.parse_args()
     print(json.dumps(heading_by_ground(args.scenes, args.weights, args.tta_views), indent=1))
 

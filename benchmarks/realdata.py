@@ -24,6 +24,7 @@ import rasterio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from models.tta import add_views_argument  # noqa: E402
 from pipeline.types import Acquisition, MapObject, Scene  # noqa: E402
 
 REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata"
@@ -164,8 +165,7 @@ def main() -> None:
     ap.add_argument("--detector", default="learned", choices=["learned", "classical"])
     ap.add_argument("--weights", default=None)
     ap.add_argument("--threshold", type=float, default=None)
-    ap.add_argument("--tta-views", type=int, choices=(1, 4, 8), default=1,
-                    help="learned detector averaged over this many flipped views (detector.tta_views)")
+    add_views_argument(ap)
     ap.add_argument("--norm-neighbourhood", type=int, default=0,
                     help="learned detector's input normalised per pixel's neighbourhood of this side "
                          "(detector.norm_neighbourhood; 0 = per window)")

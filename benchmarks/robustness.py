@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from models.tta import add_views_argument
 from pipeline.config import DetectorConfig, resolve_path
 from pipeline.evaluation import EVAL_CLASSES, evaluate_scenes, heading_error_deg, match_class
 from pipeline.geotiff import read_scene
@@ -152,8 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--detectors", nargs="+", default=list(DETECTORS), choices=DETECTORS)
     parser.add_argument("--weights", type=Path, default=None,
                         help="checkpoint for the learned detector (default: the committed one in the config)")
-    parser.add_argument("--tta-views", type=int, choices=(1, 4, 8), default=1,
-                        help="learned detector averaged over this many flipped views (detector.tta_views)")
+    add_views_argument(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     pairs = load_pairs(args.scenes)

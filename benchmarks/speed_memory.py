@@ -27,6 +27,8 @@ from rasterio.windows import Window
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from models.tta import add_views_argument  # noqa: E402
+
 BANDS = ("B02", "B03", "B04", "B08")
 
 
@@ -110,8 +112,7 @@ def main() -> None:
     ap.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu",
                     help="where the network runs (the issue's targets are for the CPU; default cpu)")
     ap.add_argument("--batch-size", type=int, default=4, help="windows per forward pass (detector.batch_size)")
-    ap.add_argument("--tta-views", type=int, choices=(1, 4, 8), default=1,
-                    help="flipped views averaged per window (detector.tta_views)")
+    add_views_argument(ap, "windows averaged over")
     args = ap.parse_args()
     args.tmp.mkdir(parents=True, exist_ok=True)
     result: dict = {"cpu_cores": os.cpu_count(), "load_avg_start": os.getloadavg(), "device": args.device,

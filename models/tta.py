@@ -14,6 +14,7 @@ horizontal flip (sin negated), 180 - h under a vertical one (cos negated) and 27
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Callable
 
 import torch
@@ -26,6 +27,12 @@ VIEWS: dict[int, tuple[View, ...]] = {
     4: ((False, False, False), (False, False, True), (False, True, False), (False, True, True)),
     8: tuple((t, v, h) for t in (False, True) for v in (False, True) for h in (False, True)),
 }
+
+
+def add_views_argument(parser: argparse.ArgumentParser, what: str = "the learned detector averaged over") -> None:
+    """``--tta-views`` for the benchmark scripts, one definition with the choices ``VIEWS`` has."""
+    parser.add_argument("--tta-views", type=int, choices=tuple(VIEWS), default=1,
+                        help=f"{what} this many flipped views (detector.tta_views)")
 
 
 def apply_view(t: torch.Tensor, view: View) -> torch.Tensor:
