@@ -39,22 +39,29 @@ DECIMALS = 6
 
 def aoi_to_geojson(aoi: AOIFile) -> dict:
     """The AOI as a FeatureCollection with one feature per outline, zone and road (``role`` says which)."""
-    features = [_feature("outline", _ring(aoi.outline), name=aoi.name, title=aoi.title, country=aoi.country)]
-    features += [_feature("zone", _ring(z.polygon), name=z.name, kind=z.kind) for z in aoi.zones]
-    features += [{"type": "Feature", "properties": {"role": "road", "name": r.name},
-                  "geometry": {"type": "LineString", "coordinates": [list(p) for p in r.line]}} for r in aoi.roads]
-    return {"type": "FeatureCollection", "name": aoi.name, "features": features}
+    return {"type": "FeatureCollection", "name": aoi.name, "features": aoi_features(aoi.to_aoi(), name_each=False)}
 
 
-def aoi_features(aoi: AOI) -> list[dict]:
-    """A loaded AOI as GeoJSON features in the same layout, each naming its AOI (for a report's ``aois.geojson``,
-    where analysts see in QGIS which zone a detection was counted in)."""
-    def feature(role: str, geom, **props) -> dict:
-        return {"type": "Feature", "properties": {"role": role, "aoi": aoi.name, **props}, "geometry": mapping(geom)}
+def aoi_features(aoi: AOI, name_each: bool = True) -> list[dict]:
+    """The AOI's outline, zones and roads as GeoJSON features of that layout. ``name_each``: each names its AOI as
+    well (a report's ``aois.geojson`` holds several, and analysts see in QGIS which zone a detection was counted in);
+    an AOI's own file names it once, on the collection."""
+    named = {"aoi": aoi.name} if name_each else {}
+
+    def feature(role: str, geom, **props: Any) -> dict:
+        return {"type": "Feature", "properties": {"role": role, **named, **props}, "geometry": _lists(mapping(geom))}
 
     return ([feature("outline", aoi.outline, name=aoi.name, title=aoi.title, country=aoi.country)]
             + [feature("zone", z.polygon, name=z.name, kind=z.kind) for z in aoi.zones]
             + [feature("road", r.line, name=r.name) for r in aoi.roads])
+
+
+def _lists(geometry: dict) -> dict:
+    """Shapely's coordinate tuples as the lists ``json`` round-trips them to (a feature compares equal after)."""
+    def lists(c):
+        return [lists(x) for x in c] if isinstance(c, (list, tuple)) and isinstance(c[0], (list, tuple)) else list(c)
+
+    return {"type": geometry["type"], "coordinates": lists(geometry["coordinates"])}
 
 
 def geojson_text(fc: dict) -> str:
@@ -62,16 +69,6 @@ def geojson_text(fc: dict) -> str:
     head = json.dumps({k: v for k, v in fc.items() if k != "features"}, ensure_ascii=False)[:-1]
     body = ",\n".join(json.dumps(f, ensure_ascii=False) for f in fc["features"])
     return f'{head}, "features": [\n{body}\n]}}\n'
-
-
-def _feature(role: str, ring: list[list[float]], **props: Any) -> dict:
-    return {"type": "Feature", "properties": {"role": role, **props},
-            "geometry": {"type": "Polygon", "coordinates": [ring]}}
-
-
-def _ring(corners: list) -> list[list[float]]:
-    """GeoJSON rings repeat their first corner at the end; AOI files list each corner once."""
-    return [list(p) for p in corners] + [list(corners[0])]
 
 
 def read_geojson(path: str | Path) -> dict:
