@@ -30,9 +30,12 @@ def detect(
     precision: str | None = typer.Option(None, "--precision", help="float32, or bfloat16: convolutions about twice "
                                          "as fast on CPUs with AVX-512 BF16 / AMX, scores within ~0.01 (default: "
                                          "config, float32)."),
+    vessels: bool = typer.Option(False, "--vessels", help="Also find ships on open water (physics rule, "
+                                 "pipeline/vessels.py; ships moored against quays merge with them and are missed). "
+                                 "The whole scene is read into memory for it."),
 ) -> None:
     """Detect large aircraft and moving vehicles (and parked fighters/helicopters as small_aircraft, with weights
-    that have that class) in one GeoTIFF and write them as GeoJSON."""
+    that have that class) in one GeoTIFF and write them as GeoJSON; with --vessels, ships too."""
     import time
 
     from pydantic import ValidationError
@@ -65,6 +68,11 @@ def detect(
         from pipeline.geotiff import read_scene
 
         found = det.detect(read_scene(scene))
+    if vessels:
+        from pipeline.geotiff import read_scene
+        from pipeline.vessels import detect_vessels
+
+        found = list(found) + detect_vessels(read_scene(scene))
     write_objects(found, out, model=getattr(det, "model_id", cfg.name))
     counts: dict[str, int] = {}
     for d in found:

@@ -17,8 +17,8 @@ from affine import Affine
 from pyproj import CRS, Transformer
 from shapely.geometry import LineString, Point, Polygon
 
-ObjectClass = Literal["large_aircraft", "small_aircraft", "helicopter", "vehicle"]
-OBJECT_CLASSES: tuple[str, ...] = ("large_aircraft", "small_aircraft", "helicopter", "vehicle")
+ObjectClass = Literal["large_aircraft", "small_aircraft", "helicopter", "vehicle", "vessel"]
+OBJECT_CLASSES: tuple[str, ...] = ("large_aircraft", "small_aircraft", "helicopter", "vehicle", "vessel")
 ZoneKind = Literal["runway", "apron", "vehicle_park", "pier", "water", "built", "vegetation", "other"]
 Direction = Literal["outbound", "inbound", "unknown"]
 BAND_NAMES: tuple[str, ...] = ("B02", "B03", "B04", "B08")
