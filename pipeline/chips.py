@@ -24,6 +24,7 @@ CLASS_COLOURS: dict[str, tuple[int, int, int]] = {
     "small_aircraft": (255, 140, 0),
     "helicopter": (0, 220, 255),
     "vehicle": (255, 60, 200),
+    "vessel": (80, 255, 120),
 }
 CAPTION_HEIGHT = 34
 REFLECTANCE_WHITE = 0.32  # reflectance shown as full white: bright concrete, before gamma

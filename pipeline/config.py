@@ -199,6 +199,25 @@ class ColumnsConfig(Strict):
         "0 = never.")
 
 
+class VesselsConfig(Strict):
+    """Ships moored at an AOI's piers (pipeline/vessels.py ``vessels_in_aoi``), for AOIs with water and pier zones."""
+
+    enabled: bool = Field(default=True, description="Count ships at the piers of AOIs that have water zones.")
+    ndwi_water: float = Field(default=0.15, ge=-1, le=1, description="NDWI above which a pixel is water (a hazy "
+                              "scene's own land/water split may set it lower).")
+    min_length_m: float = Field(default=40.0, ge=0, description="Shorter runs along a pier (boats) are not ships.")
+    berth_contrast: float = Field(default=0.04, gt=0, description="Along a pier, B08 above the side's median that "
+                                  "marks a hull (raise it where a real pier's edge is uneven).")
+    berth_m: float = Field(default=80.0, ge=0, description="A vessel within this of a pier zone is moored there "
+                           "(counted in that pier's zone: what `asset_drawdown` of moored vessels reads).")
+
+    def rule(self):
+        from pipeline.vessels import VesselRule
+
+        return VesselRule(ndwi_water=self.ndwi_water, min_length_m=self.min_length_m,
+                          berth_contrast=self.berth_contrast)
+
+
 class DiffConfig(Strict):
     baseline_window_days: int = Field(default=30, ge=1, description="History used for the baseline.")
     min_history: int = Field(default=2, ge=1, description="Fewest valid observations for a baseline.")
@@ -225,6 +244,10 @@ class DiffConfig(Strict):
         default=14, ge=1, description="Passes clouded over (valid fraction under min_zone_valid) do not use up the "
         "co-occurrence window, which they may stretch up to this: a surge on the last clear pass and columns on the "
         "next clear one still co-occur.")
+    moored_min_drop: float = Field(
+        default=2.0, ge=0, description="Ships fewer than expected at the piers before a low count is a drop. Why: "
+        "a base's ships rotate one at a time, and at 10 m a narrow hull (submarine, corvette) is missed now and "
+        "then, so a count of 4-6 ships moves by one between passes; ships leaving for anchorages empty the piers.")
     min_parked_baseline: float = Field(
         default=3.0, ge=0, description="Parked assets a baseline needs before a drawdown can be judged."
     )
@@ -288,6 +311,7 @@ class BasewatchConfig(Strict):
     source: SourceConfig = Field(default_factory=SourceConfig, description="Imagery source.")
     detector: DetectorConfig = Field(default_factory=DetectorConfig, description="Detector.")
     columns: ColumnsConfig = Field(default_factory=ColumnsConfig, description="Vehicle column grouping.")
+    vessels: VesselsConfig = Field(default_factory=VesselsConfig, description="Vessels at piers.")
     diff: DiffConfig = Field(default_factory=DiffConfig, description="Baselines and change rules.")
     alerts: AlertsConfig = Field(default_factory=AlertsConfig, description="Alert rules.")
     report: ReportConfig = Field(default_factory=ReportConfig, description="Report options.")
@@ -314,6 +338,8 @@ class PhaseFile(Strict):
     inbound_columns: int = Field(default=0, ge=0, description="Columns arriving along egress roads per scene.")
     vehicles_per_column: tuple[int, int] = Field(default=(6, 14), description="Min and max trucks in a column.")
     local_traffic: int = Field(default=4, ge=0, description="Isolated moving vehicles on roads per scene.")
+    moored_vessels: int = Field(default=0, ge=0, description="Ships moored alongside the AOI's piers; from 3 up, "
+                                "one more or fewer on some passes (ships come and go).")
 
 
 class SiteFile(Strict):

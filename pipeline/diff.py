@@ -10,7 +10,8 @@ Events (``compare``):
   surge_min_increase; never while the count is below the previous look's (surge_not_falling);
 - ``outbound_columns``: vehicles in outbound columns, net of inbound ones on the same egress road, >=
   outbound_min_vehicles (and above their own baseline);
-- ``asset_drawdown``: parked aircraft or vehicles below drawdown_fraction x baseline on two consecutive observations
+- ``asset_drawdown``: parked aircraft, parked vehicles or vessels moored at piers below drawdown_fraction x baseline
+  on two consecutive observations
   (a single low observation is a provisional *drop*: no event of its own, but a withdrawal signal);
 - ``withdrawal_activity``: within cooccurrence_days at least two different signals of which one is a departure
   (outbound columns, drawdown or drop), or outbound columns on ``mass_outbound_columns`` egress roads at once.
@@ -32,6 +33,7 @@ import numpy as np
 from pipeline.config import DiffConfig
 from pipeline.observe import CONFIDENT_LARGE_AIRCRAFT, PARKED_VEHICLE
 from pipeline.types import AOI, ChangeEvent, Column, Detection, Observation
+from pipeline.vessels import VESSEL
 
 
 @dataclass(frozen=True)
@@ -42,13 +44,16 @@ class ZoneMetric:
     classes: tuple[str, ...]
     zone_kinds: tuple[str, ...]
     derived_from: str | None = None  # a zone that counted this class but not ``classes`` predates the count
+    min_drop: str | None = None  # DiffConfig field: how many fewer than expected a low count must also be
 
 
 LARGE_AIRCRAFT = ZoneMetric("large_aircraft", (CONFIDENT_LARGE_AIRCRAFT,), ("apron", "runway"),
                             derived_from="large_aircraft")
 PARKED_AIRCRAFT = ZoneMetric("parked_aircraft", ("small_aircraft", "helicopter"), ("apron",))
 PARKED_VEHICLES = ZoneMetric("parked_vehicles", (PARKED_VEHICLE,), ("vehicle_park", "pier"))
-DRAWDOWN_METRICS = (PARKED_AIRCRAFT, PARKED_VEHICLES)
+MOORED_VESSELS = ZoneMetric("moored_vessels", (VESSEL,), ("pier",),  # ships leaving a naval base's piers
+                            min_drop="moored_min_drop")
+DRAWDOWN_METRICS = (PARKED_AIRCRAFT, PARKED_VEHICLES, MOORED_VESSELS)
 DEPARTURE_KINDS = ("outbound_columns", "asset_drawdown", "asset_drop")
 
 
@@ -253,8 +258,10 @@ def _outbound(aoi: AOI, history: Sequence[Observation], obs: Observation, cfg: D
                   columns=tuple(c.id for c in out_cols))
 
 
-def _low(m: Measure | None, cfg: DiffConfig) -> bool:
-    return m is not None and m.expected >= cfg.min_parked_baseline and m.current < cfg.drawdown_fraction * m.expected
+def _low(m: Measure | None, cfg: DiffConfig, metric: ZoneMetric) -> bool:
+    least = getattr(cfg, metric.min_drop) if metric.min_drop else 0
+    return (m is not None and m.expected >= cfg.min_parked_baseline
+            and m.current < cfg.drawdown_fraction * m.expected and m.expected - m.current >= least)
 
 
 def _drawdown(metric: ZoneMetric, aoi: AOI, history: Sequence[Observation], obs: Observation,
@@ -262,7 +269,7 @@ def _drawdown(metric: ZoneMetric, aoi: AOI, history: Sequence[Observation], obs:
     """Confirmed drawdown (this and the previous observed value both low against the baseline formed before
     them), or a provisional drop (low now only)."""
     m = measure(metric, aoi, history, obs, cfg)
-    if m is None or not _low(m, cfg):
+    if m is None or not _low(m, cfg, metric):
         return None
     confirmed = False
     acquisitions: tuple[str, ...] = (obs.acquisition.id,)
@@ -274,7 +281,7 @@ def _drawdown(metric: ZoneMetric, aoi: AOI, history: Sequence[Observation], obs:
             continue  # not observed then: look further back
         without_prev = [h for h in history if h.acquisition.id != prev.acquisition.id]
         m_now = measure(metric, aoi, without_prev, obs, cfg)
-        confirmed = _low(m_prev, cfg) and _low(m_now, cfg)
+        confirmed = _low(m_prev, cfg, metric) and _low(m_now, cfg, metric)
         if confirmed:
             m = m_now
             acquisitions = (prev.acquisition.id, obs.acquisition.id)

@@ -13,6 +13,7 @@ from shapely.geometry import Point
 
 from pipeline.store import detection_id
 from pipeline.types import AOI, Column, Detection, Observation, Scene, reproject_geometry
+from pipeline.vessels import VESSEL
 
 PARKED_VEHICLE = "parked_vehicle"
 ROAD_PREFIX = "road:"  # zone_counts keys of egress roads (columns and their vehicles by direction)
@@ -21,23 +22,34 @@ CONFIDENT_LARGE_AIRCRAFT = "large_aircraft_confident"  # large aircraft scoring 
 
 
 def prepare_detections(detections: list[Detection], aoi: AOI, crs: str, acquisition_id: str,
-                       model: str) -> list[Detection]:
-    """Give each detection its stable id and the AOI zone it lies in (x/y in ``crs``)."""
+                       model: str, berth_m: float = 0.0) -> list[Detection]:
+    """Give each detection its stable id and the AOI zone it lies in (x/y in ``crs``). A vessel within ``berth_m``
+    of a pier zone is moored there and counted in that pier's zone (it floats beside the pier, not on it)."""
     zones = sorted(((z.name, reproject_geometry(z.polygon, "EPSG:4326", crs)) for z in aoi.zones),
                    key=lambda item: item[1].area)  # nested zones (a pier in the harbour): the innermost wins
+    piers = [(name, poly) for name, poly in zones if name in {z.name for z in aoi.zones if z.kind == "pier"}]
     out = []
     for n, d in enumerate(detections):
         p = Point(d.x, d.y)
         zone = next((name for name, poly in zones if poly.covers(p)), None)
+        if d.cls == VESSEL and piers and berth_m > 0:
+            name, distance = min(((name, poly.distance(p)) for name, poly in piers), key=lambda item: item[1])
+            zone = name if distance <= berth_m else zone
         out.append(replace(d, id=detection_id(acquisition_id, model, n), zone=zone))
     return out
 
 
+BERTH_M = 40.0
+"""A pier zone is seen when its berths are: the water this far round it, where moored vessels lie."""
+
+
 def zone_valid_fractions(aoi: AOI, scene: Scene) -> dict[str, float]:
-    """Cloud-free fraction of each zone's pixels (0 for a zone outside the scene)."""
+    """Cloud-free fraction of each zone's pixels (0 for a zone outside the scene); a pier's counts its berths."""
     out: dict[str, float] = {}
     for z in aoi.zones:
         poly = reproject_geometry(z.polygon, "EPSG:4326", scene.crs)
+        if z.kind == "pier":
+            poly = poly.buffer(BERTH_M * _metres_to_crs(scene))
         inside = ~geometry_mask([poly], out_shape=(scene.height, scene.width), transform=scene.transform,
                                 all_touched=False)
         if not inside.any():  # a zone thinner than a pixel: use the pixels it touches
@@ -45,6 +57,16 @@ def zone_valid_fractions(aoi: AOI, scene: Scene) -> dict[str, float]:
                                     all_touched=True)
         out[z.name] = round(float(scene.valid[inside].mean()), 4) if inside.any() else 0.0
     return out
+
+
+def _metres_to_crs(scene: Scene) -> float:
+    """CRS units per metre of the scene's grid (1 in UTM; Web Mercator's metres are taken as ground metres)."""
+    from pyproj import CRS
+
+    crs = CRS.from_user_input(scene.crs)
+    if not crs.is_projected:
+        return 1.0 / 111_000.0
+    return 1.0 / crs.axis_info[0].unit_conversion_factor if crs.axis_info else 1.0
 
 
 def _vehicle_key(d: Detection) -> str:

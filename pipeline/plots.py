@@ -33,6 +33,7 @@ class SeriesPoint:
     small_aircraft: int
     helicopter: int
     vehicle: int
+    vessel: int  # moored at the piers and elsewhere in the AOI's water zones
     outbound_vehicles: int
     inbound_vehicles: int
     outbound_columns: int
@@ -51,6 +52,7 @@ def series_point(obs: Observation) -> SeriesPoint:
         small_aircraft=int(obs.counts.get("small_aircraft", 0)),
         helicopter=int(obs.counts.get("helicopter", 0)),
         vehicle=int(obs.counts.get("vehicle", 0)),
+        vessel=int(obs.counts.get("vessel", 0)),
         outbound_vehicles=sum(c.vehicles for c in out_cols),
         inbound_vehicles=sum(c.vehicles for c in in_cols),
         outbound_columns=len(out_cols),
@@ -112,6 +114,8 @@ def time_series_figure(observations: list[Observation], *, title: str, alerts: l
         ("outbound_vehicles", "moving vehicles outbound", (200, 30, 30), "^", "-"),
         ("inbound_vehicles", "moving vehicles inbound", (30, 90, 200), "v", "--"),
     )
+    if any(p.vessel for p in points):  # a naval base: its ships at the piers
+        series += (("vessel", "vessels", CLASS_COLOURS["vessel"], "P", "-"),)
     for attr, label, colour, marker, style in series:
         values = np.array([getattr(p, attr) for p in points], dtype=float)
         clear = np.where(cloudy, np.nan, values)

@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 
 SEVERITY_ORDER = {"high": 0, "medium": 1, "low": 2}
 CSV_FIELDS = ("simulated", "aoi", "acquisition_id", "datetime", "sensor", "model", "valid_fraction", "cloud_cover",
-              "large_aircraft", "large_aircraft_confident", "small_aircraft", "helicopter", "vehicle",
+              "large_aircraft", "large_aircraft_confident", "small_aircraft", "helicopter", "vehicle", "vessel",
               "outbound_columns", "outbound_vehicles", "inbound_columns", "inbound_vehicles", "events")
 
 
@@ -179,6 +179,15 @@ class _Scenes:
         return self._cache[key]
 
 
+def _counted_class(alert: Alert) -> str:
+    """The detection class an alert's figures count (for centring chips without evidence ids)."""
+    if "moored_vessels" in alert.current:
+        return "vessel"
+    if "column" in alert.kind or "vehicle" in alert.kind or "parked_vehicles" in alert.current:
+        return "vehicle"
+    return "large_aircraft"
+
+
 def _model_filter(store, aoi: str, model: str) -> str | None:
     return model if model in store.models(aoi) else None
 
@@ -206,9 +215,11 @@ def _evidence_pairs(store, scenes: _Scenes, alert: Alert, model: str | None, cfg
     scene, rgb = after_scene
     after_dets = store.detections(alert.aoi, current.acquisition.id, model)
     points = [(d.x, d.y) for d in evidence]
-    if not points:  # no evidence ids: centre on what the alert counts (aircraft or vehicles), else the scene centre
-        wanted = "vehicle" if "column" in alert.kind or "vehicle" in alert.kind else "large_aircraft"
+    if not points:  # no evidence ids: centre on what the alert counts (aircraft, vehicles or the ships that left)
+        wanted = _counted_class(alert)
         points = [(d.x, d.y) for d in after_dets if d.cls == wanted]
+        if not points and before is not None:
+            points = [(d.x, d.y) for d in store.detections(alert.aoi, before.acquisition.id, model) if d.cls == wanted]
     if not points:
         minx, miny, maxx, maxy = scene.grid.bounds
         points = [((minx + maxx) / 2, (miny + maxy) / 2)]
@@ -328,7 +339,8 @@ def _build(store, run, out: Path) -> None:
                 "valid_fraction": f"{obs.valid_fraction:.4f}", "cloud_cover": "" if cloud is None else f"{cloud:.2f}",
                 "large_aircraft": p.large_aircraft, "large_aircraft_confident": p.large_aircraft_confident,
                 "small_aircraft": p.small_aircraft, "helicopter": p.helicopter,
-                "vehicle": p.vehicle, "outbound_columns": p.outbound_columns, "outbound_vehicles": p.outbound_vehicles,
+                "vehicle": p.vehicle, "vessel": p.vessel, "outbound_columns": p.outbound_columns,
+                "outbound_vehicles": p.outbound_vehicles,
                 "inbound_columns": p.inbound_columns, "inbound_vehicles": p.inbound_vehicles,
                 "events": "; ".join(events_of.get(obs.acquisition.id, [])),
             })

@@ -30,6 +30,7 @@ from pipeline.geotiff import write_scene
 from pipeline.observe import not_observed, observe, prepare_detections
 from pipeline.store import RunRecord, Store, open_store
 from pipeline.types import AOI, Alert, Detection, Scene
+from pipeline.vessels import VESSEL, vessels_in_aoi
 
 log = logging.getLogger(__name__)
 
@@ -167,6 +168,14 @@ def rediff(store: Store, run_id: str, aoi: AOI, model: str, config: BasewatchCon
     return store.replace_alerts(run_id, aoi.name, model, alerts)
 
 
+def find_vessels(detector, scene: Scene, aoi: AOI, config: BasewatchConfig) -> list[Detection]:
+    """Ships moored at the AOI's piers (pipeline/vessels.py), unless switched off or the detector reports vessels
+    itself (the simulator's truth)."""
+    if not config.vessels.enabled or VESSEL in getattr(detector, "classes", ()):
+        return []
+    return vessels_in_aoi(scene, aoi, config.vessels.rule())
+
+
 def process_acquisition(store: Store, run_id: str, aoi: AOI, scene: Scene, detector, model: str,
                         config: BasewatchConfig, data_dir: Path) -> dict:
     """Detect, group, observe, diff and alert one scene; commit it all in one transaction."""
@@ -176,7 +185,9 @@ def process_acquisition(store: Store, run_id: str, aoi: AOI, scene: Scene, detec
         write_scene(scene, path)
     if scene.valid.any():
         raw, n_admitted = detect_for_columns(detector, scene, aoi, config)
-        dets = prepare_detections(raw, aoi, scene.crs, acq.id, model)
+        at = len(raw) - n_admitted  # vessels go before the admitted candidates, which stay last
+        raw = raw[:at] + find_vessels(detector, scene, aoi, config) + raw[at:]
+        dets = prepare_detections(raw, aoi, scene.crs, acq.id, model, berth_m=config.vessels.berth_m)
         inherited = frozenset(d.id for d in dets[len(dets) - n_admitted:])
         columns = group_columns(_in_aoi_crs(dets, aoi, scene), aoi, config.columns, inherited)
         obs = observe(aoi, scene, dets, columns, model, confident_score=config.diff.surge_min_score)
@@ -300,7 +311,7 @@ def run(config: BasewatchConfig, *, data_dir: Path, config_path: Path | None = N
 
 
 # settings that change what is derived from a scene (detections, columns, observations, events, alerts)
-DERIVING_SECTIONS = ("detector", "columns", "diff", "alerts")
+DERIVING_SECTIONS = ("detector", "vessels", "columns", "diff", "alerts")
 _NOT_DERIVING = {"detector": ("threads", "batch_size", "device")}  # how fast or where, not what
 REDERIVABLE_SECTIONS = ("diff", "alerts")  # re-derivable from stored detections and columns (pipeline/rederive.py)
 
@@ -311,7 +322,8 @@ def deriving_settings(config: dict) -> dict:
             for section in DERIVING_SECTIONS}
 
 
-BEHAVIOUR_BEFORE: dict[str, dict] = {"diff": {"surge_not_falling": False}, "columns": {"candidate_votes": True}}
+BEHAVIOUR_BEFORE: dict[str, dict] = {"diff": {"surge_not_falling": False}, "columns": {"candidate_votes": True},
+                                     "vessels": {"enabled": False}}
 """Settings added with a default that changes what is derived: how runs stored before they existed behaved."""
 
 

@@ -302,3 +302,26 @@ def test_thin_outbound_traffic_corroborates_a_surge():
     [full] = [e for e in compare(AOI_, [*ROUTINE, surge], obs(20, large=4, outbound=(5,)), [], on)
               if e.kind == "withdrawal_activity"]
     assert event.confidence < full.confidence
+
+
+PORT = replace(AOI_, zones=AOI_.zones + (Zone("pier", "pier", box(35.97, 35.43, 35.975, 35.432)),))
+
+
+def port_obs(day: int, ships: int, *, pier_valid: float = 1.0, outbound: tuple[int, ...] = ()) -> Observation:
+    o = obs(day, outbound=outbound)
+    return replace(o, zone_counts={**o.zone_counts, "pier": {"vessel": ships}},
+                   zone_valid={**o.zone_valid, "pier": pier_valid}, counts={**o.counts, "vessel": ships})
+
+
+def test_ships_leaving_their_piers_are_a_drawdown_and_with_columns_a_withdrawal():
+    history = [port_obs(0, 5), port_obs(5, 4), port_obs(10, 6)]
+    assert {e.kind for e in compare(PORT, history, port_obs(15, 5), [], CFG)} == set()
+    assert {e.kind for e in compare(PORT, history, port_obs(15, 4), [], CFG)} == set()  # a rotation: not a drop
+    drop = port_obs(15, 1)
+    assert {e.kind for e in compare(PORT, history, drop, [], CFG)} == set()  # one low look: provisional
+    [confirmed] = compare(PORT, history + [drop], port_obs(20, 1), [], CFG)
+    assert confirmed.kind == "asset_drawdown" and confirmed.current["moored_vessels"]["count"] == 1
+    withdrawal = {e.kind for e in compare(PORT, history, port_obs(15, 1, outbound=(8,)), [], CFG)}
+    assert withdrawal == {"outbound_columns", "withdrawal_activity"}  # the first low look and a column leaving
+    clouded = port_obs(15, 0, pier_valid=0.3)  # berths under cloud: not observed, never empty
+    assert {e.kind for e in compare(PORT, history, replace(clouded, columns=()), [], CFG)} == set()

@@ -118,3 +118,24 @@ def test_observations_stored_before_the_confident_count_show_it_as_unknown():
 def test_all_cloud_scene_is_not_observed():
     obs = not_observed(AOI, scene(np.zeros(scene().valid.shape, bool)), "m")
     assert obs.valid_fraction == 0 and set(obs.zone_valid.values()) == {0.0} and obs.counts == {}
+
+
+def test_a_vessel_beside_a_pier_is_moored_there_and_the_pier_is_seen_with_its_berths():
+    """A ship floats next to the pier, not on it: within ``berth_m`` of a pier zone it counts in that pier's zone.
+    Clouds over the berths (not the pier) make the pier less seen."""
+    from pipeline.types import reproject_geometry
+
+    crs = AOI.crs.to_string()
+    pier = reproject_geometry(AOI.zone("north_pier").polygon, "EPSG:4326", crs)
+    minx, miny, maxx, maxy = pier.bounds
+    near = MapObject(cls="vessel", x=(minx + maxx) / 2, y=miny - 30, lon=0, lat=0, score=0.9)
+    far = replace(near, y=miny - 300)
+    truck = replace(near, cls="vehicle", moving=True)
+    out = prepare_detections([near, far, truck], AOI, crs, "acq1", "m", berth_m=80)
+    assert [d.zone for d in out] == ["north_pier", "sea", "sea"]  # a truck there is not moored (nor on the pier)
+    assert prepare_detections([near], AOI, crs, "acq1", "m")[0].zone == "sea"  # berth_m 0: by containment only
+    s = scene()
+    berths = reproject_geometry(AOI.zone("north_pier").polygon, "EPSG:4326", s.crs).buffer(40).difference(pier)
+    cloud = ~geometry_mask([berths], out_shape=s.valid.shape, transform=s.transform)
+    fractions = zone_valid_fractions(AOI, scene(~cloud))
+    assert fractions["north_pier"] < 0.7 and fractions["naval_quay"] == 1.0

@@ -21,12 +21,12 @@ from shapely.geometry import LineString, Point
 from pipeline.config import PhaseFile
 from pipeline.errors import ConfigError, SceneError
 from pipeline.georef import map_to_lonlat, object_at_pixel, pixel_to_map
-from pipeline.simulate import painters, physics
+from pipeline.simulate import landcover, painters, physics
 from pipeline.simulate import sensor as msi
 from pipeline.simulate.aircraft import CATALOGUE, choose_paint, paint_reflectance
 from pipeline.simulate.canvas import Canvas, PaintDelta
 from pipeline.simulate.clouds import cloud_fraction, cloud_layer
-from pipeline.simulate.site import PixelRoad, SiteLayout, road_length_px, site_for
+from pipeline.simulate.site import PixelRoad, SiteLayout, long_axis_heading, road_length_px, site_for
 from pipeline.simulate.vehicles import pick_paint, pick_truck
 from pipeline.types import AOI, BAND_NAMES, Acquisition, Column, GridSpec, MapObject, Scene
 
@@ -35,6 +35,8 @@ TRUCK_RADIUS_PX = 4.0  # a truck, its shadow and its band offset at column speed
 SOURCE_NAME = "simulated"
 PIXEL_M = 10.0
 MAX_PIXELS = 16_000_000  # 4000 x 4000 at 10 m = 40 x 40 km; keeps one render under ~1.5 GB
+MOORED_TYPES = (("frigate", 125.0, 15.0), ("corvette", 75.0, 11.0), ("landing ship", 112.0, 15.0),
+                ("submarine", 74.0, 10.0), ("supply ship", 130.0, 18.0))  # (type, length m, beam m)
 GENERIC_ACTIVITY = PhaseFile(name="generic-routine", start=date(2000, 1, 1), parked_vehicles=12, local_traffic=4)
 
 
@@ -237,6 +239,52 @@ class _Painter:
             refl = np.array([0.22, 0.24, 0.24, 0.26]) * rng.uniform(0.5, 1.6)
             painters.paint_boat(self.canvas, y, x, length, float(rng.uniform(0, 360)), refl, wake=rng.random() < 0.3)
 
+    def moored_vessels(self, n: int, rng: np.random.Generator) -> None:
+        """Ships moored alongside the piers (the phase's ``moored_vessels``): navy-grey hulls 60-140 m long with a
+        paler superstructure, parallel to a pier's long side and a few metres off it, on water. From 3 ships up one
+        more or fewer on some passes (rotations). ``rng`` is their own stream, so the rest of the scene is drawn as
+        it would be without them."""
+        if n >= 3:
+            n = max(0, n + int(rng.integers(-1, 2)))
+        berths = self._berths()
+        for i in rng.permutation(len(berths))[:n]:
+            row, col, heading, side = berths[int(i)]
+            kind, length, beam = MOORED_TYPES[int(rng.integers(len(MOORED_TYPES)))]
+            off = (side + beam / 2 + 4.0) / PIXEL_M  # centre off the pier edge: half the beam and a fender gap
+            h = np.deg2rad(heading + 90.0)
+            r, c = row - np.cos(h) * off, col + np.sin(h) * off
+            if not self._on_water(r, c, length / PIXEL_M / 2):
+                continue
+            hull = np.array([0.075, 0.08, 0.08, 0.085]) * rng.uniform(0.85, 1.25)
+            painters.paint_boat(self.canvas, r, c, length, heading, hull)
+            painters.paint_box(self.canvas, r, c, length * 0.3, beam * 0.6, heading, hull * 1.6, height_m=12.0,
+                               shadow_dir_deg=self.shadow_dir, sun_elev_deg=self.sun_elev)
+            self._record("vessel", float(r), float(c), type=kind, length_m=length, width_m=beam,
+                         heading_deg=round(float(heading), 1), moving=False, speed_mps=0.0)
+
+    def _berths(self) -> list[tuple[float, float, float, float]]:
+        """(row, col, heading, half pier width in m) of berth stations along both long sides of every pier zone,
+        one pair of opposite headings per station (a ship on either side), stations 200 m apart."""
+        out = []
+        for z in (z for z in self.layout.zones if z.kind == "pier"):
+            heading, long_px, short_px = long_axis_heading(z.polygon)
+            centre = z.polygon.centroid
+            h = np.deg2rad(heading)
+            along = np.array([-np.cos(h), np.sin(h)])  # (drow, dcol)
+            stations = max(1, int(long_px * PIXEL_M // 200))
+            for k in range(stations):
+                t = (k + 0.5) / stations - 0.5
+                row, col = centre.y + along[0] * t * long_px, centre.x + along[1] * t * long_px
+                half = short_px * PIXEL_M / 2
+                out += [(row, col, heading, half), (row, col, (heading + 180.0) % 360.0, half)]
+        return out
+
+    def _on_water(self, row: float, col: float, half_length_px: float) -> bool:
+        water = landcover.cover_id("water")
+        h, w = self.layout.labels.shape
+        i, j = int(row), int(col)
+        return half_length_px < min(i, j, h - 1 - i, w - 1 - j) and self.layout.labels[i, j] == water
+
     def cars(self, n: int) -> None:
         """Clutter: cars are below what 10 m pixels resolve; never truth."""
         rng = self.rng
@@ -308,6 +356,7 @@ def render_grid(grid: GridSpec, when: datetime, *, seed: int, aoi: AOI | None = 
     painter.traffic(act.local_traffic)
     painter.cars(int(rng.integers(5, 30)))
     painter.vessels(int(rng.integers(0, 7)))
+    painter.moored_vessels(act.moored_vessels, np.random.default_rng(physics.derive_seed("moored", seed)))
 
     params = msi.draw_sensor(rng)
     frac = cloud_fraction_override if cloud_fraction_override is not None else cloud_fraction(

@@ -113,7 +113,7 @@ def _blend_zone(surface: np.ndarray, labels: np.ndarray, zone: PixelZone, cover:
         labels[win][cov > 0.5] = cid
 
 
-def _long_axis_heading(poly: Polygon) -> tuple[float, float, float]:
+def long_axis_heading(poly: Polygon) -> tuple[float, float, float]:
     """Heading (compass) of a polygon's long axis and its length/width in pixels."""
     rect = poly.minimum_rotated_rectangle
     xy = np.asarray(rect.exterior.coords)[:4]
@@ -126,7 +126,7 @@ def _long_axis_heading(poly: Polygon) -> tuple[float, float, float]:
 def _truck_slots(zone: PixelZone, rng, margin_px: float = 0.6) -> list[Slot]:
     """Parking places in blocks: rows of 8-16 trucks side by side (~5 m apart), rows ~20 m apart, lanes between
     blocks. Ordered block by block, row by row, so filling the first N gives compact, realistic groups."""
-    heading, _, _ = _long_axis_heading(zone.polygon)
+    heading, _, _ = long_axis_heading(zone.polygon)
     h = np.deg2rad(heading)
     along = np.array([-np.cos(h), np.sin(h)])  # (drow, dcol)
     across = np.array([np.sin(h), np.cos(h)])
@@ -316,7 +316,7 @@ def _paint_static(canvas: Canvas, layout: SiteLayout, zones, roads, rng, pal) ->
     # aprons: concrete parking strips with taxi lanes between (aircraft slots on them), hangars alongside
     for z in zones:
         if z.kind == "apron":
-            heading, length, width = _long_axis_heading(z.polygon)
+            heading, length, width = long_axis_heading(z.polygon)
             layout.aircraft_slots += _apron_strips(canvas, z, heading, width, rng, concrete)
             c = z.polygon.centroid
             hd = np.deg2rad(heading)
@@ -328,7 +328,7 @@ def _paint_static(canvas: Canvas, layout: SiteLayout, zones, roads, rng, pal) ->
                                    rng.uniform(25, 50), heading, _roof(rng, metal=True), height_m=12,
                                    shadow_dir_deg=shadow_dir, sun_elev_deg=sun_elev)
         elif z.kind == "runway":
-            heading, length, width = _long_axis_heading(z.polygon)
+            heading, length, width = long_axis_heading(z.polygon)
             c = z.polygon.centroid
             painters.paint_runway_markings(canvas, c.y, c.x, heading, length * grid_m, width * grid_m, rng)
             hd = np.deg2rad(heading)
