@@ -267,9 +267,11 @@ def _low(m: Measure | None, cfg: DiffConfig, metric: ZoneMetric) -> bool:
 def _drawdown(metric: ZoneMetric, aoi: AOI, history: Sequence[Observation], obs: Observation,
               cfg: DiffConfig) -> Signal | None:
     """Confirmed drawdown (this and the previous observed value both low against the baseline formed before
-    them), or a provisional drop (low now only)."""
+    them), or a provisional drop (low now only). The confirmation is judged without the previous low value in the
+    baseline: with it, a short history's median sinks towards the drop and the second low look no longer reads low
+    (ships gone on 13 Dec, still gone on 18 Dec, against passes of 4, 4 and 2 ships)."""
     m = measure(metric, aoi, history, obs, cfg)
-    if m is None or not _low(m, cfg, metric):
+    if m is None:
         return None
     confirmed = False
     acquisitions: tuple[str, ...] = (obs.acquisition.id,)
@@ -286,6 +288,8 @@ def _drawdown(metric: ZoneMetric, aoi: AOI, history: Sequence[Observation], obs:
             m = m_now
             acquisitions = (prev.acquisition.id, obs.acquisition.id)
         break
+    if not confirmed and not _low(m, cfg, metric):
+        return None
     drop = 1.0 - m.current / m.expected
     strength = min(1.0, 0.5 + drop)
     confidence = strength * m.coverage * history_factor(m.n_history) * (1.0 if confirmed else 0.7)

@@ -325,3 +325,14 @@ def test_ships_leaving_their_piers_are_a_drawdown_and_with_columns_a_withdrawal(
     assert withdrawal == {"outbound_columns", "withdrawal_activity"}  # the first low look and a column leaving
     clouded = port_obs(15, 0, pier_valid=0.3)  # berths under cloud: not observed, never empty
     assert {e.kind for e in compare(PORT, history, replace(clouded, columns=()), [], CFG)} == set()
+
+
+def test_a_confirmation_is_judged_against_the_baseline_before_the_first_low_look():
+    """With the first low look in it, a short history's median sinks (4, 5, 3, 1 -> 3.5: one ship is then only 2.5
+    fewer, under diff.moored_min_drop), so the second low look would not read low; against the baseline before both
+    (4) it does."""
+    history = [port_obs(0, 4), port_obs(5, 5), port_obs(10, 3)]
+    first = port_obs(15, 1)
+    assert {e.kind for e in compare(PORT, history, first, [], CFG)} == set()  # provisional: no event
+    [confirmed] = compare(PORT, history + [first], port_obs(20, 1), [], CFG)
+    assert confirmed.kind == "asset_drawdown" and confirmed.baseline["moored_vessels"]["median"] == 4

@@ -39,14 +39,16 @@ def test_same_seed_same_chip_different_seed_different():
 
 def test_chips_cover_every_class_and_wide_conditions(chips):
     counts = Counter(o.cls for c in chips for o in c.objects)
-    assert all(counts[k] >= 5 for k in OBJECT_CLASSES), counts
+    learned = [k for k in OBJECT_CLASSES if k != "vessel"]  # ships are counted by a rule (pipeline/vessels.py);
+    assert all(counts[k] >= 5 for k in learned), counts  # boats on chips are clutter the detector must ignore
+    assert counts["vessel"] == 0
     moving = [o for c in chips for o in c.objects if o.moving]
     assert len(moving) > 50 and max(o.speed_mps for o in moving) > 25
     assert len({round(o.heading_deg / 45) % 8 for o in moving}) == 8  # travel in every direction
     assert any((~c.valid).any() for c in chips) and any(c.valid.all() for c in chips)  # some clouds, some clear
     types = {o.type for c in chips for o in c.objects if o.cls != "vehicle"}
     assert {"An-124", "Il-76", "Su-24", "Mi-8"} <= types
-    contrast = {k: np.median([o.contrast for c in chips for o in c.objects if o.cls == k]) for k in OBJECT_CLASSES}
+    contrast = {k: np.median([o.contrast for c in chips for o in c.objects if o.cls == k]) for k in learned}
     assert contrast["large_aircraft"] > contrast["small_aircraft"] > contrast["vehicle"] > 0.005
     means = [float(c.bands[:3].mean()) for c in chips]
     assert np.ptp(means) > 0.1  # dark water/vegetation chips up to bright desert / cloudy ones
