@@ -136,7 +136,7 @@ def test_ships_moored_at_tartus_are_counted_at_their_piers_and_nothing_else_chan
         return [d for d in found if d.zone in ("north_pier", "naval_quay")]
 
     found = moored(full)
-    assert len(ships) / 2 <= len(found) <= len(ships)  # submarines and corvettes (10-11 m beam) are often missed
+    assert len(ships) - 1 <= len(found) <= len(ships)  # a narrow hull (submarine, corvette) is missed now and then
     assert len(moored(empty)) <= 1
     assert all(d.cls == "vessel" and d.score >= 0.5 for d in found)
 

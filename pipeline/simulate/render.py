@@ -240,7 +240,7 @@ class _Painter:
             painters.paint_boat(self.canvas, y, x, length, float(rng.uniform(0, 360)), refl, wake=rng.random() < 0.3)
 
     def moored_vessels(self, n: int, rng: np.random.Generator) -> None:
-        """Ships moored alongside the piers (the phase's ``moored_vessels``): navy-grey hulls 60-140 m long with a
+        """Ships moored alongside the piers (the phase's ``moored_vessels``): navy-grey hulls 74-130 m long with a
         paler superstructure, parallel to a pier's long side and a few metres off it, on water. From 3 ships up one
         more or fewer on some passes (rotations). ``rng`` is their own stream, so the rest of the scene is drawn as
         it would be without them."""
