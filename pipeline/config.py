@@ -206,8 +206,8 @@ class VesselsConfig(Strict):
     ndwi_water: float = Field(default=0.15, ge=-1, le=1, description="NDWI above which a pixel is water (a hazy "
                               "scene's own land/water split may set it lower).")
     min_length_m: float = Field(default=40.0, ge=0, description="Shorter runs along a pier (boats) are not ships.")
-    berth_contrast: float = Field(default=0.04, gt=0, description="Along a pier, B08 above the side's median that "
-                                  "marks a hull (raise it where a real pier's edge is uneven).")
+    berth_contrast: float = Field(default=0.04, gt=0, description="Along a pier, B08 above the side's free-water "
+                                  "level that marks a hull (raise it where a real pier's edge is uneven).")
     berth_m: float = Field(default=80.0, ge=0, description="A vessel within this of a pier zone is moored there "
                            "(counted in that pier's zone: what `asset_drawdown` of moored vessels reads).")
 
