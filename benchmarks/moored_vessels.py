@@ -22,17 +22,17 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline.config import PhaseFile, load_aoi  # noqa: E402
+from pipeline.evaluation import ClassSummary  # noqa: E402
 from pipeline.observe import prepare_detections  # noqa: E402
 from pipeline.simulate.render import render_scene  # noqa: E402
-from pipeline.vessels import vessels_in_aoi  # noqa: E402
+from pipeline.vessels import VESSEL, vessels_in_aoi  # noqa: E402
 
 PIERS = ("north_pier", "naval_quay")
 
 
 def run(scenes: int, match_m: float = 80.0, first_seed: int = 1) -> dict:
     aoi = load_aoi("tartus")
-    tp = fp = fn = 0
-    count_errors = []
+    summary = ClassSummary(VESSEL)
     by_type: dict[str, list[int]] = {}
     for seed in range(first_seed, first_seed + scenes):
         ships = 1 + seed % 6
@@ -54,15 +54,13 @@ def run(scenes: int, match_m: float = 80.0, first_seed: int = 1) -> dict:
                 hits += 1
         for i in free:
             by_type.setdefault(truth[i].type, [0, 0])[1] += 1
-        tp, fp, fn = tp + hits, fp + len(found) - hits, fn + len(free)
-        count_errors.append(abs(len(found) - len(truth)))
-    p = tp / (tp + fp) if tp + fp else 0.0
-    r = tp / (tp + fn) if tp + fn else 0.0
-    return {"scenes": scenes, "tp": tp, "fp": fp, "fn": fn, "precision": round(p, 3), "recall": round(r, 3),
-            "f1": round(2 * p * r / (p + r), 3) if p + r else 0.0,
-            "mean_abs_count_error": round(float(np.mean(count_errors)), 2),
+        summary.tp, summary.fp, summary.fn = summary.tp + hits, summary.fp + len(found) - hits, summary.fn + len(free)
+        summary.count_errors.append(abs(len(found) - len(truth)))
+    return {"scenes": scenes, "tp": summary.tp, "fp": summary.fp, "fn": summary.fn,
+            "precision": round(summary.precision, 3), "recall": round(summary.recall, 3), "f1": round(summary.f1, 3),
+            "mean_abs_count_error": round(summary.mean_count_error, 2),
             "recall_by_type": {t: f"{h} of {h + m}" for t, (h, m) in sorted(by_type.items())},
-            "count_error_histogram": dict(sorted(Counter(count_errors).items()))}
+            "count_error_histogram": dict(sorted(Counter(summary.count_errors).items()))}
 
 
 def main() -> None:

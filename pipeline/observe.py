@@ -27,7 +27,8 @@ def prepare_detections(detections: list[Detection], aoi: AOI, crs: str, acquisit
     of a pier zone is moored there and counted in that pier's zone (it floats beside the pier, not on it)."""
     zones = sorted(((z.name, reproject_geometry(z.polygon, "EPSG:4326", crs)) for z in aoi.zones),
                    key=lambda item: item[1].area)  # nested zones (a pier in the harbour): the innermost wins
-    piers = [(name, poly) for name, poly in zones if name in {z.name for z in aoi.zones if z.kind == "pier"}]
+    pier_names = {z.name for z in aoi.zones if z.kind == "pier"}
+    piers = [(name, poly) for name, poly in zones if name in pier_names]
     out = []
     for n, d in enumerate(detections):
         p = Point(d.x, d.y)

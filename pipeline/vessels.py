@@ -103,6 +103,17 @@ def water_threshold(index: np.ndarray, area: np.ndarray, rule: VesselRule) -> fl
     return min(cut, rule.ndwi_water) if two_covers else rule.ndwi_water
 
 
+def _water(scene: Scene, area: np.ndarray, rule: VesselRule) -> np.ndarray:
+    """Water pixels inside ``area``, by the scene's own NDWI cut (judged over all its valid pixels)."""
+    index = ndwi(scene)
+    return (index > water_threshold(index, scene.valid, rule)) & area
+
+
+def _score(contrast: float) -> float:
+    """Every vessel a rule passed is a vessel; a brighter hull over its water is a surer one (0.5-1)."""
+    return round(float(np.clip(0.5 + contrast / 0.2, 0.5, 1.0)), 3)
+
+
 def detect_vessels(scene: Scene, rule: VesselRule = VesselRule(), search: np.ndarray | None = None,
                    ground_px_m: float | None = None) -> list[Detection]:
     """Vessels in ``scene`` (class ``vessel``), each with its length, width and long axis (heading 0-180: a blob
@@ -110,8 +121,7 @@ def detect_vessels(scene: Scene, rule: VesselRule = VesselRule(), search: np.nda
     ``ground_px_m``: the pixel's side on the ground where the grid's units are not ground metres (Web Mercator)."""
     px = ground_px_m or float(abs(scene.transform.a))
     area = scene.valid if search is None else (scene.valid & search)
-    index = ndwi(scene)
-    water = (index > water_threshold(index, scene.valid, rule)) & area
+    water = _water(scene, area, rule)
     labels, n = ndimage.label(water, structure=EIGHT)
     if n == 0:
         return []
@@ -182,10 +192,9 @@ def _vessel(scene: Scene, blob: np.ndarray, pad: tuple[slice, slice], b08: np.nd
     length = (float(along.max() - along.min()) + 1.0) * pixel
     width = (float(across.max() - across.min()) + 1.0) * pixel
     contrast = float(np.percentile(b08[blob], 90)) - sea_b08
-    score = float(np.clip(0.5 + contrast / 0.2, 0.5, 1.0))  # every blob that passed the rule is a vessel; brighter
-    return object_at_pixel(scene.transform, scene.crs, row, col, VESSEL, length_m=round(length, 1),  # = surer
+    return object_at_pixel(scene.transform, scene.crs, row, col, VESSEL, length_m=round(length, 1),
                            width_m=round(width, 1), heading_deg=round(heading, 1), moving=False,
-                           score=round(score, 3))
+                           score=_score(contrast))
 
 
 def vessels_in_aoi(scene: Scene, aoi: AOI, rule: VesselRule = VesselRule()) -> list[Detection]:
@@ -198,8 +207,7 @@ def vessels_in_aoi(scene: Scene, aoi: AOI, rule: VesselRule = VesselRule()) -> l
     search = vessel_search_mask(aoi, scene)
     if not piers or search is None:
         return []
-    index = ndwi(scene)
-    water = (index > water_threshold(index, scene.valid, rule)) & search
+    water = _water(scene, search, rule)
     if not water.any():
         return []
     b08 = scene.band("B08").astype(np.float32)
@@ -282,6 +290,6 @@ def _moored_along(scene: Scene, side: tuple[np.ndarray, np.ndarray, np.ndarray],
             contrast = float(level[k:end + 1].max())
             found.append(object_at_pixel(scene.transform, scene.crs, float(row), float(col), VESSEL,
                                          length_m=round(run_m, 1), heading_deg=round(heading, 1), moving=False,
-                                         score=round(float(np.clip(0.5 + contrast / 0.2, 0.5, 1.0)), 3)))
+                                         score=_score(contrast)))
         k = end + 1
     return found
