@@ -27,6 +27,7 @@ from rasterio.windows import Window as RioWindow
 from pipeline.config import DetectorConfig, resolve_path
 from pipeline.detector import Detector
 from pipeline.errors import SceneError
+from pipeline.heap import retain_freed_memory
 from pipeline.types import BAND_NAMES, Detection, MapObject, Scene
 
 log = logging.getLogger(__name__)
@@ -201,7 +202,7 @@ class LearnedDetector:
     name = "learned"
 
     def __init__(self, cfg: DetectorConfig | None = None, weights: str | Path | None = None):
-        from models.centernet import fold_batchnorm, fold_stem
+        from models.centernet import fold_batchnorm, fold_derived, fold_stem
         from models.checkpoint import load_model
         from models.device import resolve_device
 
@@ -210,7 +211,7 @@ class LearnedDetector:
         model, meta = load_model(self.weights)
         self.meta = meta
         self.device = resolve_device(self.cfg.device)
-        self.model = fold_stem(fold_batchnorm(model)).to(self.device, memory_format=torch.channels_last)
+        self.model = fold_derived(fold_stem(fold_batchnorm(model))).to(self.device, memory_format=torch.channels_last)
         self.model.norm.neighbourhood = self.cfg.norm_neighbourhood
         if self.cfg.precision == "bfloat16" and self.device.type == "cpu" and not _native_bf16():
             log.warning("detector.precision bfloat16: this CPU has no native bfloat16 (AVX-512 BF16 or AMX), so it "
@@ -221,6 +222,8 @@ class LearnedDetector:
         self.version = f"{model.spec.version}@{meta.get('weights_id', 'unknown')}"
         self.thresholds = class_thresholds(self.cfg, meta, self.classes)
         set_threads(self.cfg.threads)
+        if self.device.type == "cpu":
+            retain_freed_memory()
 
     @property
     def model_id(self) -> str:
