@@ -168,25 +168,40 @@ class RawDetection:
     speed_mps: float
 
 
+def _peaks(logits: torch.Tensor, floor: float | None) -> torch.Tensor:
+    """(K, 4) indices (image, class, row, col) of the cells that are the maximum of their 3x3 neighbourhood and at
+    least ``floor``, in row-major order. Why not max_pool2d over the whole map: the few cells above the floor are
+    all that can be peaks, so only their neighbourhoods are compared (the same cells, several times faster)."""
+    if floor is None:
+        is_peak = F.max_pool2d(logits.contiguous(), 3, 1, 1) == logits
+        return torch.nonzero(is_peak)
+    cand = torch.nonzero(logits >= floor)
+    if not cand.numel():
+        return cand
+    padded = F.pad(logits, (1, 1, 1, 1), value=-math.inf)  # as max_pool2d's implicit padding
+    b, c, i, j = cand.unbind(1)
+    centre = logits[b, c, i, j]
+    is_peak = torch.ones_like(centre, dtype=torch.bool)
+    for di in range(3):
+        for dj in range(3):
+            is_peak &= centre >= padded[b, c, i + di, j + dj]
+    return cand[is_peak]
+
+
 def decode(out: torch.Tensor, num_classes: int, threshold: float, stride: int = 2, max_per_image: int = 2000,
            valid: torch.Tensor | None = None) -> list[list[RawDetection]]:
     """Peaks of the heatmap (3x3 max) above ``threshold`` -> detections per image, in pixel coordinates.
 
     ``valid`` (N, H, W) bool drops peaks whose decoded centre pixel is invalid (clouds, nodata).
     """
-    logits = out[:, :num_classes].contiguous()  # pooling a strided channels_last slice is several times slower
-    # peaks on the logits (sigmoid is monotonic), sigmoid only on the few candidates
-    is_peak = (F.max_pool2d(logits, 3, 1, 1) == logits) & (logits >= math.log(threshold / (1.0 - threshold))
-                                                           if 0.0 < threshold < 1.0 else logits > -1e30)
+    logits = out[:, :num_classes]
+    peaks = _peaks(logits, math.log(threshold / (1.0 - threshold)) if 0.0 < threshold < 1.0 else None)
     reg = out[:, num_classes:]
     results: list[list[RawDetection]] = []
-    n, _, h, w = logits.shape
-    for b in range(n):
-        idx = torch.nonzero(is_peak[b].reshape(-1)).squeeze(1)
-        cls = idx // (h * w)
-        cell = idx % (h * w)
-        i, j = cell // w, cell % w
-        if valid is not None and idx.numel():
+    per_image = torch.bincount(peaks[:, 0], minlength=logits.shape[0]).tolist()
+    for b, part in enumerate(torch.split(peaks, per_image)):
+        cls, i, j = part[:, 1], part[:, 2], part[:, 3]
+        if valid is not None and cls.numel():
             r0 = reg[b, OFF, i, j]
             c0 = reg[b, OFF + 1, i, j]
             pr = ((i.float() + torch.sigmoid(r0)) * stride).long().clamp(0, valid.shape[1] - 1)
@@ -194,9 +209,9 @@ def decode(out: torch.Tensor, num_classes: int, threshold: float, stride: int = 
             ok = valid[b, pr, pc]
             if not bool(ok.all()):
                 keep = torch.nonzero(ok).squeeze(1)
-                idx, cls, i, j = idx[keep], cls[keep], i[keep], j[keep]
-        scores = torch.sigmoid(logits[b].reshape(-1)[idx])
-        if idx.numel() > max_per_image:
+                cls, i, j = cls[keep], i[keep], j[keep]
+        scores = torch.sigmoid(logits[b, cls, i, j])
+        if cls.numel() > max_per_image:
             scores, order = torch.topk(scores, max_per_image)
             cls, i, j = cls[order], i[order], j[order]
         r = reg[b][:, i, j]

@@ -544,3 +544,19 @@ def test_heap_padding_is_accepted_on_linux():
     glibc = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
     assert retain_freed_memory() is glibc
     assert retain_freed_memory() is glibc
+
+
+def test_peaks_above_a_floor_are_the_max_pool_peaks():
+    """decode compares only the neighbourhoods of cells above the floor: the same peaks as a full 3x3 max pool,
+    ties and borders included."""
+    import torch.nn.functional as F
+
+    from models.targets import _peaks
+
+    torch.manual_seed(3)
+    logits = torch.round(torch.randn(3, 2, 31, 37) * 2)  # rounded: many equal neighbours
+    floor = math.log(0.3 / 0.7)
+    pooled = (F.max_pool2d(logits, 3, 1, 1) == logits) & (logits >= floor)
+    assert torch.equal(_peaks(logits, floor), torch.nonzero(pooled))
+    assert torch.equal(_peaks(logits, None), torch.nonzero(F.max_pool2d(logits, 3, 1, 1) == logits))
+    assert _peaks(logits, 100.0).shape == (0, 4)
