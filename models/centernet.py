@@ -135,10 +135,11 @@ class InputNorm(nn.Module):
         out = torch.empty((n, c + len(pairs) + 1, h, w), dtype=bands.dtype, device=bands.device,
                           memory_format=torch.channels_last)
         x = out[:, :c]
-        # tanh on a dense tensor, then one strided write: tanh straight into the strided view is ~3x slower
-        dense = torch.addcmul(shift, bands, inv)
-        torch.tanh(dense, out=dense)
-        torch.mul(dense, self.clip, out=x)
+        # clip * tanh(z) as 2 clip sigmoid(2z) - clip: the same function, and torch's sigmoid is ~6x faster than its
+        # tanh on CPU. On a dense tensor, then one strided write (straight into the strided view is ~3x slower).
+        dense = torch.addcmul(2.0 * shift, bands, 2.0 * inv)
+        torch.sigmoid(dense, out=dense)
+        torch.sub(dense.mul_(2.0 * self.clip), self.clip, out=x)
         vf = out[:, -1:]
         vf.copy_(valid[:, None])
         if not bool(valid.all()):
