@@ -105,6 +105,9 @@ def evaluate_detectors(pairs: list[ScenePair], detectors: dict[str, Detector],
         by_contrast = recall_by_contrast(pairs_, own, matched)
         if by_contrast:
             report["detectors"][name]["recall_by_contrast"] = by_contrast
+        visible = visible_scores(pairs_, own, matched)
+        if visible:
+            report["detectors"][name]["visible"] = visible
         by_ground = recall_by_ground(pairs_, grounds, own, matched)
         if by_ground:
             report["detectors"][name]["recall_by_ground"] = by_ground
@@ -183,6 +186,48 @@ def recall_by_contrast(runs: list[tuple[list[MapObject], list[MapObject]]],
     if not seen:
         return {}
     return {cls: _recall_rows("contrast", CONTRAST_BINS, rows) for cls, rows in tallies.items()}
+
+
+def visible_scores(runs: list[tuple[list[MapObject], list[MapObject]]],
+                   classes: tuple[str, ...] = EVAL_CLASSES,
+                   matched: list[dict[str, MatchResult]] | None = None) -> dict:
+    """Precision, recall and F1 per class on the truth an analyst could see, and the ceiling of the full rule.
+
+    Visible: contrast at least the training loss's limit (models/dataset.py MIN_CONTRAST). Fainter truth is
+    ignored, as COCO ignores crowd regions: missing it costs nothing and a detection matched to it is neither right
+    nor wrong. ``f1_ceiling`` is the F1 the full rule gives a detector that finds every visible object and nothing
+    else. Why: the headline F1 counts trucks below the noise as misses, so a target above the ceiling cannot be met by
+    any detector; the visible figure shows what is left to gain. {} when the truth carries no contrast."""
+    from models.dataset import MIN_CONTRAST
+
+    matched = matched if matched is not None else match_runs(runs, classes)
+    out = {}
+    for cls in classes:
+        limit = MIN_CONTRAST.get(cls, 0.0)
+
+        def faint(t: MapObject, limit: float = limit) -> bool:
+            return t.contrast is not None and t.contrast < limit
+
+        kept = ClassSummary(cls)
+        seen = False
+        faint_truth = faint_found = total = 0
+        for (_, truth), scene_matches in zip(runs, matched, strict=True):
+            r = scene_matches[cls]
+            seen = seen or any(t.contrast is not None for t in truth if _counts(t, cls))
+            found_faint = sum(faint(m.truth) for m in r.matches)
+            faint_found += found_faint
+            faint_truth += found_faint + sum(faint(t) for t in r.misses)
+            total += r.tp + r.fn
+            kept.add(MatchResult(cls, [m for m in r.matches if not faint(m.truth)], list(r.false_positives),
+                                 [t for t in r.misses if not faint(t)]))
+        if not seen:
+            continue
+        share = (total - faint_truth) / total if total else 1.0
+        out[cls] = {"min_contrast": limit, "tp": kept.tp, "fp": kept.fp, "fn": kept.fn,
+                    "precision": round(kept.precision, 4), "recall": round(kept.recall, 4), "f1": round(kept.f1, 4),
+                    "faint_truth": faint_truth, "faint_found": faint_found,
+                    "f1_ceiling": round(2 * share / (1 + share), 4)}
+    return out
 
 
 def _recall_rows(key: str, edges: tuple[float, ...], tallies: list[list[int]]) -> list[dict]:
@@ -316,6 +361,11 @@ def detail_lines(report: dict) -> list[str]:
     ground, vehicle heading accuracy by truth speed, and the parked-vehicle count."""
     lines = []
     for name, d in report["detectors"].items():
+        for cls, v in d.get("visible", {}).items():
+            lines.append(f"{name} {cls} on visible truth (contrast >= {v['min_contrast']:g}): precision "
+                         f"{v['precision']:.3f}, recall {v['recall']:.3f}, F1 {v['f1']:.3f}; {v['faint_truth']} "
+                         f"fainter objects ignored ({v['faint_found']} of them found); the full rule's F1 is at most "
+                         f"{v['f1_ceiling']:.3f}")
         for cls, rows in d.get("recall_by_contrast", {}).items():
             cells = [f"{_bin_label(r['contrast_from'], r['contrast_to'])}: "
                      f"{'-' if r['recall'] is None else format(r['recall'], '.2f')} of {r['objects']}" for r in rows]

@@ -133,6 +133,25 @@ def test_recall_by_truth_contrast_separates_faint_from_clear_misses():
     assert recall_by_contrast([(dets, [obj("vehicle", 0, 0, moving=True)])], ("vehicle",)) == {}  # no contrast: none
 
 
+def test_visible_scores_ignore_faint_truth_and_give_the_full_rules_ceiling():
+    from dataclasses import replace
+
+    from models.evaluate import visible_scores
+
+    truth = [replace(obj("vehicle", 0, 0, moving=True), contrast=0.004),  # faint, found
+             replace(obj("vehicle", 500, 0, moving=True), contrast=0.005),  # faint, missed
+             replace(obj("vehicle", 1000, 0, moving=True), contrast=0.05),  # visible, found
+             replace(obj("vehicle", 1500, 0, moving=True), contrast=0.05)]  # visible, missed
+    dets = [obj("vehicle", 3, 0, score=0.9, moving=True), obj("vehicle", 1004, 0, score=0.8, moving=True),
+            obj("vehicle", 3000, 0, score=0.7, moving=True)]  # the last a false alarm
+    v = visible_scores([(dets, truth)], ("vehicle",))["vehicle"]
+    assert (v["tp"], v["fp"], v["fn"]) == (1, 1, 1)  # the faint pair neither helps nor hurts
+    assert (v["faint_truth"], v["faint_found"]) == (2, 1)
+    assert v["precision"] == 0.5 and v["recall"] == 0.5
+    assert v["f1_ceiling"] == round(2 * 0.5 / 1.5, 4)  # finding both visible trucks: recall 0.5 under the full rule
+    assert visible_scores([(dets, [obj("vehicle", 0, 0, moving=True)])], ("vehicle",)) == {}  # no contrast: none
+
+
 def test_parked_vehicles_are_scored_as_counts_per_scene():
     from models.evaluate import detail_lines, parked_count_error
 
