@@ -179,6 +179,10 @@ class _Scenes:
         return self._cache[key]
 
 
+DRAWDOWN_KINDS = ("asset_drawdown", "asset_drop")
+"""Alerts about assets that left: their chips centre on the assets of the "before" pass."""
+
+
 def _counted_class(alert: Alert) -> str:
     """The detection class an alert's figures count (for centring chips without evidence ids)."""
     if "moored_vessels" in alert.current:
@@ -194,7 +198,8 @@ def _model_filter(store, aoi: str, model: str) -> str | None:
 
 def _evidence_pairs(store, scenes: _Scenes, alert: Alert, model: str | None, cfg: BasewatchConfig, chips_dir: Path,
                     prefix: str, min_valid: float) -> tuple[list[EvidencePair], str | None, str | None]:
-    """Chips of the alert's evidence: the alert acquisition (after) and the last clear one before it (before)."""
+    """Chips of the alert's evidence: the alert acquisition (after) and the last clear one before every look the
+    alert rests on (before)."""
     acquisitions = {r.acquisition.id: r for r in store.acquisitions(alert.aoi)}
     current_id = next((a for a in reversed(alert.acquisitions) if a in acquisitions), None)
     evidence = store.detections_by_id(list(alert.evidence))
@@ -203,7 +208,10 @@ def _evidence_pairs(store, scenes: _Scenes, alert: Alert, model: str | None, cfg
     if current_id is None or current_id not in acquisitions:
         return [], None, None
     current = acquisitions[current_id]
-    first_alert_time = min((acquisitions[a].acquisition.datetime for a in alert.acquisitions if a in acquisitions),
+    # the looks the judgement rests on: a drawdown confirmed on its second low look lists the first one in its
+    # figures, and "before" must come from ahead of it (the assets still there), not be that first low look
+    looks = [*alert.acquisitions, *alert.current.get("acquisitions", [])]
+    first_alert_time = min((acquisitions[a].acquisition.datetime for a in looks if a in acquisitions),
                            default=current.acquisition.datetime)
     earlier = [r for r in acquisitions.values() if r.acquisition.datetime < first_alert_time]
     clear = [r for r in earlier if r.valid_fraction >= min_valid]
@@ -215,8 +223,12 @@ def _evidence_pairs(store, scenes: _Scenes, alert: Alert, model: str | None, cfg
     scene, rgb = after_scene
     after_dets = store.detections(alert.aoi, current.acquisition.id, model)
     points = [(d.x, d.y) for d in evidence]
+    wanted = _counted_class(alert)
+    if alert.kind in DRAWDOWN_KINDS and before is not None:
+        # a drawdown's evidence is what is left; the pair should show what left: where it stood, then gone
+        gone = [(d.x, d.y) for d in store.detections(alert.aoi, before.acquisition.id, model) if d.cls == wanted]
+        points = gone or points
     if not points:  # no evidence ids: centre on what the alert counts (aircraft, vehicles or the ships that left)
-        wanted = _counted_class(alert)
         points = [(d.x, d.y) for d in after_dets if d.cls == wanted]
         if not points and before is not None:
             points = [(d.x, d.y) for d in store.detections(alert.aoi, before.acquisition.id, model) if d.cls == wanted]

@@ -276,3 +276,30 @@ def test_figures_are_formatted_for_people():
                 "confidence": 0.6}]
     assert format_figure({"signals": signals}) == \
         "signals 2024-12-13 airlift surge (confidence 0.6); 2024-12-18 outbound columns (confidence 0.75)"
+
+
+def test_a_drawdown_confirmed_on_its_second_low_look_shows_a_before_from_ahead_of_the_first(world, tmp_path):
+    """A drawdown is confirmed on the second low look, and its figures list both looks. The 'before' chip must show
+    the assets still there (the last clear pass before the first low look), not the first low look itself."""
+    from dataclasses import replace
+
+    from pipeline.report import _evidence_pairs, _Scenes
+
+    w, _ = world
+    first_low, second_low = w.acquisitions[3], w.acquisitions[4]
+    with open_store(w.data_dir) as store:
+        [alert] = [a for a in store.alerts(w.aoi) if a.kind == "outbound_columns"]
+        drawdown = replace(alert, kind="asset_drawdown", acquisitions=[second_low], evidence=[],
+                           current={"acquisitions": [first_low, second_low], "large_aircraft": {"count": 2}})
+        args = (store, _Scenes(store))
+        cfg = BasewatchConfig()
+        pairs, before_id, after_id = _evidence_pairs(*args, drawdown, None, cfg, tmp_path, "d", 0.5)
+        # without the first look in its figures, the same alert would be shown against that look
+        _, naive_before, _ = _evidence_pairs(*args, replace(drawdown, current={}), None, cfg, tmp_path, "n", 0.5)
+    assert after_id == second_low
+    assert naive_before == first_low
+    assert before_id == w.acquisitions[1]  # acquisitions[2] is clouded, so the clear pass before is the second
+    # and the chips centre on what stood there before (the two base aircraft), not on the later arrivals
+    scene = read_scene(next((w.data_dir / "scenes").glob(f"{before_id}.tif")))
+    stood = [pixel_to_map(scene.transform, 60.5, col + 0.5) for col in (60, 90)]
+    assert pairs and all(min(np.hypot(x - sx, y - sy) for sx, sy in stood) < 200 for x, y in (p.centre for p in pairs))
