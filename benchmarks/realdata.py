@@ -24,7 +24,7 @@ import rasterio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from models.tta import add_views_argument  # noqa: E402
+from models.tta import add_heading_views_argument, add_views_argument  # noqa: E402
 from pipeline.types import Acquisition, MapObject, Scene  # noqa: E402
 
 REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata"
@@ -166,6 +166,7 @@ def main() -> None:
     ap.add_argument("--weights", default=None)
     ap.add_argument("--threshold", type=float, default=None)
     add_views_argument(ap)
+    add_heading_views_argument(ap)
     ap.add_argument("--norm-neighbourhood", type=int, default=0,
                     help="learned detector's input normalised per pixel's neighbourhood of this side "
                          "(detector.norm_neighbourhood; 0 = per window)")
@@ -181,6 +182,7 @@ def main() -> None:
     if args.threshold is not None:
         kw["score_threshold"] = args.threshold
     kw["tta_views"] = args.tta_views
+    kw["heading_views"] = args.heading_views
     kw["norm_neighbourhood"] = args.norm_neighbourhood
     result = run(make_detector(DetectorConfig(**kw)), args.png)
     text = json.dumps(result, indent=1)

@@ -24,6 +24,9 @@ def detect(
                                                                      "(default: the checkpoint's calibrated ones)."),
     tta_views: int | None = typer.Option(None, "--tta-views", help="Average the learned detector over 4 or 8 "
                                          "flipped views (steadier scores, 4 or 8 x the time; default: config, 1)."),
+    heading_views: int | None = typer.Option(None, "--heading-views", help="Read moving vehicles' headings over 4 "
+                                             "or 8 flipped views; detections and scores stay the single view's "
+                                             "(default: config)."),
     norm_neighbourhood: int | None = typer.Option(
         None, "--norm-neighbourhood", help="Normalise each pixel by its neighbourhood of this side (px), e.g. 256: "
         "fewer false aircraft on real scenes and objects on bright ground kept; 0 = per window (default: config, 0)."),
@@ -48,7 +51,7 @@ def detect(
 
     cfg = load_config(config).detector
     updates = {k: v for k, v in {"name": detector, "weights": str(weights) if weights else None,
-                                   "score_threshold": threshold, "tta_views": tta_views,
+                                   "score_threshold": threshold, "tta_views": tta_views, "heading_views": heading_views,
                                    "norm_neighbourhood": norm_neighbourhood,
                                    "precision": precision}.items() if v is not None}
     if threshold is not None:

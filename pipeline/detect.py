@@ -10,6 +10,7 @@ class-wise ``batched_nms`` over the kept boxes removes any remaining double peak
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -274,7 +275,7 @@ class LearnedDetector:
     def _run(self, source, progress: Callable[[int, int], None] | None = None,
              candidates: bool = False) -> tuple[list[Detection], list[Detection]]:
         from models.targets import decode
-        from models.tta import averaged_forward
+        from models.tta import averaged_forward, heading_over_views
 
         windows = grid_windows(source.height, source.width, self.cfg.window, self.cfg.overlap)
         raw: list[tuple[int, float, float, float, float, float, float, float]] = []
@@ -293,6 +294,9 @@ class LearnedDetector:
                 x = torch.from_numpy(bands).to(self.device)  # InputNorm writes its channels_last output itself
                 with self._arithmetic():
                     out = averaged_forward(self.model, x, vt, self.cfg.tta_views, len(self.classes)).float()
+                    if self._wants_heading_views(out, floors):
+                        out = heading_over_views(self.model, x, vt, self.cfg.heading_views, len(self.classes),
+                                                 out).float()
                 floor = min(floors)
                 for win, dets in zip(group, decode(out, len(self.classes), floor, self.stride, valid=vt), strict=True):
                     for d in dets:
@@ -308,6 +312,15 @@ class LearnedDetector:
         weak = [r for r in raw if r[1] < self.thresholds[r[0]]]
         return (self._georeference(strong, source.transform, source.crs),
                 self._georeference(weak, source.transform, source.crs))
+
+    def _wants_heading_views(self, out: torch.Tensor, floors: list[float]) -> bool:
+        """Whether to re-read this batch's headings over flipped views: asked for, not already averaged by
+        tta_views, and some vehicle peak in the batch could be kept."""
+        if self.cfg.heading_views == 1 or self.cfg.tta_views > 1 or "vehicle" not in self.classes:
+            return False
+        i = self.classes.index("vehicle")
+        floor = floors[i]
+        return bool((out[:, i] >= math.log(floor / (1.0 - floor))).any()) if 0.0 < floor < 1.0 else True
 
     def _arithmetic(self):
         """bfloat16 autocast around the network when asked (convolutions in bf16, the rest float32)."""

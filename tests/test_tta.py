@@ -80,3 +80,39 @@ def test_a_mirrored_scene_gives_mirrored_detections():
         if d.heading_deg is not None:
             assert (d.heading_deg + e.heading_deg) % 360 == pytest.approx(0, abs=0.5)
 
+
+
+def test_heading_over_views_averages_only_the_headings():
+    """The heading channels are the 4-view mean (as full averaging gives them); every other channel is the single
+    view's, so scores, positions and sizes, and what the alert rules count, do not move."""
+    from models.tta import heading_over_views
+
+    net = _random_net()
+    nc = len(net.spec.classes)
+    torch.manual_seed(2)
+    bands, valid = torch.rand(2, 4, 32, 40), torch.ones(2, 32, 40, dtype=torch.bool)
+    with torch.no_grad():
+        single = net(bands, valid)
+        full = averaged_forward(net, bands, valid, 4, nc)
+        mixed = heading_over_views(net, bands, valid, 4, nc, single)
+    heading = slice(nc + SINH, nc + SINH + 2)
+    assert torch.allclose(mixed[:, heading], full[:, heading], atol=1e-5)
+    rest = torch.ones(mixed.shape[1], dtype=torch.bool)
+    rest[heading] = False
+    assert torch.equal(mixed[:, rest], single[:, rest])
+    assert not torch.allclose(mixed[:, heading], single[:, heading], atol=1e-3)  # it did change the headings
+
+
+def test_heading_views_keep_the_detections_and_move_only_vehicle_headings():
+    from pipeline.simulate.command import held_out_scene
+
+    scene = held_out_scene(4242, 3, size=256).scene  # four moving trucks found there
+    one = make_detector(DetectorConfig(threads=1)).detect(scene)
+    four = make_detector(DetectorConfig(threads=1, heading_views=4)).detect(scene)
+    vehicles = [d for d in one if d.cls == "vehicle"]
+    assert len(vehicles) >= 3 and len(one) == len(four)
+    key = lambda d: (d.cls, d.x, d.y)  # noqa: E731
+    for a, b in zip(sorted(one, key=key), sorted(four, key=key), strict=True):
+        assert (a.cls, a.x, a.y, a.score, a.length_m) == (b.cls, b.x, b.y, b.score, b.length_m)
+    assert any(a.heading_deg != b.heading_deg for a, b in zip(sorted(one, key=key), sorted(four, key=key),
+                                                              strict=True) if a.cls == "vehicle")
