@@ -159,10 +159,10 @@ class DetectorConfig(Strict):
         "transposed views of each window (1 = off). Steadier scores on marginal objects at 4 or 8 x the time: "
         "for reviews rather than scheduled runs (models/tta.py).")
     heading_views: Literal[1, 4, 8] = Field(
-        default=1, description="Read moving vehicles' headings as the mean over this many flipped views of each "
-        "window that has a vehicle peak (1 = off). Detections and scores stay the single view's, so counts and "
+        default=1, description="Read moving vehicles' headings as the mean over this many flipped views, for each "
+        "batch of windows with a vehicle peak (1 = off). Detections and scores stay the single view's, so counts and "
         "surges do not move; only headings (and so column directions) do. Costs up to this many x the time on "
-        "windows with vehicles (models/tta.py heading_over_views).")
+        "such batches (models/tta.py heading_over_views).")
     threads: int = Field(default=0, ge=0, le=64, description="Torch CPU threads; 0 = number of cores.")
     device: Literal["auto", "cpu", "cuda"] = Field(
         default="auto", description="Where the network runs: auto = a CUDA GPU when torch sees one, else the CPU "
