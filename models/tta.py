@@ -91,21 +91,27 @@ def averaged_forward(model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def heading_over_views(model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], bands: torch.Tensor,
-                       valid: torch.Tensor, views: int, num_classes: int, out: torch.Tensor) -> torch.Tensor:
-    """``out`` (the identity view's output) with its heading channels replaced by their mean over ``views`` views.
+                       valid: torch.Tensor, views: int, num_classes: int, out: torch.Tensor,
+                       images: list[int] | None = None) -> torch.Tensor:
+    """``out`` (the identity view's output) with its heading channels replaced by their mean over ``views`` views,
+    for the batch's ``images`` (default: all; the others keep the single view's headings).
 
     Why only the headings: averaging the heatmaps too moves scores across the thresholds the alert rules are tuned
     to (MODEL_CARD, "Test-time augmentation"), while the averaged heading is steadier, above all for dark trucks on
-    bright ground. ``out`` is reused as the first view, so this costs ``views - 1`` extra passes."""
+    bright ground. ``out`` is reused as the first view, so this costs ``views - 1`` extra passes over ``images``."""
     chosen = VIEWS[views]
     heading = slice(num_classes + SINH, num_classes + SINH + 2)
-    total = out[:, heading].clone()
+    rows = list(range(out.shape[0])) if images is None else list(images)
+    if not rows:
+        return out
+    bands, valid = bands[rows], valid[rows]
+    total = out[rows, heading].clone()
     for view in chosen[1:]:
         other = undo_view(model(apply_view(bands, view).contiguous(), apply_view(valid, view).contiguous()), view,
                           num_classes)
         total += other[:, heading]
     out = out.clone()
-    out[:, heading] = total / len(chosen)
+    out[rows, heading] = total / len(chosen)
     return out
 
 

@@ -294,9 +294,10 @@ class LearnedDetector:
                 x = torch.from_numpy(bands).to(self.device)  # InputNorm writes its channels_last output itself
                 with self._arithmetic():
                     out = averaged_forward(self.model, x, vt, self.cfg.tta_views, len(self.classes)).float()
-                    if self._wants_heading_views(out, floors):
+                    images = self._heading_view_images(out, floors)
+                    if images:
                         out = heading_over_views(self.model, x, vt, self.cfg.heading_views, len(self.classes),
-                                                 out).float()
+                                                 out, images).float()
                 floor = min(floors)
                 for win, dets in zip(group, decode(out, len(self.classes), floor, self.stride, valid=vt), strict=True):
                     for d in dets:
@@ -313,14 +314,17 @@ class LearnedDetector:
         return (self._georeference(strong, source.transform, source.crs),
                 self._georeference(weak, source.transform, source.crs))
 
-    def _wants_heading_views(self, out: torch.Tensor, floors: list[float]) -> bool:
-        """Whether to re-read this batch's headings over flipped views: asked for, not already averaged by
-        tta_views, and some vehicle peak in the batch could be kept."""
+    def _heading_view_images(self, out: torch.Tensor, floors: list[float]) -> list[int]:
+        """The windows of this batch whose headings to re-read over flipped views: none unless asked for and not
+        already averaged by tta_views; else those with a vehicle peak that could be kept (the rest cost nothing)."""
         if self.cfg.heading_views == 1 or self.cfg.tta_views > 1 or "vehicle" not in self.classes:
-            return False
+            return []
         i = self.classes.index("vehicle")
         floor = floors[i]
-        return bool((out[:, i] >= math.log(floor / (1.0 - floor))).any()) if 0.0 < floor < 1.0 else True
+        if not 0.0 < floor < 1.0:
+            return list(range(out.shape[0]))
+        has_peak = (out[:, i] >= math.log(floor / (1.0 - floor))).flatten(1).any(dim=1)
+        return torch.nonzero(has_peak).flatten().tolist()
 
     def _arithmetic(self):
         """bfloat16 autocast around the network when asked (convolutions in bf16, the rest float32)."""

@@ -116,3 +116,19 @@ def test_heading_views_keep_the_detections_and_move_only_vehicle_headings():
         assert (a.cls, a.x, a.y, a.score, a.length_m) == (b.cls, b.x, b.y, b.score, b.length_m)
     assert any(a.heading_deg != b.heading_deg for a, b in zip(sorted(one, key=key), sorted(four, key=key),
                                                               strict=True) if a.cls == "vehicle")
+
+
+def test_heading_over_views_of_some_windows_leaves_the_others_alone():
+    """Only the windows with a vehicle peak pay for the extra views; theirs are what the whole batch would give."""
+    from models.tta import heading_over_views
+
+    net = _random_net()
+    nc = len(net.spec.classes)
+    torch.manual_seed(4)
+    bands, valid = torch.rand(3, 4, 32, 40), torch.ones(3, 32, 40, dtype=torch.bool)
+    with torch.no_grad():
+        single = net(bands, valid)
+        every = heading_over_views(net, bands, valid, 4, nc, single)
+        some = heading_over_views(net, bands, valid, 4, nc, single, images=[0, 2])
+    assert torch.allclose(some[[0, 2]], every[[0, 2]], atol=1e-5)
+    assert torch.equal(some[1], single[1])
