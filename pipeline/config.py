@@ -160,9 +160,9 @@ class DetectorConfig(Strict):
         "for reviews rather than scheduled runs (models/tta.py).")
     heading_views: Literal[1, 4, 8] = Field(
         default=1, description="Read moving vehicles' headings as the mean over this many flipped views, for each "
-        "batch of windows with a vehicle peak (1 = off). Detections and scores stay the single view's, so counts and "
+        "window with a vehicle peak (1 = off). Detections and scores stay the single view's, so counts and "
         "surges do not move; only headings (and so column directions) do. Costs up to this many x the time on "
-        "such batches (models/tta.py heading_over_views).")
+        "such windows (models/tta.py heading_over_views).")
     threads: int = Field(default=0, ge=0, le=64, description="Torch CPU threads; 0 = number of cores.")
     device: Literal["auto", "cpu", "cuda"] = Field(
         default="auto", description="Where the network runs: auto = a CUDA GPU when torch sees one, else the CPU "
