@@ -168,6 +168,11 @@ class RawDetection:
     speed_mps: float
 
 
+def score_logit(score: float) -> float | None:
+    """The heatmap logit whose sigmoid is ``score`` (peaks are compared on logits); None outside (0, 1): no floor."""
+    return math.log(score / (1.0 - score)) if 0.0 < score < 1.0 else None
+
+
 def _peaks(logits: torch.Tensor, floor: float | None) -> torch.Tensor:
     """(K, 4) indices (image, class, row, col) of the cells that are the maximum of their 3x3 neighbourhood and at
     least ``floor``, in row-major order. Why not max_pool2d over the whole map: the few cells above the floor are
@@ -195,7 +200,7 @@ def decode(out: torch.Tensor, num_classes: int, threshold: float, stride: int = 
     ``valid`` (N, H, W) bool drops peaks whose decoded centre pixel is invalid (clouds, nodata).
     """
     logits = out[:, :num_classes]
-    peaks = _peaks(logits, math.log(threshold / (1.0 - threshold)) if 0.0 < threshold < 1.0 else None)
+    peaks = _peaks(logits, score_logit(threshold))
     reg = out[:, num_classes:]
     results: list[list[RawDetection]] = []
     per_image = torch.bincount(peaks[:, 0], minlength=logits.shape[0]).tolist()

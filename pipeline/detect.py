@@ -10,7 +10,6 @@ class-wise ``batched_nms`` over the kept boxes removes any remaining double peak
 from __future__ import annotations
 
 import logging
-import math
 import os
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -319,12 +318,13 @@ class LearnedDetector:
         already averaged by tta_views; else those with a vehicle peak that could be kept (the rest cost nothing)."""
         if self.cfg.heading_views == 1 or self.cfg.tta_views > 1 or "vehicle" not in self.classes:
             return []
+        from models.targets import score_logit
+
         i = self.classes.index("vehicle")
-        floor = floors[i]
-        if not 0.0 < floor < 1.0:
+        floor = score_logit(floors[i])
+        if floor is None:
             return list(range(out.shape[0]))
-        has_peak = (out[:, i] >= math.log(floor / (1.0 - floor))).flatten(1).any(dim=1)
-        return torch.nonzero(has_peak).flatten().tolist()
+        return torch.nonzero((out[:, i] >= floor).flatten(1).any(dim=1)).flatten().tolist()
 
     def _arithmetic(self):
         """bfloat16 autocast around the network when asked (convolutions in bf16, the rest float32)."""

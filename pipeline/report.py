@@ -222,16 +222,15 @@ def _evidence_pairs(store, scenes: _Scenes, alert: Alert, model: str | None, cfg
         return [], before.acquisition.id if before else None, current.acquisition.id
     scene, rgb = after_scene
     after_dets = store.detections(alert.aoi, current.acquisition.id, model)
-    points = [(d.x, d.y) for d in evidence]
+    before_dets = store.detections(alert.aoi, before.acquisition.id, model) if before else []
     wanted = _counted_class(alert)
-    if alert.kind in DRAWDOWN_KINDS and before is not None:
+    before_points = [(d.x, d.y) for d in before_dets if d.cls == wanted]
+    points = [(d.x, d.y) for d in evidence]
+    if alert.kind in DRAWDOWN_KINDS:
         # a drawdown's evidence is what is left; the pair should show what left: where it stood, then gone
-        gone = [(d.x, d.y) for d in store.detections(alert.aoi, before.acquisition.id, model) if d.cls == wanted]
-        points = gone or points
+        points = before_points or points
     if not points:  # no evidence ids: centre on what the alert counts (aircraft, vehicles or the ships that left)
-        points = [(d.x, d.y) for d in after_dets if d.cls == wanted]
-        if not points and before is not None:
-            points = [(d.x, d.y) for d in store.detections(alert.aoi, before.acquisition.id, model) if d.cls == wanted]
+        points = [(d.x, d.y) for d in after_dets if d.cls == wanted] or before_points
     if not points:
         minx, miny, maxx, maxy = scene.grid.bounds
         points = [((minx + maxx) / 2, (miny + maxy) / 2)]
@@ -239,7 +238,6 @@ def _evidence_pairs(store, scenes: _Scenes, alert: Alert, model: str | None, cfg
     centres = cluster_points(points, radius_m=size * scene.grid.pixel_size * 0.3,
                              limit=max(1, cfg.report.max_chips_per_alert))
     before_scene = scenes.get(alert.aoi, before.acquisition.id) if before else None
-    before_dets = store.detections(alert.aoi, before.acquisition.id, model) if before else []
     highlight = list(alert.evidence)
     pairs = []
     for n, (x, y) in enumerate(centres, start=1):

@@ -221,7 +221,8 @@ def vessels_in_aoi(scene: Scene, aoi: AOI, rule: VesselRule = VesselRule()) -> l
 
 
 def _long_sides(polygon: Polygon) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """(start, along unit vector, outward unit normal) of both long sides of the polygon's minimum rectangle."""
+    """(start, span from start to end, outward unit normal) of both long sides of the polygon's minimum
+    rectangle."""
     corners = np.asarray(polygon.minimum_rotated_rectangle.exterior.coords)[:4]
     centre = corners.mean(axis=0)
     sides = [(corners[i], corners[(i + 1) % 4]) for i in range(4)]
@@ -232,7 +233,7 @@ def _long_sides(polygon: Polygon) -> list[tuple[np.ndarray, np.ndarray, np.ndarr
         normal = np.array([along[1], -along[0]])
         if np.dot((a + b) / 2 - centre, normal) < 0:
             normal = -normal
-        out.append((a, along * np.hypot(*(b - a)), normal))
+        out.append((a, b - a, normal))
     return out
 
 

@@ -17,6 +17,12 @@ from pipeline.detect import make_detector
 from tests.test_detect import _scene_with_aircraft
 
 
+def _random_batch(images: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random reflectances, every pixel valid: (bands, valid) for ``images`` windows of 32 x 40 px."""
+    torch.manual_seed(seed)
+    return torch.rand(images, 4, 32, 40), torch.ones(images, 32, 40, dtype=torch.bool)
+
+
 def _random_net() -> CenterNet:
     torch.manual_seed(0)
     net = CenterNet(ModelSpec()).eval()
@@ -89,8 +95,7 @@ def test_heading_over_views_averages_only_the_headings():
 
     net = _random_net()
     nc = len(net.spec.classes)
-    torch.manual_seed(2)
-    bands, valid = torch.rand(2, 4, 32, 40), torch.ones(2, 32, 40, dtype=torch.bool)
+    bands, valid = _random_batch(2, seed=2)
     with torch.no_grad():
         single = net(bands, valid)
         full = averaged_forward(net, bands, valid, 4, nc)
@@ -124,8 +129,7 @@ def test_heading_over_views_of_some_windows_leaves_the_others_alone():
 
     net = _random_net()
     nc = len(net.spec.classes)
-    torch.manual_seed(4)
-    bands, valid = torch.rand(3, 4, 32, 40), torch.ones(3, 32, 40, dtype=torch.bool)
+    bands, valid = _random_batch(3, seed=4)
     with torch.no_grad():
         single = net(bands, valid)
         every = heading_over_views(net, bands, valid, 4, nc, single)
