@@ -23,7 +23,8 @@ from models.tta import add_heading_views_argument, add_views_argument
 MATCH_M = 20.0
 
 
-def heading_by_ground(scenes: Path, weights: str, tta_views: int = 1, heading_views: int = 1) -> dict[str, dict]:
+def heading_by_ground(scenes: Path, weights: str, tta_views: int = 1, heading_views: int = 1,
+                      heading_weights: str | None = None) -> dict[str, dict]:
     from models.evaluate import observable, pair_scenes
     from pipeline.config import DetectorConfig
     from pipeline.detect import LearnedDetector
@@ -32,7 +33,8 @@ def heading_by_ground(scenes: Path, weights: str, tta_views: int = 1, heading_vi
     from pipeline.geotiff import read_scene
     from pipeline.objects import read_objects
 
-    det = LearnedDetector(DetectorConfig(weights=weights, tta_views=tta_views, heading_views=heading_views))
+    det = LearnedDetector(DetectorConfig(weights=weights, tta_views=tta_views, heading_views=heading_views,
+                                        heading_weights=heading_weights))
     errors: dict[str, list[float]] = {"darker": [], "brighter": []}
     for pair in pair_scenes(scenes):
         scene = read_scene(pair.scene)
@@ -63,7 +65,8 @@ def main() -> None:
     add_views_argument(ap)
     add_heading_views_argument(ap)
     args = ap.parse_args()
-    print(json.dumps(heading_by_ground(args.scenes, args.weights, args.tta_views, args.heading_views), indent=1))
+    print(json.dumps(heading_by_ground(args.scenes, args.weights, args.tta_views, args.heading_views,
+                                       args.heading_weights), indent=1))
 
 
 if __name__ == "__main__":

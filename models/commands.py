@@ -27,6 +27,9 @@ def detect(
     heading_views: int | None = typer.Option(None, "--heading-views", help="Read moving vehicles' headings over 4 "
                                              "or 8 flipped views; detections and scores stay the single view's "
                                              "(default: config)."),
+    heading_weights: Path | None = typer.Option(None, "--heading-weights", help="Heading network weights that "
+                                                "re-read moving vehicles' headings from crops around them "
+                                                "(default: config detector.heading_weights)."),
     norm_neighbourhood: int | None = typer.Option(
         None, "--norm-neighbourhood", help="Normalise each pixel by its neighbourhood of this side (px), e.g. 256: "
         "fewer false aircraft on real scenes and objects on bright ground kept; 0 = per window (default: config, 0)."),
@@ -52,6 +55,7 @@ def detect(
     cfg = load_config(config).detector
     updates = {k: v for k, v in {"name": detector, "weights": str(weights) if weights else None,
                                    "score_threshold": threshold, "tta_views": tta_views, "heading_views": heading_views,
+                                   "heading_weights": str(heading_weights) if heading_weights else None,
                                    "norm_neighbourhood": norm_neighbourhood,
                                    "precision": precision}.items() if v is not None}
     if threshold is not None:
@@ -110,6 +114,34 @@ def train(
         _console.print(f"stage {path}: {result}")
         if result.name == "last.pt":  # stopped early: later stages need this one's weights
             return
+
+
+def train_heading(
+    config: Path = typer.Option(Path("configs/train_heading.yaml"), "--config", "-c", help="Heading-network "
+                                "training config YAML."),
+    out: Path | None = typer.Option(None, "--out", help="Where to write the weights (default: the config's 'out')."),
+    stop_after: int | None = typer.Option(None, "--stop-after", help="Stop after N steps (resume later)."),
+) -> None:
+    """Train the heading network that re-reads moving vehicles' headings from crops around detections
+    (detector.heading_weights); deterministic, checkpointed, resumable. Renders its crops first (cached)."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from models.train_heading import load_heading_config
+    from models.train_heading import train_heading as run_training
+    from pipeline.config import resolve_path
+
+    cfg = load_heading_config(resolve_path(config))
+    if out is not None:
+        cfg = cfg.model_validate({**cfg.model_dump(), "out": str(out)})
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TimeRemainingColumn(), console=_console) as bar:
+        task = bar.add_task("heading network", total=cfg.steps)
+
+        def progress(step: int, total: int, loss: float | None) -> None:
+            bar.update(task, completed=step, total=total, description=f"heading network, loss {loss:.3f}")
+
+        result = run_training(cfg, stop_after=stop_after, progress=progress)
+    _console.print(f"heading network: {result}")
 
 
 def evaluate(

@@ -36,10 +36,14 @@ def add_views_argument(parser: argparse.ArgumentParser, what: str = "the learned
 
 
 def add_heading_views_argument(parser: argparse.ArgumentParser) -> None:
-    """``--heading-views`` for the benchmark scripts (detector.heading_views)."""
+    """``--heading-views`` and ``--heading-weights`` for the benchmark scripts (detector.heading_views /
+    heading_weights)."""
     parser.add_argument("--heading-views", type=int, choices=tuple(VIEWS), default=1,
                         help="moving vehicles' headings read over this many flipped views; detections and scores "
                              "stay the single view's (detector.heading_views)")
+    parser.add_argument("--heading-weights", default=None,
+                        help="heading network that re-reads moving vehicles' headings from crops around them "
+                             "(detector.heading_weights; replaces --heading-views)")
 
 
 def apply_view(t: torch.Tensor, view: View) -> torch.Tensor:

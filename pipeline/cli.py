@@ -157,6 +157,7 @@ from models import commands as _model_commands  # noqa: E402  (light: torch etc.
 app.command("detect")(user_errors(_model_commands.detect))
 app.command("evaluate")(user_errors(_model_commands.evaluate))
 app.command("train")(user_errors(_model_commands.train))
+app.command("train-heading")(user_errors(_model_commands.train_heading))
 
 
 @app.command("evaluate-scenarios")

@@ -163,6 +163,10 @@ class DetectorConfig(Strict):
         "window with a vehicle peak (1 = off). Detections and scores stay the single view's, so counts and "
         "surges do not move; only headings (and so column directions) do. Costs up to this many x the time on "
         "such windows (models/tta.py heading_over_views).")
+    heading_weights: str | None = Field(
+        default=None, description="Heading network (models/heading_net.py) that re-reads each moving vehicle's "
+        "heading from a 15 px crop around its detection; null = the detector's own heading (or heading_views). "
+        "Detections and scores are unchanged; it replaces heading_views when set.")
     threads: int = Field(default=0, ge=0, le=64, description="Torch CPU threads; 0 = number of cores.")
     device: Literal["auto", "cpu", "cuda"] = Field(
         default="auto", description="Where the network runs: auto = a CUDA GPU when torch sees one, else the CPU "

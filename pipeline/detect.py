@@ -220,6 +220,12 @@ class LearnedDetector:
         self.stride = model.spec.stride
         self.heading_classes = set(meta.get("heading_classes", ["vehicle"]))
         self.version = f"{model.spec.version}@{meta.get('weights_id', 'unknown')}"
+        self.heading_net = None
+        if self.cfg.heading_weights and "vehicle" in self.classes:
+            from models.heading_net import HeadingRefiner
+
+            self.heading_net = HeadingRefiner(resolve_path(self.cfg.heading_weights), self.device)
+            self.version += f"+{self.heading_net.model_id}"
         self.thresholds = class_thresholds(self.cfg, meta, self.classes)
         set_threads(self.cfg.threads)
         if self.device.type == "cpu":
@@ -298,12 +304,14 @@ class LearnedDetector:
                         out = heading_over_views(self.model, x, vt, self.cfg.heading_views, len(self.classes),
                                                  out, images).float()
                 floor = min(floors)
-                for win, dets in zip(group, decode(out, len(self.classes), floor, self.stride, valid=vt), strict=True):
-                    for d in dets:
-                        row, col = d.row + win.row_off, d.col + win.col_off
-                        if d.score >= floors[d.cls_index] and win.owns(row, col):
-                            raw.append((d.cls_index, d.score, row, col, d.length_m, d.width_m, d.heading_deg,
-                                        d.speed_mps))
+                decoded = decode(out, len(self.classes), floor, self.stride, valid=vt)
+                for b, (win, dets) in enumerate(zip(group, decoded, strict=True)):
+                    kept = [d for d in dets if d.score >= floors[d.cls_index]
+                            and win.owns(d.row + win.row_off, d.col + win.col_off)]
+                    headings = self._crop_headings(bands[b], valid[b], kept)
+                    for d, heading in zip(kept, headings, strict=True):
+                        raw.append((d.cls_index, d.score, d.row + win.row_off, d.col + win.col_off, d.length_m,
+                                    d.width_m, heading, d.speed_mps))
                 done += len(group)
                 if progress:
                     progress(done, len(windows))
@@ -313,10 +321,27 @@ class LearnedDetector:
         return (self._georeference(strong, source.transform, source.crs),
                 self._georeference(weak, source.transform, source.crs))
 
+    def _crop_headings(self, bands: np.ndarray, valid: np.ndarray, dets: list) -> list[float]:
+        """Each detection's heading: the heading network's reading of a crop around it for moving vehicles when
+        detector.heading_weights is set, else the detector's own."""
+        headings = [d.heading_deg for d in dets]
+        if self.heading_net is None:
+            return headings
+        vehicle = self.classes.index("vehicle")
+        idx = [k for k, d in enumerate(dets) if d.cls_index == vehicle]
+        if idx:
+            refined = self.heading_net.headings(bands, valid, np.array([dets[k].row for k in idx]),
+                                                np.array([dets[k].col for k in idx]))
+            for k, h in zip(idx, refined, strict=True):
+                headings[k] = float(h)
+        return headings
+
     def _heading_view_images(self, out: torch.Tensor, floors: list[float]) -> list[int]:
         """The windows of this batch whose headings to re-read over flipped views: none unless asked for and not
-        already averaged by tta_views; else those with a vehicle peak that could be kept (the rest cost nothing)."""
-        if self.cfg.heading_views == 1 or self.cfg.tta_views > 1 or "vehicle" not in self.classes:
+        already averaged by tta_views or replaced by the heading network; else those with a vehicle peak that could
+        be kept (the rest cost nothing)."""
+        if (self.cfg.heading_views == 1 or self.cfg.tta_views > 1 or "vehicle" not in self.classes
+                or self.heading_net is not None):
             return []
         from models.targets import score_logit
 

@@ -78,6 +78,7 @@ def _fake_detector(window: int, overlap: int) -> LearnedDetector:
     det.meta = {}
     det.version = "test"
     det.thresholds = [0.5, 0.5]
+    det.heading_net = None
     return det
 
 

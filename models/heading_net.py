@@ -1,0 +1,263 @@
+"""A second look at each moving vehicle's heading: a small CNN on a full-resolution crop around the detection.
+
+Why a separate network: the detector reads a truck's heading from a 1x1 head on 20 m features shared with four
+other outputs, and its scores carry the alert rules, so retraining it to improve headings moves counts and surges
+(MODEL_CARD, stages 6-19). This network only sees a 15 x 15 px crop centred on a detection that has already been
+made, at the sensor's 10 m, and answers one question: which way is the band-offset "rainbow" (B02 -> B03 -> B04)
+running. Detections and scores stay exactly the detector's; only ``heading_deg`` of moving vehicles changes.
+
+Input per crop: the four bands normalised by the crop's own per-band median and robust spread (so the ground the
+truck drives on sets the polarity: darker or brighter than the truck), the three band differences, the valid mask,
+and the detection's sub-pixel position in the centre pixel as two constant channels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from models.centernet import BANDS
+from pipeline.atomic import atomic_write
+from pipeline.errors import ModelError
+
+HEADING_VERSION = "heading-crop-v1"
+FORMAT = "basewatch-heading-1"
+DIFF_PAIRS: tuple[tuple[int, int], ...] = ((2, 0), (1, 0), (2, 1))  # B04-B02, B03-B02, B04-B03
+
+
+@dataclass(frozen=True)
+class HeadingSpec:
+    """What the crop network was built with; checked against the pipeline when loaded."""
+
+    version: str = HEADING_VERSION
+    bands: tuple[str, ...] = BANDS
+    crop: int = 15
+    width: int = 32
+    hidden: int = 64
+    norm_floor: float = 0.01
+    norm_clip: float = 12.0
+
+    @property
+    def in_channels(self) -> int:
+        return len(self.bands) + len(DIFF_PAIRS) + 1 + 2  # bands, differences, valid, sub-pixel offset
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["bands"] = list(d["bands"])
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> HeadingSpec:
+        known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
+        if "bands" in known:
+            known["bands"] = tuple(known["bands"])
+        return cls(**known)
+
+
+def _cbr(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+class HeadingNet(nn.Module):
+    """Crops (N, 4, S, S) reflectance + valid (N, S, S) + sub-pixel offsets (N, 2) -> (N, 2) heading (sin, cos)."""
+
+    def __init__(self, spec: HeadingSpec | None = None):
+        super().__init__()
+        self.spec = spec or HeadingSpec()
+        w, s = self.spec.width, self.spec.crop
+        self.features = nn.Sequential(_cbr(self.spec.in_channels, w), _cbr(w, w), _cbr(w, w * 3 // 2, 2),
+                                      _cbr(w * 3 // 2, w * 3 // 2))
+        half = (s + 1) // 2
+        self.mlp = nn.Sequential(nn.Flatten(), nn.Linear(w * 3 // 2 * half * half, self.spec.hidden),
+                                 nn.ReLU(inplace=True), nn.Linear(self.spec.hidden, 2))
+
+    def inputs(self, crops: torch.Tensor, valid: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+        """The network's input channels (see module docstring)."""
+        n, c, s, _ = crops.shape
+        flat = crops.reshape(n, c, -1)
+        ok = valid.reshape(n, 1, -1).expand(-1, c, -1)
+        masked = torch.where(ok, flat, torch.full_like(flat, float("nan")))
+        med = torch.nan_to_num(torch.nanmedian(masked, dim=-1).values, nan=0.0)
+        mad = torch.nanmedian((masked - med[..., None]).abs(), dim=-1).values * 1.4826
+        scale = torch.nan_to_num(mad, nan=1.0).clamp_min(self.spec.norm_floor)
+        z = (crops - med[..., None, None]) / scale[..., None, None]
+        clip = self.spec.norm_clip
+        x = clip * torch.tanh(z / clip) * valid[:, None]
+        diffs = [x[:, a : a + 1] - x[:, b : b + 1] for a, b in DIFF_PAIRS]
+        off = offsets[:, :, None, None].expand(-1, -1, s, s)
+        return torch.cat([x, *diffs, valid[:, None].to(x.dtype), off], dim=1)
+
+    def forward(self, crops: torch.Tensor, valid: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+        return self.mlp(self.features(self.inputs(crops, valid, offsets)))
+
+
+def heading_from_output(out: torch.Tensor) -> torch.Tensor:
+    """(N, 2) raw (sin, cos) -> degrees in [0, 360): 0 = north (up the raster), clockwise."""
+    return torch.rad2deg(torch.atan2(out[:, 0], out[:, 1])) % 360.0
+
+
+def angular_loss(out: torch.Tensor, heading_deg: torch.Tensor) -> torch.Tensor:
+    """Mean 1 - cos(error): smooth, bounded, and indifferent to the output vector's length."""
+    h = torch.deg2rad(heading_deg)
+    target = torch.stack([torch.sin(h), torch.cos(h)], dim=1)
+    unit = out / out.norm(dim=1, keepdim=True).clamp_min(1e-6)
+    return (1.0 - (unit * target).sum(dim=1)).mean()
+
+
+def extract_crops(bands: np.ndarray, valid: np.ndarray, rows: np.ndarray, cols: np.ndarray,
+                  size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Crops of ``size`` px centred on the pixels holding (rows, cols) (continuous coordinates: pixel i spans
+    [i, i + 1)), zero and invalid beyond the raster; returns (crops (N, C, S, S), valid (N, S, S), offsets (N, 2)
+    of each point from its pixel's centre, in [-0.5, 0.5))."""
+    c, h, w = bands.shape
+    half = size // 2
+    r0 = np.floor(rows).astype(np.int64)
+    c0 = np.floor(cols).astype(np.int64)
+    offsets = np.stack([rows - r0 - 0.5, cols - c0 - 0.5], axis=1).astype(np.float32)
+    padded = np.zeros((c, h + 2 * half, w + 2 * half), np.float32)
+    padded[:, half : half + h, half : half + w] = bands
+    pvalid = np.zeros((h + 2 * half, w + 2 * half), bool)
+    pvalid[half : half + h, half : half + w] = valid
+    rr = np.clip(r0, 0, h - 1) + half  # a point off the raster (a jittered edge truck) takes the nearest pixel
+    cc = np.clip(c0, 0, w - 1) + half
+    crops = np.stack([padded[:, r - half : r + half + 1, q - half : q + half + 1] for r, q in zip(rr, cc, strict=True)])
+    cvalid = np.stack([pvalid[r - half : r + half + 1, q - half : q + half + 1] for r, q in zip(rr, cc, strict=True)])
+    return crops.reshape(len(rows), c, size, size), cvalid.reshape(len(rows), size, size), offsets
+
+
+SYMMETRIES: tuple[tuple[bool, bool, bool], ...] = tuple((t, v, h) for t in (False, True) for v in (False, True)
+                                                        for h in (False, True))
+"""(transpose, vertical flip, horizontal flip), applied in that order: the 8 symmetries of the square."""
+
+
+def _apply(t: torch.Tensor, view: tuple[bool, bool, bool]) -> torch.Tensor:
+    transpose, vflip, hflip = view
+    if transpose:
+        t = t.transpose(-2, -1)
+    if vflip:
+        t = t.flip(-2)
+    if hflip:
+        t = t.flip(-1)
+    return t
+
+
+def _apply_vector(v: torch.Tensor, view: tuple[bool, bool, bool], undo: bool = False) -> torch.Tensor:
+    """(N, 2) (row, col) vectors under ``view`` (or its inverse: the same steps in reverse order)."""
+    transpose, vflip, hflip = view
+    steps = [("t", transpose), ("v", vflip), ("h", hflip)]
+    for name, on in (reversed(steps) if undo else steps):
+        if on:
+            v = v.flip(1) if name == "t" else v * (torch.tensor([-1.0, 1.0]) if name == "v" else
+                                                       torch.tensor([1.0, -1.0])).to(v)
+    return v
+
+
+def heading_over_symmetries(net: HeadingNet, crops: torch.Tensor, valid: torch.Tensor, offsets: torch.Tensor,
+                            views: int = 8) -> torch.Tensor:
+    """Headings (degrees) as the mean direction over ``views`` symmetries of each crop (1 = as is). Why: the
+    network is not exactly equivariant; averaging its reading of the mirrored crops steadies the faint ones, and
+    on 15 px crops eight passes cost little next to the detector."""
+    total = torch.zeros(crops.shape[0], 2, dtype=torch.float32, device=crops.device)
+    for view in SYMMETRIES[:views]:
+        out = net(_apply(crops, view).contiguous(), _apply(valid, view).contiguous(), _apply_vector(offsets, view))
+        unit = out.float() / out.float().norm(dim=1, keepdim=True).clamp_min(1e-6)
+        direction = torch.stack([-unit[:, 1], unit[:, 0]], dim=1)  # (sin, cos) -> (d_row, d_col)
+        total += _apply_vector(direction, view, undo=True)
+    return torch.rad2deg(torch.atan2(total[:, 1], -total[:, 0])) % 360.0
+
+
+class HeadingRefiner:
+    """The loaded crop network, ready to re-read headings at detections (eval mode)."""
+
+    def __init__(self, path: str | Path, device: torch.device | str = "cpu", views: int = 8):
+        self.views = views
+        self.path = Path(path)
+        self.net, self.meta = load_heading_net(self.path)
+        self.net.to(device)
+        self.device = torch.device(device)
+
+    @property
+    def model_id(self) -> str:
+        return f"{self.net.spec.version}@{self.meta.get('weights_id', 'unknown')}"
+
+    def headings(self, bands: np.ndarray, valid: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """Headings (degrees) of objects centred at (rows, cols) of one image ``bands`` (4, H, W) / ``valid``."""
+        if len(rows) == 0:
+            return np.zeros(0, np.float64)
+        crops, cvalid, offsets = extract_crops(bands, valid, np.asarray(rows, np.float64),
+                                               np.asarray(cols, np.float64), self.net.spec.crop)
+        with torch.inference_mode():
+            heading = heading_over_symmetries(self.net, torch.from_numpy(crops).to(self.device),
+                                              torch.from_numpy(cvalid).to(self.device),
+                                              torch.from_numpy(offsets).to(self.device), self.views)
+        return heading.cpu().numpy().astype(np.float64)
+
+
+def save_heading_net(path: str | Path, net: HeadingNet, meta: dict | None = None,
+                     train_state: dict | None = None) -> Path:
+    """Write atomically: a killed save never leaves a truncated file behind."""
+    blob = {"format": FORMAT, "spec": net.spec.to_dict(),
+            "state_dict": {k: v.detach().cpu().clone() for k, v in net.state_dict().items()},
+            "meta": dict(meta or {})}
+    if train_state is not None:
+        blob["train_state"] = train_state
+    with atomic_write(Path(path)) as tmp:
+        torch.save(blob, tmp)
+    return Path(path)
+
+
+def read_heading_blob(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise ModelError(f"heading weights {path} not found; train them with `basewatch train-heading` or set "
+                         "detector.heading_weights to null (the detector's own headings)")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure means the file is unusable
+        raise ModelError(f"heading weights {path} are not readable ({exc}); re-train them") from None
+    if not isinstance(blob, dict) or blob.get("format") != FORMAT:
+        raise ModelError(f"heading weights {path} are not in format {FORMAT!r}; they were not written by "
+                         "basewatch train-heading")
+    return blob
+
+
+def load_heading_net(path: str | Path) -> tuple[HeadingNet, dict]:
+    """Load and check (version, bands) a heading checkpoint into an eval-mode HeadingNet; returns (net, meta)."""
+    blob = read_heading_blob(path)
+    spec = HeadingSpec.from_dict(blob.get("spec") or {})
+    problems = []
+    if spec.version != HEADING_VERSION:
+        problems.append(f"version {spec.version!r} (expected {HEADING_VERSION!r})")
+    if tuple(spec.bands) != BANDS:
+        problems.append(f"bands {list(spec.bands)} (expected {list(BANDS)})")
+    if problems:
+        raise ModelError(f"heading weights {path} do not match this basewatch: " + "; ".join(problems))
+    net = HeadingNet(spec)
+    try:
+        net.load_state_dict(blob["state_dict"])
+    except (RuntimeError, KeyError) as exc:
+        raise ModelError(f"heading weights {path} do not fit the declared network ({exc}); re-train them") from None
+    net.eval()
+    return net, dict(blob.get("meta") or {})
+
+
+def direction_of(heading_deg: np.ndarray) -> np.ndarray:
+    """Unit (d_row, d_col) of travel for headings (0 = north = -row, clockwise)."""
+    h = np.deg2rad(heading_deg)
+    return np.stack([-np.cos(h), np.sin(h)], axis=-1)
+
+
+def heading_of(direction: np.ndarray) -> np.ndarray:
+    """Inverse of direction_of."""
+    return np.rad2deg(np.arctan2(direction[..., 1], -direction[..., 0])) % 360.0
+
+
+def angle_error(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Absolute difference of two headings, 0-180 degrees."""
+    d = np.abs((np.asarray(a) - np.asarray(b)) % 360.0)
+    return np.minimum(d, 360.0 - d)
+
