@@ -27,7 +27,7 @@ from rasterio.windows import Window
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from models.tta import add_views_argument  # noqa: E402
+from models.tta import add_heading_views_argument, add_views_argument  # noqa: E402
 
 BANDS = ("B02", "B03", "B04", "B08")
 
@@ -69,11 +69,16 @@ def time_read(path: Path, repeats: int = 2) -> float:
     return best
 
 
+HEADING_OPTIONS: dict = {}
+"""--heading-views / --heading-weights, set by main() (the memory children get them on their command line)."""
+
+
 def _detector(device: str, batch_size: int, tta_views: int = 1):
     from pipeline.config import DetectorConfig
     from pipeline.detect import LearnedDetector
 
-    return LearnedDetector(DetectorConfig(device=device, batch_size=batch_size, tta_views=tta_views))
+    return LearnedDetector(DetectorConfig(device=device, batch_size=batch_size, tta_views=tta_views,
+                                          **HEADING_OPTIONS))
 
 
 def time_detect(path: Path, device: str, batch_size: int, repeats: int = 5,
@@ -113,10 +118,12 @@ def main() -> None:
                     help="where the network runs (the issue's targets are for the CPU; default cpu)")
     ap.add_argument("--batch-size", type=int, default=4, help="windows per forward pass (detector.batch_size)")
     add_views_argument(ap, "windows averaged over")
+    add_heading_views_argument(ap)
     args = ap.parse_args()
+    HEADING_OPTIONS.update(heading_views=args.heading_views, heading_weights=args.heading_weights)
     args.tmp.mkdir(parents=True, exist_ok=True)
     result: dict = {"cpu_cores": os.cpu_count(), "load_avg_start": os.getloadavg(), "device": args.device,
-                    "batch_size": args.batch_size, "tta_views": args.tta_views}
+                    "batch_size": args.batch_size, "tta_views": args.tta_views, **HEADING_OPTIONS}
     if not args.skip_speed:
         path = args.tmp / "speed_4096.tif"
         if not path.exists():
@@ -138,7 +145,8 @@ def main() -> None:
         if not path.exists():
             write_raster(path, size, dtype="uint16")
         proc = subprocess.run([sys.executable, __file__, "--child", str(path), args.device, str(args.batch_size),
-                               str(args.tta_views)], capture_output=True, text=True, check=True)
+                               str(args.tta_views), json.dumps(HEADING_OPTIONS)], capture_output=True, text=True,
+                              check=True)
         row = {"side_px": size, "mpx": round(size * size / 1e6, 1), **json.loads(proc.stdout.strip().splitlines()[-1])}
         result["memory"].append(row)
         print(json.dumps(row), flush=True)
@@ -149,7 +157,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 6 and sys.argv[1] == "--child":
+    if len(sys.argv) == 7 and sys.argv[1] == "--child":
+        HEADING_OPTIONS.update(json.loads(sys.argv[6]))
         peak_memory_child(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]))
     else:
         main()

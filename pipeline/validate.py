@@ -51,6 +51,8 @@ def validate_all(config_path: Path | None = None, scenarios: list[Path] | None =
     for path in _scenario_paths(config, scenarios):
         checks.append(_scenario(path, known))
     checks.append(_weights(config))
+    if config.detector.name == "learned" and config.detector.heading_weights:
+        checks.append(_heading_weights(config.detector.heading_weights))
     checks.append(_source(config))
     return checks
 
@@ -97,6 +99,17 @@ def _scenario(path: Path, known: set[str]) -> Check:
     if missing:
         return Check("scenario", detail, f"sites name AOIs without a valid file: {', '.join(missing)}")
     return Check("scenario", detail)
+
+
+def _heading_weights(weights: str) -> Check:
+    """Load the heading network as a run would: a missing or foreign file stops the run with this error."""
+    try:
+        from models.heading_net import load_heading_net
+
+        net, meta = load_heading_net(resolve_path(weights))
+    except (BasewatchError, OSError, RuntimeError, ValueError) as exc:
+        return Check("heading network", weights, f"cannot load: {exc}")
+    return Check("heading network", f"{weights} ({net.spec.version}@{meta.get('weights_id', 'unknown')})")
 
 
 def _weights(config: BasewatchConfig) -> Check:
