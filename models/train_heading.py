@@ -132,8 +132,9 @@ def train_heading(cfg: HeadingTrainConfig, stop_after: int | None = None, progre
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=0.1)
     step = 0
     if partial.exists():
-        state = read_heading_blob(partial)["train_state"]
-        net.load_state_dict(read_heading_blob(partial)["state_dict"])
+        blob = read_heading_blob(partial)
+        state = blob["train_state"]
+        net.load_state_dict(blob["state_dict"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         step = int(state["step"])
