@@ -5,7 +5,8 @@ lined up along their direction of travel. On an egress road the road is the line
 roughly along it the same way link even when their own headings scatter (``road_axis_deg``). Direction is judged
 along the AOI's egress roads (whose first vertex is at the base): travelling away from that vertex is outbound.
 Off-road, a column clearly moving radially away from (towards) the base's centre is outbound (inbound); anything
-else is unknown.
+else is unknown. With ``contested_ratio`` set (off by default), a road column whose stretch of road also carries
+confident trucks heading the other way, weighing that fraction of the column's own, has its direction left unknown.
 """
 
 from __future__ import annotations
@@ -203,6 +204,38 @@ def _road_direction(aoi: AOI, lines: list[LineString], points: np.ndarray, headi
     return name, "unknown"
 
 
+def _contested(members: list[_Vehicle], vehicles: list[_Vehicle], road: int, heading: float,
+               cfg: ColumnsConfig) -> bool:
+    """Whether confident trucks heading the other way along the column's road, within ``max_gap_m`` of a member,
+    weigh at least ``contested_ratio`` of the members that agree with the column (by score; faint candidates have
+    no vote). Not by speed as in the direction vote: a fast local truck passing a slow column is as real as any
+    of its trucks. ``vehicles``: the members (those read backwards count against) and the trucks in no column;
+    two columns passing each other are netted by the diff stage instead. Needs road spots (``road_axis_deg`` > 0).
+
+    Why: a column is rarely read backwards whole. At Al Khadim two dark trucks of an arriving column, read
+    backwards by the heading network, chained with four faint peaks into an "outbound" column beside a third truck
+    of it read the right way; at Khmeimim three slow trucks of an arriving column read backwards joined one leaving
+    truck, with two of the arriving column read right beside them. Each made a false withdrawal."""
+    if cfg.contested_ratio <= 0:
+        return False
+    axis = heading_vector(heading)
+    limit = math.cos(math.radians(cfg.road_axis_deg))
+    voters = [v for v in members if not v.inherited]
+    support = sum(v.score for v in voters if float(heading_vector(v.heading) @ axis) > 0)
+    points = np.array([v.xy for v in members])
+    against = 0.0
+    for v in vehicles:
+        if v.inherited or v.spot is None or v.spot.road != road:
+            continue
+        if float(np.min(np.hypot(*(points - v.xy).T))) > cfg.max_gap_m:
+            continue
+        sign = float(axis @ v.spot.tangent)  # the column's way along the road here
+        along = float(heading_vector(v.heading) @ v.spot.tangent)
+        if abs(along) >= limit and along * sign < 0:
+            against += v.score
+    return support > 0 and against >= cfg.contested_ratio * support
+
+
 def _base_centre(aoi: AOI) -> np.ndarray:
     parts = [z.polygon for z in aoi.zones if z.kind not in ("water", "vegetation", "other")]
     geom = aoi.to_utm(unary_union(parts) if parts else aoi.outline)
@@ -229,17 +262,21 @@ def group_columns(detections: list[Detection], aoi: AOI, cfg: ColumnsConfig,
     ids of admitted candidates (``admit_candidates``), whose heading is their column's and so gets no vote."""
     lines = [aoi.to_utm(r.line) for r in aoi.roads]  # projected once for every column
     vehicles = _road_spots(_moving_vehicles(detections, inherited), lines, cfg)
+    road_index = {r.name: k for k, r in enumerate(aoi.roads)}
     crs = aoi.crs.to_string()
     columns: list[Column] = []
-    for group in _components(vehicles, cfg):
-        if len(group) < cfg.min_vehicles:
-            continue
+    groups = [g for g in _components(vehicles, cfg) if len(g) >= cfg.min_vehicles]
+    free = set(range(len(vehicles))).difference(*groups)  # trucks in no column
+    for group in groups:
         members = [vehicles[i] for i in group]
         heading = _mean_heading(members, cfg)
         axis = heading_vector(heading)
         members.sort(key=lambda v: float(v.xy @ axis))
         points = np.array([v.xy for v in members])
         road, direction = _road_direction(aoi, lines, points, heading, cfg)
+        if direction in ("outbound", "inbound") and _contested(
+                members, [vehicles[k] for k in sorted(set(group) | free)], road_index[road], heading, cfg):
+            direction = "unknown"
         if direction is None:
             direction = _offroad_direction(aoi, points, heading)
         line_map = LineString(points)

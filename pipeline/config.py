@@ -206,6 +206,12 @@ class ColumnsConfig(Strict):
         default=12.0, ge=0, description="A truck estimated slower than this may have its direction read backwards "
         "(a band offset of about a pixel): it still links to a column on its axis, which the faster trucks orient; "
         "0 = never.")
+    contested_ratio: float = Field(
+        default=0.0, ge=0, description="A column on an egress road gets direction unknown when confident trucks "
+        "heading the other way along that road within max_gap_m of its members, in no column of their own, weigh "
+        "(by score) at least this fraction of the members agreeing with it: a column is rarely read backwards whole. "
+        "Meant for the heading network (detector.heading_weights), whose reversed trucks agree and chain; 0.4 "
+        "removed 2 of its 4 false withdrawals over seeds 1-16 (README). 0 = off (default).")
 
 
 class VesselsConfig(Strict):

@@ -145,14 +145,45 @@ def test_faint_candidates_do_not_vote_on_the_direction(tartus):
     column[2:] = [replace(v, heading_deg=(v.heading_deg + 180) % 360, score=0.5 if i == 0 else 0.35)
                   for i, v in enumerate(column[2:])]  # v2 read backwards; v3-v5 candidates it vouched for
     inherited = frozenset({"v3", "v4", "v5"})
-    [col] = group_columns(column, tartus, ColumnsConfig(), inherited)
+    votes_only = ColumnsConfig()  # the vote alone: the contested-direction rule is off by default
+    [col] = group_columns(column, tartus, votes_only, inherited)
     assert col.vehicles == 6 and col.direction == "outbound"  # 2 x 0.6 x 10 against 0.5 x 10
     # the rule before 27 Nov: 0.5 x 10 + 3 x 0.35 x 10 inbound against 2 x 0.6 x 10 outbound
-    [before] = group_columns(column, tartus, ColumnsConfig(candidate_votes=True), inherited)
+    [before] = group_columns(column, tartus, votes_only.model_copy(update={"candidate_votes": True}), inherited)
     assert before.vehicles == 6 and before.direction == "inbound"
     # without the ids every member is a truck with its own heading, as before
-    [plain] = group_columns(column, tartus, ColumnsConfig())
+    [plain] = group_columns(column, tartus, votes_only)
     assert plain.direction == "inbound"
+    # with the contested-direction rule two trucks one way against one the other is in doubt (0.5 against 1.2)
+    [contested] = group_columns(column, tartus, ColumnsConfig(contested_ratio=0.4), inherited)
+    assert contested.vehicles == 6 and contested.direction == "unknown"
+
+
+def test_a_column_beside_a_truck_read_the_other_way_is_contested(tartus):
+    """Al Khadim, seed 8, 19 Dec (MODEL_CARD_heading): two trucks of an arriving column read backwards chain with
+    four faint peaks into an "outbound" column; a third truck of it, read right, runs just behind them on its own."""
+    from dataclasses import replace
+
+    rule = ColumnsConfig(contested_ratio=0.4)  # the setting used with the heading network
+
+    trucks = [replace(v, speed_mps=17.0, score=0.5) for v in
+              vehicles_along(tartus, "north_coast_road", 300, 7, 50, outbound=True, prefix="v")]
+    trucks[0] = replace(trucks[0], heading_deg=(trucks[0].heading_deg + 180) % 360)  # the one read right: inbound
+    candidates = frozenset({"v3", "v4", "v5", "v6"})
+    [col] = group_columns(trucks, tartus, rule, candidates)
+    assert col.vehicles == 6 and "v0" not in col.members and col.direction == "unknown"  # 0.5 against 1.0
+    [votes_only] = group_columns(trucks, tartus, ColumnsConfig(), candidates)  # off by default
+    assert votes_only.direction == "outbound"
+    # the same truck read right behind a column of six confident trucks does not put it in doubt (0.5 against 3.0)
+    [col] = group_columns(trucks, tartus, rule)
+    assert col.vehicles == 6 and col.direction == "outbound"
+    # nor does a truck read the other way on the same road more than max_gap_m from every member
+    [far] = vehicles_along(tartus, "north_coast_road", 1200, 1, 50, outbound=False, prefix="f")
+    [col] = group_columns([replace(far, speed_mps=17.0, score=0.5)] + trucks[1:], tartus, rule, candidates)
+    assert col.direction == "outbound"
+    [near] = vehicles_along(tartus, "north_coast_road", 720, 1, 50, outbound=False, prefix="f")
+    [col] = group_columns([replace(near, speed_mps=17.0, score=0.5)] + trucks[1:], tartus, rule, candidates)
+    assert col.direction == "unknown"  # 120 m ahead of the last member
 
 
 def test_fast_columns_in_opposite_directions_still_do_not_merge(tartus):
