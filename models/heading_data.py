@@ -2,7 +2,8 @@
 
 Every crop is a pure function of its chip seed (or scene file) and ``jitter_seed``, so a crop set is rebuilt
 exactly from its config. Centres are moved by the detector's typical localisation error (a normal of
-``JITTER_PX`` per axis, clipped) because at inference the crop is centred on a detection, not on the truth.
+``jitter_px`` per axis, clipped at ``jitter_clip_px``) because at inference the crop is centred on a detection, not
+on the truth.
 Only trucks the detector is asked to find are kept: moving at least ``MIN_VISIBLE_SPEED`` and changing their
 pixels by at least ``MIN_CONTRAST`` (fainter ones are noise to a heading too).
 """
@@ -51,13 +52,22 @@ class CropSet:
             return cls(**{f: z[f] for f in cls.__dataclass_fields__})
 
 
+@dataclass(frozen=True)
+class Jitter:
+    """How far a training crop's centre is moved from its truck: a normal of ``px`` per axis, clipped at ``clip_px``.
+    It should match the detector's localisation error, which the crop network otherwise never sees."""
+
+    px: float = JITTER_PX
+    clip_px: float = JITTER_CLIP_PX
+
+
 def _crops_at(bands: np.ndarray, valid: np.ndarray, points: list[tuple[float, float, float, float, float]],
-              crop: int, rng: np.random.Generator, copies: int) -> CropSet:
+              crop: int, rng: np.random.Generator, copies: int, jitter_of: Jitter = Jitter()) -> CropSet:
     """``copies`` jittered crops of each (row, col, heading, speed, contrast) point."""
     if not points:
         return _empty(crop)
     pts = np.array(points, np.float64).repeat(copies, axis=0)
-    jitter = np.clip(rng.normal(0.0, JITTER_PX, (len(pts), 2)), -JITTER_CLIP_PX, JITTER_CLIP_PX)
+    jitter = np.clip(rng.normal(0.0, jitter_of.px, (len(pts), 2)), -jitter_of.clip_px, jitter_of.clip_px)
     crops, cvalid, offsets = extract_crops(bands, valid, pts[:, 0] + jitter[:, 0], pts[:, 1] + jitter[:, 1], crop)
     return CropSet(crops.astype(np.float32), cvalid, offsets, pts[:, 2].astype(np.float32),
                    pts[:, 3].astype(np.float32), pts[:, 4].astype(np.float32))
@@ -74,22 +84,23 @@ def _learnable(moving: bool | None, speed: float | None, contrast: float | None,
         and (contrast is None or contrast >= MIN_CONTRAST["vehicle"])
 
 
-def chip_crops(seed: int, chip_size: int, crop: int, copies: int, options: ChipOptions = ChipOptions()) -> CropSet:
+def chip_crops(seed: int, chip_size: int, crop: int, copies: int, options: ChipOptions = ChipOptions(),
+               jitter: Jitter = Jitter()) -> CropSet:
     """Crops of the learnable moving trucks of one ``render_chip`` chip."""
     chip = render_chip(seed, chip_size, options)
     pts = [(o.row, o.col, o.heading_deg, o.speed_mps, o.contrast) for o in chip.objects
            if o.cls == "vehicle" and not o.occluded and _learnable(o.moving, o.speed_mps, o.contrast, o.heading_deg)]
     rng = np.random.default_rng(derive_seed("heading-jitter", seed))
-    return _crops_at(chip.bands.astype(np.float32), chip.valid.astype(bool), pts, crop, rng, copies)
+    return _crops_at(chip.bands.astype(np.float32), chip.valid.astype(bool), pts, crop, rng, copies, jitter)
 
 
-def _chip_range(args: tuple[int, int, int, int, int, ChipOptions]) -> CropSet:
-    first, count, chip_size, crop, copies, options = args
-    return CropSet.concat([chip_crops(first + i, chip_size, crop, copies, options) for i in range(count)]
+def _chip_range(args: tuple[int, int, int, int, int, ChipOptions, Jitter]) -> CropSet:
+    first, count, chip_size, crop, copies, options, jitter = args
+    return CropSet.concat([chip_crops(first + i, chip_size, crop, copies, options, jitter) for i in range(count)]
                           or [_empty(crop)])
 
 
-def scene_crops(tif: Path, crop: int, copies: int, seed: int) -> CropSet:
+def scene_crops(tif: Path, crop: int, copies: int, seed: int, jitter: Jitter = Jitter()) -> CropSet:
     """Crops of the learnable moving trucks of one labelled scene (``<name>.truth.geojson`` or labels beside it)."""
     from models.dataset import LabelledScenes
     from pipeline.georef import map_to_pixel
@@ -112,16 +123,16 @@ def scene_crops(tif: Path, crop: int, copies: int, seed: int) -> CropSet:
             pts.append((row, col, o.heading_deg, o.speed_mps,
                         float("nan") if o.contrast is None else o.contrast))
     rng = np.random.default_rng(derive_seed("heading-jitter-scene", seed, tif.name))
-    return _crops_at(bands, scene.valid.astype(bool), pts, crop, rng, copies)
+    return _crops_at(bands, scene.valid.astype(bool), pts, crop, rng, copies, jitter)
 
 
 def build_crop_set(chip_seed_base: int, chips: int, chip_size: int, crop: int, copies: int,
                    scene_dirs: list[Path] = (), scene_copies: int = 4, workers: int = 1,
-                   options: ChipOptions = ChipOptions(), progress=None) -> CropSet:
+                   options: ChipOptions = ChipOptions(), progress=None, jitter: Jitter = Jitter()) -> CropSet:
     """All crops of ``chips`` chips (seeds chip_seed_base + i) and of every labelled scene in ``scene_dirs``."""
     parts: list[CropSet] = []
     block = 50
-    jobs = [(chip_seed_base + k, min(block, chips - k), chip_size, crop, copies, options)
+    jobs = [(chip_seed_base + k, min(block, chips - k), chip_size, crop, copies, options, jitter)
             for k in range(0, chips, block)]
     if workers > 1:
         with ProcessPoolExecutor(workers) as pool:
@@ -136,7 +147,7 @@ def build_crop_set(chip_seed_base: int, chips: int, chip_size: int, crop: int, c
                 progress(len(parts), len(jobs))
     for directory in scene_dirs:
         for tif in sorted(Path(directory).glob("*.tif")):
-            parts.append(scene_crops(tif, crop, scene_copies, chip_seed_base))
+            parts.append(scene_crops(tif, crop, scene_copies, chip_seed_base, jitter))
     return CropSet.concat(parts or [_empty(crop)])
 
 

@@ -21,7 +21,7 @@ import torch
 from pydantic import Field
 
 from models.dataset import CANONICAL
-from models.heading_data import CropSet, build_crop_set, dihedral_crops
+from models.heading_data import JITTER_CLIP_PX, JITTER_PX, CropSet, Jitter, build_crop_set, dihedral_crops
 from models.heading_net import (
     HeadingNet,
     HeadingSpec,
@@ -55,6 +55,10 @@ class HeadingTrainConfig(Strict):
     sand_tracks: float = Field(default=0.0, ge=0, le=1, description="Share of chip roads left unpaved (desert "
                                                                     "tracks: dark trucks on bright sand).")
     slow_convoys: float = Field(default=0.0, ge=0, le=1, description="Share of chip truck groups at 6-12 m/s.")
+    jitter_px: float = Field(default=JITTER_PX, ge=0, le=4, description="Training crops' centres move by a normal of "
+                             "this many pixels per axis: the detector's localisation error, which the network must "
+                             "read through (a centre 1 px behind a truck reverses a network trained at 0.4).")
+    jitter_clip_px: float = Field(default=JITTER_CLIP_PX, ge=0, le=6, description="Largest centre move per axis.")
     scene_copies: int = Field(default=4, ge=1, le=16, description="Jittered crops per scene truck.")
     steps: int = Field(default=6000, ge=1, description="Optimizer steps.")
     batch_size: int = Field(default=256, ge=8, le=4096, description="Crops per step.")
@@ -72,7 +76,7 @@ def load_heading_config(path: str | Path) -> HeadingTrainConfig:
 
 def _crop_cache(cfg: HeadingTrainConfig, first: int, chips: int, scenes: list[str]) -> Path:
     key = json.dumps([first, chips, cfg.chip_size, cfg.crop, cfg.copies, scenes, cfg.scene_copies,
-                      cfg.sand_tracks, cfg.slow_convoys], sort_keys=True)
+                      cfg.sand_tracks, cfg.slow_convoys, cfg.jitter_px, cfg.jitter_clip_px], sort_keys=True)
     digest = hashlib.sha256(key.encode()).hexdigest()[:12]
     return resolve_path("basewatch-data") / f"heading_crops_{digest}.npz"
 
@@ -84,7 +88,8 @@ def crop_set(cfg: HeadingTrainConfig, first: int, chips: int, scenes: list[str],
         return CropSet.load(cache)
     crops = build_crop_set(first, chips, cfg.chip_size, cfg.crop, cfg.copies,
                            [resolve_path(s) for s in scenes], cfg.scene_copies, cfg.workers,
-                           ChipOptions(sand_tracks=cfg.sand_tracks, slow_convoys=cfg.slow_convoys), progress)
+                           ChipOptions(sand_tracks=cfg.sand_tracks, slow_convoys=cfg.slow_convoys), progress,
+                           Jitter(cfg.jitter_px, cfg.jitter_clip_px))
     cache.parent.mkdir(parents=True, exist_ok=True)
     tmp = cache.with_suffix(".tmp.npz")
     crops.save(tmp)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from models.dataset import CANONICAL
-from models.heading_data import CropSet, chip_crops, dihedral_crops
+from models.heading_data import CropSet, Jitter, _crops_at, chip_crops, dihedral_crops
 from models.heading_net import (
     HeadingNet,
     HeadingSpec,
@@ -68,6 +68,23 @@ def test_chip_crops_keep_only_learnable_moving_trucks():
     assert crops.crops.shape[1:] == (4, 15, 15) and (np.abs(crops.offsets) <= 0.5).all()
     again = chip_crops(61_000_000, 128, 15, copies=2)
     assert np.array_equal(crops.crops, again.crops)  # a pure function of the seed
+
+
+def test_crop_centres_move_as_far_as_the_jitter_allows_and_no_further():
+    """Training crops must see trucks off-centre as the detector places them; the clip bounds how far."""
+    bands = np.zeros((4, 41, 41), np.float32)
+    bands[:, 20, 20] = 1.0  # the truck's pixel
+    valid = np.ones((41, 41), bool)
+    point = [(20.5, 20.5, 90.0, 15.0, 0.05)]  # the centre of pixel (20, 20)
+
+    def truck_positions(jitter: Jitter) -> np.ndarray:
+        crops = _crops_at(bands, valid, point, 15, np.random.default_rng(0), 200, jitter)
+        return np.array([np.argwhere(c[0] == 1.0)[0] for c in crops.crops]) - 7  # truck relative to the centre
+
+    assert (truck_positions(Jitter(0.0, 0.0)) == 0).all()
+    wide = truck_positions(Jitter(0.8, 2.0))
+    assert np.abs(wide).max() == 2 and (np.abs(wide) >= 1).any(axis=1).mean() > 0.5
+    assert np.abs(truck_positions(Jitter(5.0, 0.4))).max() == 0  # clipped within the truck's own pixel
 
 
 def _tiny_cfg(tmp_path, steps: int) -> HeadingTrainConfig:
