@@ -57,7 +57,7 @@ class HeadingTrainConfig(Strict):
     slow_convoys: float = Field(default=0.0, ge=0, le=1, description="Share of chip truck groups at 6-12 m/s.")
     jitter_px: float = Field(default=JITTER_PX, ge=0, le=4, description="Training crops' centres move by a normal of "
                              "this many pixels per axis: the detector's localisation error, which the network must "
-                             "read through (a centre 1 px behind a truck reverses a network trained at 0.4).")
+                             "read through (a centre 1 px behind a truck reversed the network trained at 0.4).")
     jitter_clip_px: float = Field(default=JITTER_CLIP_PX, ge=0, le=6, description="Largest centre move per axis.")
     scene_copies: int = Field(default=4, ge=1, le=16, description="Jittered crops per scene truck.")
     steps: int = Field(default=6000, ge=1, description="Optimizer steps.")
