@@ -211,7 +211,7 @@ class ColumnsConfig(Strict):
         "heading the other way along that road within max_gap_m of its members, in no column of their own, weigh "
         "(by score) at least this fraction of the members agreeing with it: a column is rarely read backwards whole. "
         "Meant for the heading network (detector.heading_weights), whose reversed trucks agree and chain; 0.4 "
-        "removed 2 of its 4 false withdrawals over seeds 1-16 (README). 0 = off (default).")
+        "removed 2 of its first training's 5 false withdrawals over seeds 1-32 (README). 0 = off (default).")
 
 
 class VesselsConfig(Strict):
