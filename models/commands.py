@@ -29,7 +29,8 @@ def detect(
                                              "(default: config)."),
     heading_weights: Path | None = typer.Option(None, "--heading-weights", help="Heading network weights that "
                                                 "re-read moving vehicles' headings from crops around them "
-                                                "(default: config detector.heading_weights)."),
+                                                "(default: config detector.heading_weights); 'none' = the "
+                                                "detector's own heading (or --heading-views)."),
     norm_neighbourhood: int | None = typer.Option(
         None, "--norm-neighbourhood", help="Normalise each pixel by its neighbourhood of this side (px), e.g. 256: "
         "fewer false aircraft on real scenes and objects on bright ground kept; 0 = per window (default: config, 0)."),
@@ -60,6 +61,8 @@ def detect(
                                    "precision": precision}.items() if v is not None}
     if threshold is not None:
         updates["class_thresholds"] = {}  # one threshold for every class, overriding the calibrated ones
+    if heading_weights is not None and str(heading_weights).lower() == "none":
+        updates["heading_weights"] = None  # the config sets the network; this switches it off
     try:
         cfg = cfg.model_validate({**cfg.model_dump(), **updates})
     except ValidationError as exc:  # an option out of range: say which, like a config error

@@ -93,10 +93,11 @@ def _tangent(line: LineString, s: float) -> np.ndarray:
     return t / max(float(np.linalg.norm(t)), 1e-9)
 
 
-def _moving_vehicles(detections: list[Detection], inherited: frozenset[str] = frozenset()) -> list[_Vehicle]:
+def _moving_vehicles(detections: list[Detection], inherited: frozenset[str] = frozenset(),
+                     ignored: frozenset[str] = frozenset()) -> list[_Vehicle]:
     out = []
     for i, d in enumerate(detections):
-        if d.cls != "vehicle" or d.moving is False or d.heading_deg is None:
+        if d.cls != "vehicle" or d.moving is False or d.heading_deg is None or (d.id is not None and d.id in ignored):
             continue
         out.append(_Vehicle(key=d.id or str(i), xy=np.array([d.x, d.y]), heading=float(d.heading_deg),
                             speed=d.speed_mps, score=float(d.score) if d.score is not None else 1.0,
@@ -257,11 +258,12 @@ def _offroad_direction(aoi: AOI, points: np.ndarray, heading: float) -> str:
 
 
 def group_columns(detections: list[Detection], aoi: AOI, cfg: ColumnsConfig,
-                  inherited: frozenset[str] = frozenset()) -> list[Column]:
+                  inherited: frozenset[str] = frozenset(), unsure: frozenset[str] = frozenset()) -> list[Column]:
     """Columns from detections whose x/y are in the AOI's UTM CRS; members refer to detection ids. ``inherited``:
-    ids of admitted candidates (``admit_candidates``), whose heading is their column's and so gets no vote."""
+    ids of admitted candidates (``admit_candidates``), whose heading is their column's and so gets no vote.
+    ``unsure``: ids of detections whose heading is not trusted and that no column admitted: left out."""
     lines = [aoi.to_utm(r.line) for r in aoi.roads]  # projected once for every column
-    vehicles = _road_spots(_moving_vehicles(detections, inherited), lines, cfg)
+    vehicles = _road_spots(_moving_vehicles(detections, inherited, unsure), lines, cfg)
     road_index = {r.name: k for k, r in enumerate(aoi.roads)}
     crs = aoi.crs.to_string()
     columns: list[Column] = []

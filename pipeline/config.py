@@ -206,6 +206,13 @@ class ColumnsConfig(Strict):
         default=12.0, ge=0, description="A truck estimated slower than this may have its direction read backwards "
         "(a band offset of about a pixel): it still links to a column on its axis, which the faster trucks orient; "
         "0 = never.")
+    unsure_heading_deg: float = Field(
+        default=0.0, ge=0, le=180, description="With the heading network (detector.heading_weights): a confident "
+        "moving vehicle whose network heading and the detector's own heading differ by more than this is treated by "
+        "the column stage as a faint candidate: it joins a column only where two sure trucks vouch for it, takes "
+        "the column's heading and cannot vouch or vote. Why: the network reads a direction into any crop, road "
+        "edges included, so false detections on a road agree with each other and with a real truck there; the "
+        "detector's own heading scatters on them. Detections and counts are unchanged. 0 = off.")
     contested_ratio: float = Field(
         default=0.0, ge=0, description="A column on an egress road gets direction unknown when confident trucks "
         "heading the other way along that road within max_gap_m of its members, in no column of their own, weigh "

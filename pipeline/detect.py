@@ -196,6 +196,16 @@ def set_threads(threads: int) -> int:
     return n
 
 
+@dataclass(frozen=True)
+class ColumnDetections:
+    """What the column stage gets from one scene: the detections, the faint candidates that may extend a column, and
+    the indices of detections whose heading it should not trust (columns.unsure_heading_deg)."""
+
+    detections: list[Detection]
+    candidates: list[Detection]
+    unsure: frozenset[int] = frozenset()
+
+
 class LearnedDetector:
     """The committed CenterNet behind the Detector interface (windowed, batched, valid-mask aware)."""
 
@@ -240,11 +250,19 @@ class LearnedDetector:
         """Detect in an in-memory Scene."""
         return self._run(ArraySource(scene))[0]
 
-    def detect_with_candidates(self, scene: Scene) -> tuple[list[Detection], list[Detection]]:
-        """(detections, candidates): candidates are moving-vehicle peaks scoring between
-        ``column_candidate_score`` and the vehicle threshold. They are not detections; the column stage admits
-        the ones that extend a column (pipeline/columns.py ``admit_candidates``)."""
-        return self._run(ArraySource(scene), candidates=True)
+    def detect_with_candidates(self, scene: Scene, unsure_heading_deg: float = 0.0) -> ColumnDetections:
+        """Detections, candidates and unsure headings for the column stage. Candidates are moving-vehicle peaks
+        scoring between ``column_candidate_score`` and the vehicle threshold: not detections; the column stage
+        admits the ones that extend a column (pipeline/columns.py ``admit_candidates``). With the heading network
+        and ``unsure_heading_deg`` > 0, detections whose network heading differs from the detector's own by more
+        than that are listed as unsure (columns.unsure_heading_deg)."""
+        strong, weak, own = self._run(ArraySource(scene), candidates=True, own_headings=True)
+        unsure: frozenset[int] = frozenset()
+        if self.heading_net is not None and unsure_heading_deg > 0:
+            unsure = frozenset(i for i, (d, h) in enumerate(zip(strong, own, strict=True))
+                               if d.cls == "vehicle" and d.moving is not False and d.heading_deg is not None
+                               and abs((d.heading_deg - h + 180.0) % 360.0 - 180.0) > unsure_heading_deg)
+        return ColumnDetections(strong, weak, unsure)
 
     def detect_path(self, path: str | Path, progress: Callable[[int, int], None] | None = None) -> list[Detection]:
         """Detect in a GeoTIFF read window by window (memory stays flat however large the raster)."""
@@ -278,7 +296,9 @@ class LearnedDetector:
         return floors
 
     def _run(self, source, progress: Callable[[int, int], None] | None = None,
-             candidates: bool = False) -> tuple[list[Detection], list[Detection]]:
+             candidates: bool = False, own_headings: bool = False) -> tuple:
+        """(detections, candidates), and with ``own_headings`` the detector's own heading of each detection too
+        (the heading network may have replaced it)."""
         from models.targets import decode
         from models.tta import averaged_forward, heading_over_views
 
@@ -311,15 +331,17 @@ class LearnedDetector:
                     headings = self._crop_headings(bands[b], valid[b], kept)
                     for d, heading in zip(kept, headings, strict=True):
                         raw.append((d.cls_index, d.score, d.row + win.row_off, d.col + win.col_off, d.length_m,
-                                    d.width_m, heading, d.speed_mps))
+                                    d.width_m, heading, d.speed_mps, d.heading_deg))
                 done += len(group)
                 if progress:
                     progress(done, len(windows))
         raw = merge_duplicates(raw, self.classes)  # a faint peak beside a confident one is suppressed here
         strong = [r for r in raw if r[1] >= self.thresholds[r[0]]]
         weak = [r for r in raw if r[1] < self.thresholds[r[0]]]
-        return (self._georeference(strong, source.transform, source.crs),
-                self._georeference(weak, source.transform, source.crs))
+        strong.sort(key=lambda r: -round(r[1], 4))  # _georeference's order, so own headings line up with it
+        found = (self._georeference(strong, source.transform, source.crs),
+                 self._georeference(weak, source.transform, source.crs))
+        return (*found, [r[8] for r in strong]) if own_headings else found
 
     def _crop_headings(self, bands: np.ndarray, valid: np.ndarray, dets: list) -> list[float]:
         """Each detection's heading: the heading network's reading of a crop around it for moving vehicles when
@@ -366,8 +388,8 @@ class LearnedDetector:
         ys = t.d * arr[:, 1] + t.e * arr[:, 0] + t.f
         lons, lats = Transformer.from_crs(crs, "EPSG:4326", always_xy=True).transform(xs, ys)
         out = []
-        for (ci, score, _r, _c, length, width, heading, speed), x, y, lon, lat in zip(raw, xs, ys, lons, lats,
-                                                                                     strict=True):
+        for (ci, score, _r, _c, length, width, heading, speed, _own), x, y, lon, lat in zip(raw, xs, ys, lons, lats,
+                                                                                           strict=True):
             cls = self.classes[ci]
             vehicle = cls == "vehicle"
             out.append(MapObject(

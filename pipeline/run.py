@@ -133,18 +133,33 @@ def _in_aoi_crs(detections, aoi: AOI, scene: Scene):
 # ---------------------------------------------------------------- one acquisition
 
 
-def detect_for_columns(detector, scene: Scene, aoi: AOI, config: BasewatchConfig) -> tuple[list[Detection], int]:
+@dataclass(frozen=True)
+class ForColumns:
+    """One scene's detections ordered for the column stage: the sure ones, then ``unsure`` detections whose heading
+    the column stage ignores (columns.unsure_heading_deg, not admitted to a column), then ``admitted`` candidates
+    (faint peaks, or unsure detections, that extend a column), each with the column's heading."""
+
+    detections: list[Detection]
+    unsure: int = 0
+    admitted: int = 0
+
+
+def detect_for_columns(detector, scene: Scene, aoi: AOI, config: BasewatchConfig) -> ForColumns:
     """The detector's detections plus the faint moving-vehicle candidates that extend a column on an egress road
-    (pipeline/columns.py ``admit_candidates``), and how many of them, at the end of the list, are such candidates:
-    an admitted candidate keeps its own low score and takes the heading of the column. Detectors without
-    candidates (classical, truth) are used as they are."""
+    (pipeline/columns.py ``admit_candidates``): an admitted candidate keeps its own low score and takes the heading
+    of the column. A detection with an unsure heading is a candidate for the column stage and a detection for
+    everything else. Detectors without candidates (classical, truth) are used as they are."""
     with_candidates = getattr(detector, "detect_with_candidates", None)
     if with_candidates is None:
-        return detector.detect(scene), 0
-    dets, weak = with_candidates(scene)
-    admitted = admit_candidates(_in_aoi_crs(dets, aoi, scene), _in_aoi_crs(weak, aoi, scene), aoi, config.columns)
-    return dets + [replace(weak[i], heading_deg=round(heading, 1)) for i, heading in sorted(admitted.items())], \
-        len(admitted)
+        return ForColumns(detector.detect(scene))
+    found = with_candidates(scene, config.columns.unsure_heading_deg)
+    sure = [d for i, d in enumerate(found.detections) if i not in found.unsure]
+    doubtful = [found.detections[i] for i in sorted(found.unsure)]
+    pool = found.candidates + doubtful
+    admitted = admit_candidates(_in_aoi_crs(sure, aoi, scene), _in_aoi_crs(pool, aoi, scene), aoi, config.columns)
+    left = [d for k, d in enumerate(doubtful) if len(found.candidates) + k not in admitted]
+    joined = [replace(pool[i], heading_deg=round(heading, 1)) for i, heading in sorted(admitted.items())]
+    return ForColumns(sure + left + joined, unsure=len(left), admitted=len(joined))
 
 
 def rediff(store: Store, run_id: str, aoi: AOI, model: str, config: BasewatchConfig, since, fresh=None) -> dict:
@@ -184,12 +199,14 @@ def process_acquisition(store: Store, run_id: str, aoi: AOI, scene: Scene, detec
     if not path.exists():
         write_scene(scene, path)
     if scene.valid.any():
-        raw, n_admitted = detect_for_columns(detector, scene, aoi, config)
-        at = len(raw) - n_admitted  # vessels go before the admitted candidates, which stay last
+        found = detect_for_columns(detector, scene, aoi, config)
+        raw = found.detections
+        at = len(raw) - found.admitted  # vessels go before the admitted candidates, which stay last
         raw = raw[:at] + find_vessels(detector, scene, aoi, config) + raw[at:]
         dets = prepare_detections(raw, aoi, scene.crs, acq.id, model, berth_m=config.vessels.berth_m)
-        inherited = frozenset(d.id for d in dets[len(dets) - n_admitted:])
-        columns = group_columns(_in_aoi_crs(dets, aoi, scene), aoi, config.columns, inherited)
+        inherited = frozenset(d.id for d in dets[len(dets) - found.admitted:])
+        unsure = frozenset(d.id for d in dets[at - found.unsure:at])
+        columns = group_columns(_in_aoi_crs(dets, aoi, scene), aoi, config.columns, inherited, unsure)
         obs = observe(aoi, scene, dets, columns, model, confident_score=config.diff.surge_min_score)
     else:  # all cloud: stored as an observation where nothing was observed, never as "empty"
         dets, columns, obs = [], [], not_observed(aoi, scene, model)

@@ -236,3 +236,60 @@ def test_faint_peaks_are_looked_for_along_the_road_not_along_a_scattered_heading
     assert sorted(admitted) == list(range(len(faint)))
     # along the trucks' own heading (15 degrees allowed) the road's next trucks are out of line
     assert len(admit_candidates(confident, faint, tartus, ColumnsConfig(road_axis_deg=0))) < len(faint)
+
+
+class _StubDetector:
+    """Returns fixed detections as the learned detector's column interface does (detect_with_candidates)."""
+
+    def __init__(self, detections, candidates, disagree: set[int]):
+        self.found = (detections, candidates, disagree)
+
+    def detect_with_candidates(self, scene, unsure_heading_deg: float = 0.0):
+        from pipeline.detect import ColumnDetections
+
+        dets, cands, disagree = self.found
+        return ColumnDetections(dets, cands, frozenset(disagree) if unsure_heading_deg > 0 else frozenset())
+
+
+def _column_stage(tartus, detector, cfg: ColumnsConfig):
+    """detect_for_columns then group_columns, as process_acquisition chains them (ids given in list order)."""
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    from pipeline.run import detect_for_columns
+
+    config = SimpleNamespace(columns=cfg)
+    scene = SimpleNamespace(crs=tartus.crs.to_string())
+    found = detect_for_columns(detector, scene, tartus, config)
+    at = len(found.detections) - found.admitted
+    ids = [d.id or f"cand{k}" for k, d in enumerate(found.detections)]
+    dets = [replace(d, id=i) for d, i in zip(found.detections, ids, strict=True)]
+    inherited, unsure = frozenset(ids[at:]), frozenset(ids[at - found.unsure:at])
+    return found, group_columns(dets, tartus, cfg, inherited, unsure)
+
+
+def test_detections_with_unsure_headings_are_candidates_for_columns_only(tartus):
+    """Reinforcement month, seed 16, 16 Mar (MODEL_CARD_heading): one real truck leaving, a false detection on the
+    road behind it that the heading network reads the same way (the detector's own heading disagrees), and faint
+    peaks along the road. Two agreeing "trucks" admitted the faint peaks into a false outbound column."""
+    from dataclasses import replace
+
+    road = vehicles_along(tartus, "east_to_m1_highway", 200, 7, 50, outbound=True, prefix="t")
+    real, clutter = road[0], replace(road[1], score=0.43)
+    faint = _faint(road[2:], heading=real.heading_deg)
+    stub = _StubDetector([real, clutter], faint, disagree={1})
+    found, cols = _column_stage(tartus, stub, ColumnsConfig())  # off: the false column forms
+    assert len(cols) == 1 and cols[0].vehicles == 7 and cols[0].direction == "outbound"
+    found, cols = _column_stage(tartus, stub, ColumnsConfig(unsure_heading_deg=60))
+    assert cols == []
+    assert [d.id for d in found.detections] == ["t0", "t1"] and found.unsure == 1  # still a detection, counted
+
+    # an unsure truck inside a real column joins it as a candidate, with the column's heading
+    column = vehicles_along(tartus, "east_to_m1_highway", 200, 5, 50, outbound=True, prefix="c")
+    doubted = replace(column[2], heading_deg=(column[2].heading_deg + 150) % 360)
+    stub = _StubDetector([column[0], column[1], doubted, column[3], column[4]], [], disagree={2})
+    found, [col] = _column_stage(tartus, stub, ColumnsConfig(unsure_heading_deg=60))
+    assert found.admitted == 1 and found.unsure == 0 and col.vehicles == 5 and col.direction == "outbound"
+    joined = found.detections[-1]
+    assert (joined.x, joined.y) == (doubted.x, doubted.y)
+    assert angle_diff(joined.heading_deg, column[0].heading_deg) < 5

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from datetime import UTC, datetime
 
@@ -179,12 +180,14 @@ def test_faint_vehicle_peaks_are_candidates_never_detections():
     det = _fake_detector(128, 0)
     det.model = TwoLevelVehicleNet()
     det.cfg = DetectorConfig(window=128, overlap=0, score_threshold=0.5, column_candidate_score=0.25)
-    strong, weak = det.detect_with_candidates(scene)
+    found = det.detect_with_candidates(scene)
+    strong, weak = found.detections, found.candidates
+    assert found.unsure == frozenset()  # no heading network: every heading is the detector's own
     assert [d.cls for d in strong] == ["vehicle"] and strong[0].score > 0.9
     assert len(weak) == 1 and 0.25 <= weak[0].score < 0.5
     assert det.detect(scene) == strong  # plain detection never returns a candidate
     det.cfg = DetectorConfig(window=128, overlap=0, score_threshold=0.5, column_candidate_score=None)
-    assert det.detect_with_candidates(scene)[1] == []
+    assert det.detect_with_candidates(scene).candidates == []
 
 
 def test_strip_reads_give_every_window_exactly_its_pixels(tmp_path):
@@ -241,6 +244,21 @@ def test_detect_command_writes_the_planted_aircraft_as_geojson(tmp_path, extra):
     assert bad.exit_code == 2 and "--tta-views: Input should be 1, 4 or 8" in bad.output
     bad = CliRunner().invoke(app, ["detect", str(path), "--out", str(out), "--norm-neighbourhood", "-1"])
     assert bad.exit_code == 2 and "--norm-neighbourhood: Input should be greater than or equal to 0" in bad.output
+
+
+def test_detect_uses_the_configs_heading_network_unless_told_none(tmp_path):
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+
+    path = write_scene(_scene_with_aircraft()[0], tmp_path / "scene.tif")
+    models = []
+    for extra in ([], ["--heading-weights", "none"]):
+        out = tmp_path / f"found{len(extra)}.geojson"
+        result = CliRunner().invoke(app, ["detect", str(path), "--out", str(out), *extra])
+        assert result.exit_code == 0, result.output
+        models.append(json.loads(out.read_text())["model"])
+    assert "+heading-crop-v1@" in models[0] and "heading-crop" not in models[1]
 
 
 def test_local_normalisation_reaches_the_network_and_changes_what_it_sees():

@@ -176,3 +176,21 @@ def test_right_hand_share_tells_a_reversed_truck_from_one_on_its_own_carriageway
     road[0] = truck(0, -10, 270)  # reversed: westbound on the eastbound side
     assert right_hand_share(road) == 0.8
     assert right_hand_share(road[:1]) is None
+
+
+def test_unsure_headings_are_those_where_the_network_and_the_detector_disagree():
+    """columns.unsure_heading_deg: the detector lists a moving vehicle as unsure when the network's heading and its
+    own differ by more than the limit; detections stay the same."""
+    from pipeline.simulate.command import held_out_scene
+
+    scene = held_out_scene(4242, 3, size=256).scene
+    own = {(d.x, d.y): d for d in make_detector(DetectorConfig(threads=1)).detect(scene)}
+    crop = make_detector(DetectorConfig(threads=1, heading_weights=COMMITTED))
+    for limit in (2.0, 10.0):
+        found = crop.detect_with_candidates(scene, unsure_heading_deg=limit)
+        assert {(d.x, d.y) for d in found.detections} == set(own)
+        expected = {i for i, d in enumerate(found.detections) if d.cls == "vehicle" and d.moving
+                    and abs((d.heading_deg - own[(d.x, d.y)].heading_deg + 180) % 360 - 180) > limit}
+        assert found.unsure == expected
+    assert found.unsure < crop.detect_with_candidates(scene, unsure_heading_deg=2.0).unsure  # a real difference
+    assert crop.detect_with_candidates(scene).unsure == frozenset()  # 0 = off
