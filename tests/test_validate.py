@@ -74,10 +74,10 @@ def test_missing_or_foreign_weights_are_named(config_copy, tmp_path):
 
 
 def test_heading_network_weights_are_loaded_and_a_missing_file_names_the_fix(config_copy, tmp_path):
-    assert not [c for c in validate_all(config_copy) if c.what == "heading network"]  # off in the shipped config
-    _edit(config_copy, detector__heading_weights="models/weights/basewatch_heading.pt")
-    [heading] = [c for c in validate_all(config_copy) if c.what == "heading network"]
+    [heading] = [c for c in validate_all(config_copy) if c.what == "heading network"]  # on in the shipped config
     assert heading.ok and "heading-crop-v1@" in heading.detail
+    _edit(config_copy, detector__heading_weights=None)
+    assert not [c for c in validate_all(config_copy) if c.what == "heading network"]
     _edit(config_copy, detector__heading_weights=str(tmp_path / "none.pt"))
     [heading] = [c for c in validate_all(config_copy) if c.what == "heading network"]
     assert "train-heading" in heading.problem and "null" in heading.problem
