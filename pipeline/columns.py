@@ -97,7 +97,7 @@ def _moving_vehicles(detections: list[Detection], inherited: frozenset[str] = fr
                      ignored: frozenset[str] = frozenset()) -> list[_Vehicle]:
     out = []
     for i, d in enumerate(detections):
-        if d.cls != "vehicle" or d.moving is False or d.heading_deg is None or (d.id is not None and d.id in ignored):
+        if d.cls != "vehicle" or d.moving is False or d.heading_deg is None or d.id in ignored:
             continue
         out.append(_Vehicle(key=d.id or str(i), xy=np.array([d.x, d.y]), heading=float(d.heading_deg),
                             speed=d.speed_mps, score=float(d.score) if d.score is not None else 1.0,

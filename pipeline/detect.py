@@ -256,12 +256,14 @@ class LearnedDetector:
         admits the ones that extend a column (pipeline/columns.py ``admit_candidates``). With the heading network
         and ``unsure_heading_deg`` > 0, detections whose network heading differs from the detector's own by more
         than that are listed as unsure (columns.unsure_heading_deg)."""
-        strong, weak, own = self._run(ArraySource(scene), candidates=True, own_headings=True)
+        from pipeline.columns import angle_diff
+
+        strong, weak, own = self._run(ArraySource(scene), candidates=True)
         unsure: frozenset[int] = frozenset()
         if self.heading_net is not None and unsure_heading_deg > 0:
             unsure = frozenset(i for i, (d, h) in enumerate(zip(strong, own, strict=True))
                                if d.cls == "vehicle" and d.moving is not False and d.heading_deg is not None
-                               and abs((d.heading_deg - h + 180.0) % 360.0 - 180.0) > unsure_heading_deg)
+                               and angle_diff(d.heading_deg, h) > unsure_heading_deg)
         return ColumnDetections(strong, weak, unsure)
 
     def detect_path(self, path: str | Path, progress: Callable[[int, int], None] | None = None) -> list[Detection]:
@@ -296,9 +298,9 @@ class LearnedDetector:
         return floors
 
     def _run(self, source, progress: Callable[[int, int], None] | None = None,
-             candidates: bool = False, own_headings: bool = False) -> tuple:
-        """(detections, candidates), and with ``own_headings`` the detector's own heading of each detection too
-        (the heading network may have replaced it)."""
+             candidates: bool = False) -> tuple[list[Detection], list[Detection], list[float]]:
+        """(detections, candidates, the detector's own heading of each detection), best score first; the heading
+        network may have replaced a detection's heading, so its own is kept beside it."""
         from models.targets import decode
         from models.tta import averaged_forward, heading_over_views
 
@@ -338,10 +340,10 @@ class LearnedDetector:
         raw = merge_duplicates(raw, self.classes)  # a faint peak beside a confident one is suppressed here
         strong = [r for r in raw if r[1] >= self.thresholds[r[0]]]
         weak = [r for r in raw if r[1] < self.thresholds[r[0]]]
-        strong.sort(key=lambda r: -round(r[1], 4))  # _georeference's order, so own headings line up with it
-        found = (self._georeference(strong, source.transform, source.crs),
-                 self._georeference(weak, source.transform, source.crs))
-        return (*found, [r[8] for r in strong]) if own_headings else found
+        for part in (strong, weak):
+            part.sort(key=lambda r: -round(r[1], 4))  # by the score a detection reports
+        return (self._georeference(strong, source.transform, source.crs),
+                self._georeference(weak, source.transform, source.crs), [r[8] for r in strong])
 
     def _crop_headings(self, bands: np.ndarray, valid: np.ndarray, dets: list) -> list[float]:
         """Each detection's heading: the heading network's reading of a crop around it for moving vehicles when
@@ -400,7 +402,6 @@ class LearnedDetector:
                 speed_mps=round(speed, 1) if vehicle else None,
                 score=round(score, 4),
             ))
-        out.sort(key=lambda d: -(d.score or 0.0))
         return out
 
 
