@@ -205,6 +205,7 @@ def main() -> None:
     kw["tta_views"] = args.tta_views
     kw["heading_views"] = args.heading_views
     kw["heading_weights"] = args.heading_weights
+    kw["verifier_weights"] = args.verifier_weights
     kw["norm_neighbourhood"] = args.norm_neighbourhood
     result = run(make_detector(DetectorConfig(**kw)), args.png)
     text = json.dumps(result, indent=1)

@@ -70,7 +70,8 @@ def time_read(path: Path, repeats: int = 2) -> float:
 
 
 HEADING_OPTIONS: dict = {}
-"""--heading-views / --heading-weights, set by main() (the memory children get them on their command line)."""
+"""--heading-views / --heading-weights / --verifier-weights, set by main() (the memory children get them on their
+command line)."""
 
 
 def _detector(device: str, batch_size: int, tta_views: int = 1):
@@ -120,7 +121,8 @@ def main() -> None:
     add_views_argument(ap, "windows averaged over")
     add_heading_views_argument(ap)
     args = ap.parse_args()
-    HEADING_OPTIONS.update(heading_views=args.heading_views, heading_weights=args.heading_weights)
+    HEADING_OPTIONS.update(heading_views=args.heading_views, heading_weights=args.heading_weights,
+                           verifier_weights=args.verifier_weights)
     args.tmp.mkdir(parents=True, exist_ok=True)
     result: dict = {"cpu_cores": os.cpu_count(), "load_avg_start": os.getloadavg(), "device": args.device,
                     "batch_size": args.batch_size, "tta_views": args.tta_views, **HEADING_OPTIONS}

@@ -31,6 +31,10 @@ def detect(
                                                 "re-read moving vehicles' headings from crops around them "
                                                 "(default: config detector.heading_weights); 'none' = the "
                                                 "detector's own heading (or --heading-views)."),
+    verifier_weights: Path | None = typer.Option(None, "--verifier-weights", help="Aircraft verifier that takes a "
+                                                 "second look at each large-aircraft peak from a crop around it "
+                                                 "(default: config detector.verifier_weights); 'none' = the "
+                                                 "detector's scores alone."),
     norm_neighbourhood: int | None = typer.Option(
         None, "--norm-neighbourhood", help="Normalise each pixel by its neighbourhood of this side (px), e.g. 256: "
         "fewer false aircraft on real scenes and objects on bright ground kept; 0 = per window (default: config, 0)."),
@@ -57,12 +61,15 @@ def detect(
     updates = {k: v for k, v in {"name": detector, "weights": str(weights) if weights else None,
                                    "score_threshold": threshold, "tta_views": tta_views, "heading_views": heading_views,
                                    "heading_weights": str(heading_weights) if heading_weights else None,
+                                   "verifier_weights": str(verifier_weights) if verifier_weights else None,
                                    "norm_neighbourhood": norm_neighbourhood,
                                    "precision": precision}.items() if v is not None}
     if threshold is not None:
         updates["class_thresholds"] = {}  # one threshold for every class, overriding the calibrated ones
     if heading_weights is not None and str(heading_weights).lower() == "none":
         updates["heading_weights"] = None  # the config sets the network; this switches it off
+    if verifier_weights is not None and str(verifier_weights).lower() == "none":
+        updates["verifier_weights"] = None
     try:
         cfg = cfg.model_validate({**cfg.model_dump(), **updates})
     except ValidationError as exc:  # an option out of range: say which, like a config error
@@ -145,6 +152,37 @@ def train_heading(
 
         result = run_training(cfg, stop_after=stop_after, progress=progress)
     _console.print(f"heading network: {result}")
+
+
+def train_verifier(
+    config: Path = typer.Option(Path("configs/train_verifier.yaml"), "--config", "-c", help="Verifier training "
+                                "config YAML."),
+    out: Path | None = typer.Option(None, "--out", help="Where to write the weights (default: the config's 'out')."),
+    stop_after: int | None = typer.Option(None, "--stop-after", help="Stop after N steps (resume later)."),
+) -> None:
+    """Train the verifier that takes a second look at each large-aircraft peak from a crop around it
+    (detector.verifier_weights); deterministic, checkpointed, resumable. Runs the detector over its training scenes
+    first (cached)."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from models.train_verify import load_verify_config, sample_set
+    from models.train_verify import train_verifier as run_training
+    from pipeline.config import resolve_path
+
+    cfg = load_verify_config(resolve_path(config))
+    if out is not None:
+        cfg = cfg.model_validate({**cfg.model_dump(), "out": str(out)})
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TimeRemainingColumn(), console=_console) as bar:
+        scenes = bar.add_task("detector candidates (scenes, then chips)", total=None)
+        sample_set(cfg, progress=lambda k, n: bar.update(scenes, completed=k, total=n))
+        task = bar.add_task("verifier", total=cfg.steps)
+
+        def progress(step: int, total: int, loss: float | None) -> None:
+            bar.update(task, completed=step, total=total, description=f"verifier, loss {loss:.3f}")
+
+        result = run_training(cfg, stop_after=stop_after, progress=progress)
+    _console.print(f"verifier: {result}")
 
 
 def evaluate(

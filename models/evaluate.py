@@ -440,12 +440,13 @@ def report_table(report: dict):
 
 
 def chip_scene(seed: int, size: int, origin: tuple[float, float] = (500_000.0, 3_900_000.0),
-               crs: str = "EPSG:32636") -> tuple[Scene, list[MapObject]]:
-    """A simulator chip as a georeferenced Scene plus its truth (map and lon/lat coordinates)."""
+               crs: str = "EPSG:32636", options=None) -> tuple[Scene, list[MapObject]]:
+    """A simulator chip (drawn with ``options``, a ChipOptions) as a georeferenced Scene plus its truth (map and
+    lon/lat coordinates)."""
     from pipeline.georef import object_at_pixel
-    from pipeline.simulate.chips import render_chip
+    from pipeline.simulate.chips import ChipOptions, render_chip
 
-    chip = render_chip(seed, size)
+    chip = render_chip(seed, size, options or ChipOptions())
     transform = Affine(10.0, 0.0, origin[0], 0.0, -10.0, origin[1])
     acq = Acquisition(source="simulated-chips", id=f"chip-{seed}", sensor="Sentinel-2A",
                       datetime=datetime(2024, 12, 13, 8, 25, tzinfo=UTC), simulated=True)

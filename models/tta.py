@@ -44,6 +44,9 @@ def add_heading_views_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--heading-weights", default=None,
                         help="heading network that re-reads moving vehicles' headings from crops around them "
                              "(detector.heading_weights; replaces --heading-views)")
+    parser.add_argument("--verifier-weights", default=None,
+                        help="aircraft verifier that re-scores each large-aircraft peak from a crop around it "
+                             "(detector.verifier_weights)")
 
 
 def apply_view(t: torch.Tensor, view: View) -> torch.Tensor:

@@ -158,6 +158,7 @@ app.command("detect")(user_errors(_model_commands.detect))
 app.command("evaluate")(user_errors(_model_commands.evaluate))
 app.command("train")(user_errors(_model_commands.train))
 app.command("train-heading")(user_errors(_model_commands.train_heading))
+app.command("train-verifier")(user_errors(_model_commands.train_verifier))
 
 
 @app.command("evaluate-scenarios")

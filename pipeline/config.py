@@ -167,6 +167,14 @@ class DetectorConfig(Strict):
         default=None, description="Heading network (models/heading_net.py) that re-reads each moving vehicle's "
         "heading from a 15 px crop around its detection; null = the detector's own heading (or heading_views). "
         "Detections and scores are unchanged; it replaces heading_views when set.")
+    verifier_weights: str | None = Field(
+        default=None, description="Verifier (models/verify_net.py) that takes a second look at every peak of its "
+        "class (large aircraft) scoring at least its training floor, from a 25 px crop around it, and keeps the peak "
+        "only when its probability reaches the verifier's calibrated threshold; the kept aircraft then report that "
+        "probability as their score. null = the detector's scores and thresholds alone.")
+    verifier_threshold: float | None = Field(
+        default=None, ge=0, le=1, description="Verifier probability that keeps a peak; None = the threshold "
+        "calibrated into the verifier's checkpoint.")
     threads: int = Field(default=0, ge=0, le=64, description="Torch CPU threads; 0 = number of cores.")
     device: Literal["auto", "cpu", "cuda"] = Field(
         default="auto", description="Where the network runs: auto = a CUDA GPU when torch sees one, else the CPU "

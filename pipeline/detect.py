@@ -26,7 +26,7 @@ from rasterio.windows import Window as RioWindow
 
 from pipeline.config import DetectorConfig, resolve_path
 from pipeline.detector import Detector
-from pipeline.errors import SceneError
+from pipeline.errors import ModelError, SceneError
 from pipeline.heap import retain_freed_memory
 from pipeline.types import BAND_NAMES, Detection, MapObject, Scene
 
@@ -237,6 +237,18 @@ class LearnedDetector:
             self.heading_net = HeadingRefiner(resolve_path(self.cfg.heading_weights), self.device)
             self.version += f"+{self.heading_net.model_id}"
         self.thresholds = class_thresholds(self.cfg, meta, self.classes)
+        self.verifier = None
+        if self.cfg.verifier_weights:
+            from models.verify_net import Verifier
+
+            self.verifier = Verifier(resolve_path(self.cfg.verifier_weights), self.device)
+            if self.verifier.cls not in self.classes:
+                raise ModelError(f"verifier {self.cfg.verifier_weights} checks {self.verifier.cls!r}, which the "
+                                 f"detector {self.weights.name} does not report ({', '.join(self.classes)})")
+            self.version += f"+{self.verifier.model_id}"
+            i = self.classes.index(self.verifier.cls)
+            self.thresholds[i] = (self.cfg.verifier_threshold if self.cfg.verifier_threshold is not None
+                                  else self.verifier.threshold)
         set_threads(self.cfg.threads)
         if self.device.type == "cpu":
             retain_freed_memory()
@@ -291,6 +303,8 @@ class LearnedDetector:
     def _floors(self, candidates: bool) -> list[float]:
         """Lowest score kept per class: the vehicle threshold, or the candidate score when candidates are wanted."""
         floors = list(self.thresholds)
+        if self.verifier is not None:  # peaks from the verifier's floor up are shown to it
+            floors[self.classes.index(self.verifier.cls)] = self.verifier.floor
         low = self.cfg.column_candidate_score
         if candidates and low is not None and "vehicle" in self.classes:
             i = self.classes.index("vehicle")
@@ -307,6 +321,7 @@ class LearnedDetector:
         windows = grid_windows(source.height, source.width, self.cfg.window, self.cfg.overlap)
         raw: list[tuple[int, float, float, float, float, float, float, float]] = []
         floors = self._floors(candidates)
+        verified = self.classes.index(self.verifier.cls) if self.verifier is not None else -1
         done = 0
         with ThreadPoolExecutor(max_workers=1) as pool, torch.inference_mode():
             it = self._batches(source, windows)
@@ -330,9 +345,13 @@ class LearnedDetector:
                 for b, (win, dets) in enumerate(zip(group, decoded, strict=True)):
                     kept = [d for d in dets if d.score >= floors[d.cls_index]
                             and win.owns(d.row + win.row_off, d.col + win.col_off)]
+                    scores = self._verified_scores(bands[b], valid[b], kept)
+                    keep = [k for k, d in enumerate(kept) if d.cls_index != verified
+                            or scores[k] >= self.thresholds[verified]]  # the verifier's rejects are dropped
+                    kept, scores = [kept[k] for k in keep], [scores[k] for k in keep]
                     headings = self._crop_headings(bands[b], valid[b], kept)
-                    for d, heading in zip(kept, headings, strict=True):
-                        raw.append((d.cls_index, d.score, d.row + win.row_off, d.col + win.col_off, d.length_m,
+                    for d, score, heading in zip(kept, scores, headings, strict=True):
+                        raw.append((d.cls_index, score, d.row + win.row_off, d.col + win.col_off, d.length_m,
                                     d.width_m, heading, d.speed_mps, d.heading_deg))
                 done += len(group)
                 if progress:
@@ -344,6 +363,21 @@ class LearnedDetector:
             part.sort(key=lambda r: -round(r[1], 4))  # by the score a detection reports
         return (self._georeference(strong, source.transform, source.crs),
                 self._georeference(weak, source.transform, source.crs), [r[8] for r in strong])
+
+    def _verified_scores(self, bands: np.ndarray, valid: np.ndarray, dets: list) -> list[float]:
+        """Each peak's score: the verifier's probability for peaks of its class, the detector's for the rest."""
+        scores = [d.score for d in dets]
+        if self.verifier is None:
+            return scores
+        cls = self.classes.index(self.verifier.cls)
+        idx = [k for k, d in enumerate(dets) if d.cls_index == cls]
+        if idx:
+            prob = self.verifier.probabilities(bands, valid, np.array([dets[k].row for k in idx]),
+                                               np.array([dets[k].col for k in idx]),
+                                               np.array([dets[k].score for k in idx]))
+            for k, p in zip(idx, prob, strict=True):
+                scores[k] = float(p)
+        return scores
 
     def _crop_headings(self, bands: np.ndarray, valid: np.ndarray, dets: list) -> list[float]:
         """Each detection's heading: the heading network's reading of a crop around it for moving vehicles when

@@ -53,6 +53,8 @@ def validate_all(config_path: Path | None = None, scenarios: list[Path] | None =
     checks.append(_weights(config))
     if config.detector.name == "learned" and config.detector.heading_weights:
         checks.append(_heading_weights(config.detector.heading_weights))
+    if config.detector.name == "learned" and config.detector.verifier_weights:
+        checks.append(_verifier_weights(config.detector.verifier_weights))
     checks.append(_source(config))
     return checks
 
@@ -110,6 +112,18 @@ def _heading_weights(weights: str) -> Check:
     except (BasewatchError, OSError, RuntimeError, ValueError) as exc:
         return Check("heading network", weights, f"cannot load: {exc}")
     return Check("heading network", f"{weights} ({net.spec.version}@{meta.get('weights_id', 'unknown')})")
+
+
+def _verifier_weights(weights: str) -> Check:
+    """Load the aircraft verifier as a run would: a missing or foreign file stops the run with this error."""
+    try:
+        from models.verify_net import load_verify_net
+
+        net, meta = load_verify_net(resolve_path(weights))
+    except (BasewatchError, OSError, RuntimeError, ValueError) as exc:
+        return Check("aircraft verifier", weights, f"cannot load: {exc}")
+    return Check("aircraft verifier", f"{weights} ({net.spec.version}@{meta.get('weights_id', 'unknown')}, "
+                 f"{net.spec.cls} from score {meta.get('floor')}, kept at {meta.get('threshold')})")
 
 
 def _weights(config: BasewatchConfig) -> Check:

@@ -1,0 +1,199 @@
+"""A second look at each large-aircraft peak: a small CNN that says "transport aircraft or not" from a crop.
+
+Why a cascade: at its calibrated 0.45 the detector finds 84 % of set A's large aircraft with 23 false ones, but at
+0.30 it already holds 97 % of them, among 290 false peaks (fighters in rows, bright roofs, clutter). Its 1x1 heads
+on 20 m features decide every class at once, and retraining them moves every score the alert rules rest on
+(MODEL_CARD, stages 6-19). This network sees only the detector's candidates, at 10 m, in a 25 px (250 m) crop around
+each: enough to see an An-124's 7 px wingspan, its shadow and the apron around it. It is trained on the detector's
+own candidates in simulated scenes it never trained on, so its negatives are exactly the detector's mistakes.
+
+Input per crop: the heading network's channels (the four bands normalised by the crop's own median and spread,
+three band differences, the valid mask) and the detector's score, fed to the final layers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from models.centernet import BANDS
+from models.heading_net import DIFF_PAIRS, SYMMETRIES, _apply, extract_crops
+from pipeline.atomic import atomic_write
+from pipeline.errors import ModelError
+
+VERIFY_VERSION = "verify-crop-v1"
+FORMAT = "basewatch-verify-1"
+
+
+@dataclass(frozen=True)
+class VerifySpec:
+    """What the verifier was built with; checked against the pipeline when loaded."""
+
+    version: str = VERIFY_VERSION
+    cls: str = "large_aircraft"
+    bands: tuple[str, ...] = BANDS
+    crop: int = 25
+    width: int = 24
+    hidden: int = 64
+    norm_floor: float = 0.01
+    norm_clip: float = 12.0
+
+    @property
+    def in_channels(self) -> int:
+        return len(self.bands) + len(DIFF_PAIRS) + 1  # bands, differences, valid
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["bands"] = list(d["bands"])
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> VerifySpec:
+        known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
+        if "bands" in known:
+            known["bands"] = tuple(known["bands"])
+        return cls(**known)
+
+
+def crop_channels(crops: torch.Tensor, valid: torch.Tensor, floor: float, clip: float) -> torch.Tensor:
+    """Bands normalised by each crop's own per-band median and robust spread (soft-clipped), their differences and
+    the valid mask: (N, 4, S, S) + (N, S, S) -> (N, 8, S, S)."""
+    n, c, _, _ = crops.shape
+    flat = crops.reshape(n, c, -1)
+    ok = valid.reshape(n, 1, -1).expand(-1, c, -1)
+    masked = torch.where(ok, flat, torch.full_like(flat, float("nan")))
+    med = torch.nan_to_num(torch.nanmedian(masked, dim=-1).values, nan=0.0)
+    mad = torch.nanmedian((masked - med[..., None]).abs(), dim=-1).values * 1.4826
+    scale = torch.nan_to_num(mad, nan=1.0).clamp_min(floor)
+    z = (crops - med[..., None, None]) / scale[..., None, None]
+    x = clip * torch.tanh(z / clip) * valid[:, None]
+    diffs = [x[:, a : a + 1] - x[:, b : b + 1] for a, b in DIFF_PAIRS]
+    return torch.cat([x, *diffs, valid[:, None].to(x.dtype)], dim=1)
+
+
+def _cbr(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+class VerifyNet(nn.Module):
+    """Crops (N, 4, S, S) + valid (N, S, S) + detector scores (N,) -> (N,) logit that the peak is a true object."""
+
+    def __init__(self, spec: VerifySpec | None = None):
+        super().__init__()
+        self.spec = spec or VerifySpec()
+        w, s = self.spec.width, self.spec.crop
+        self.features = nn.Sequential(_cbr(self.spec.in_channels, w), _cbr(w, w), _cbr(w, 2 * w, 2),
+                                      _cbr(2 * w, 2 * w), _cbr(2 * w, 2 * w, 2))
+        side = ((s + 1) // 2 + 1) // 2
+        self.mlp = nn.Sequential(nn.Linear(2 * w * side * side + 1, self.spec.hidden), nn.ReLU(inplace=True),
+                                 nn.Dropout(0.2), nn.Linear(self.spec.hidden, 1))
+
+    def forward(self, crops: torch.Tensor, valid: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        x = crop_channels(crops, valid, self.spec.norm_floor, self.spec.norm_clip)
+        f = self.features(x).flatten(1)
+        return self.mlp(torch.cat([f, scores[:, None].to(f.dtype)], dim=1))[:, 0]
+
+
+def logit_over_symmetries(net: VerifyNet, crops: torch.Tensor, valid: torch.Tensor, scores: torch.Tensor,
+                          views: int = 8) -> torch.Tensor:
+    """Mean logit over ``views`` symmetries of the square (1 = as is): whether a peak is an aircraft does not
+    depend on which way the image is turned, and on a few dozen crops per scene eight passes cost little."""
+    total = torch.zeros(crops.shape[0], dtype=torch.float32, device=crops.device)
+    for view in SYMMETRIES[:views]:
+        total += net(_apply(crops, view).contiguous(), _apply(valid, view).contiguous(), scores).float()
+    return total / views
+
+
+class Verifier:
+    """The loaded verifier, ready to score candidates of one class (eval mode)."""
+
+    def __init__(self, path: str | Path, device: torch.device | str = "cpu", views: int = 8):
+        self.views = views
+        self.path = Path(path)
+        self.net, self.meta = load_verify_net(self.path)
+        self.net.to(device)
+        self.device = torch.device(device)
+
+    @property
+    def cls(self) -> str:
+        return self.net.spec.cls
+
+    @property
+    def floor(self) -> float:
+        """Lowest detector score the verifier was trained on: peaks below it are not shown to it."""
+        return float(self.meta.get("floor", 0.3))
+
+    @property
+    def threshold(self) -> float:
+        """Verifier probability above which a candidate is kept (calibrated on validation scenes)."""
+        return float(self.meta.get("threshold", 0.5))
+
+    @property
+    def model_id(self) -> str:
+        return f"{self.net.spec.version}@{self.meta.get('weights_id', 'unknown')}"
+
+    def probabilities(self, bands: np.ndarray, valid: np.ndarray, rows: np.ndarray, cols: np.ndarray,
+                      scores: np.ndarray) -> np.ndarray:
+        """Probability that each peak at (rows, cols) of one image ``bands`` (4, H, W) is a true object."""
+        if len(rows) == 0:
+            return np.zeros(0, np.float64)
+        crops, cvalid, _ = extract_crops(bands, valid, np.asarray(rows, np.float64), np.asarray(cols, np.float64),
+                                         self.net.spec.crop)
+        with torch.inference_mode():
+            logit = logit_over_symmetries(self.net, torch.from_numpy(crops).to(self.device),
+                                          torch.from_numpy(cvalid).to(self.device),
+                                          torch.as_tensor(np.asarray(scores, np.float32), device=self.device),
+                                          self.views)
+        return torch.sigmoid(logit).cpu().numpy().astype(np.float64)
+
+
+def save_verify_net(path: str | Path, net: VerifyNet, meta: dict | None = None,
+                    train_state: dict | None = None) -> Path:
+    """Write atomically: a killed save never leaves a truncated file behind."""
+    blob = {"format": FORMAT, "spec": net.spec.to_dict(),
+            "state_dict": {k: v.detach().cpu().clone() for k, v in net.state_dict().items()},
+            "meta": dict(meta or {})}
+    if train_state is not None:
+        blob["train_state"] = train_state
+    with atomic_write(Path(path)) as tmp:
+        torch.save(blob, tmp)
+    return Path(path)
+
+
+def read_verify_blob(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise ModelError(f"verifier weights {path} not found; train them with `basewatch train-verifier` or set "
+                         "detector.verifier_weights to null (the detector's scores alone)")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure means the file is unusable
+        raise ModelError(f"verifier weights {path} are not readable ({exc}); re-train them") from None
+    if not isinstance(blob, dict) or blob.get("format") != FORMAT:
+        raise ModelError(f"verifier weights {path} are not in format {FORMAT!r}; they were not written by "
+                         "basewatch train-verifier")
+    return blob
+
+
+def load_verify_net(path: str | Path) -> tuple[VerifyNet, dict]:
+    """Load and check (version, bands) a verifier checkpoint into an eval-mode VerifyNet; returns (net, meta)."""
+    blob = read_verify_blob(path)
+    spec = VerifySpec.from_dict(blob.get("spec") or {})
+    problems = []
+    if spec.version != VERIFY_VERSION:
+        problems.append(f"version {spec.version!r} (expected {VERIFY_VERSION!r})")
+    if tuple(spec.bands) != BANDS:
+        problems.append(f"bands {list(spec.bands)} (expected {list(BANDS)})")
+    if problems:
+        raise ModelError(f"verifier weights {path} do not match this basewatch: " + "; ".join(problems))
+    net = VerifyNet(spec)
+    try:
+        net.load_state_dict(blob["state_dict"])
+    except (RuntimeError, KeyError) as exc:
+        raise ModelError(f"verifier weights {path} do not fit the declared network ({exc}); re-train them") from None
+    net.eval()
+    return net, dict(blob.get("meta") or {})

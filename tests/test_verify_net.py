@@ -1,0 +1,134 @@
+"""The aircraft verifier: a crop classifier over the detector's large-aircraft peaks (models/verify_net.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from models.train_verify import VerifyTrainConfig, best_threshold, split, train_verifier
+from models.verify_data import SampleSet
+from models.verify_net import (
+    SYMMETRIES,
+    VerifyNet,
+    VerifySpec,
+    _apply,
+    load_verify_net,
+    logit_over_symmetries,
+    save_verify_net,
+)
+from pipeline.config import DetectorConfig
+from pipeline.detect import make_detector
+from pipeline.errors import ModelError
+
+
+def _blobs(n: int, rng: np.random.Generator, crop: int = 25) -> SampleSet:
+    """Half of the crops hold a bright 5 px cross at the centre (an "aircraft"), half a bright 2 px spot (a
+    "fighter"), both on textured ground; scores overlap, so only the crop can tell them apart."""
+    ground = rng.uniform(0.1, 0.3, (n, 4, 1, 1)).astype(np.float32)
+    crops = ground + rng.normal(0, 0.01, (n, 4, crop, crop)).astype(np.float32)
+    label = np.arange(n) % 2 == 0
+    c = crop // 2
+    for k in range(n):
+        if label[k]:
+            crops[k, :, c - 2 : c + 3, c] += 0.15
+            crops[k, :, c, c - 2 : c + 3] += 0.15
+        else:
+            crops[k, :, c : c + 2, c : c + 2] += 0.15
+    score = rng.uniform(0.2, 0.7, n).astype(np.float32)
+    return SampleSet(crops, np.ones((n, crop, crop), bool), score, label, (np.arange(n) // 8).astype(np.int32))
+
+
+def test_mean_over_the_eight_symmetries_does_not_depend_on_how_the_crop_is_turned():
+    torch.manual_seed(0)
+    net = VerifyNet(VerifySpec(width=8, hidden=8)).eval()
+    crops = torch.rand(3, 4, 25, 25)
+    valid = torch.ones(3, 25, 25, dtype=torch.bool)
+    scores = torch.tensor([0.3, 0.5, 0.9])
+    assert net(crops, valid, scores).shape == (3,)
+    base = logit_over_symmetries(net, crops, valid, scores)
+    for view in SYMMETRIES[1:]:
+        turned = logit_over_symmetries(net, _apply(crops, view).contiguous(), _apply(valid, view).contiguous(), scores)
+        assert torch.allclose(base, turned, atol=1e-5), view
+    assert not torch.allclose(logit_over_symmetries(net, crops, valid, scores, views=1), base)
+
+
+def test_threshold_is_the_best_f1_of_the_kept_candidates():
+    prob = np.array([0.95, 0.9, 0.8, 0.6, 0.3, 0.1])
+    label = np.array([True, True, False, True, False, False])
+    best = best_threshold(prob, label)
+    assert (best["tp"], best["fp"], best["fn"]) == (3, 1, 0) and best["threshold"] <= 0.6
+    assert best_threshold(np.array([0.9, 0.2]), np.array([True, False]))["threshold"] > 0.2
+
+
+def test_validation_never_shares_a_scene_with_training():
+    samples = _blobs(80, np.random.default_rng(1))
+    train, val = split(samples, 3)
+    assert set(val.group) == {7, 8, 9} and not set(train.group) & set(val.group)
+    assert len(train) + len(val) == 80
+
+
+def test_tiny_training_tells_crosses_from_spots_and_resumes_to_the_same_weights(tmp_path, monkeypatch):
+    monkeypatch.setattr("models.train_verify.resolve_path", lambda p: tmp_path / p)
+    torch.set_num_threads(1)
+    samples = _blobs(160, np.random.default_rng(2))
+
+    def cfg(sub: str) -> VerifyTrainConfig:
+        return VerifyTrainConfig(steps=120, batch_size=32, lr=3e-3, width=8, hidden=16, val_scenes=4,
+                                 out=str(tmp_path / sub / "v.pt"))
+
+    net, meta = load_verify_net(train_verifier(cfg("a"), samples=samples))
+    # the detector's score alone cannot separate them (drawn from the same range); the crop can
+    assert best_threshold(samples.score, samples.label)["f1"] < 0.75
+    assert meta["validation"]["f1"] >= 0.95, meta["validation"]
+    assert 0 < meta["threshold"] < 1 and meta["floor"] == 0.2
+    (tmp_path / "b").mkdir()
+    assert train_verifier(cfg("b"), stop_after=100, samples=samples).name.endswith(".partial.pt")
+    resumed, _ = load_verify_net(train_verifier(cfg("b"), samples=samples))
+    for (name, a), b in zip(net.state_dict().items(), resumed.state_dict().values(), strict=True):
+        assert torch.allclose(a.float(), b.float(), atol=1e-4), name
+
+
+def test_checkpoint_round_trip_and_mismatch_refusal(tmp_path):
+    torch.manual_seed(0)
+    net = VerifyNet(VerifySpec(width=8, hidden=8)).eval()
+    path = save_verify_net(tmp_path / "v.pt", net, {"weights_id": "x", "floor": 0.25, "threshold": 0.6})
+    loaded, meta = load_verify_net(path)
+    x = (torch.rand(2, 4, 25, 25), torch.ones(2, 25, 25, dtype=torch.bool), torch.tensor([0.3, 0.6]))
+    assert torch.equal(loaded(*x), net(*x)) and meta["floor"] == 0.25
+    blob = torch.load(path, weights_only=True)
+    blob["spec"]["version"] = "verify-crop-v0"
+    torch.save(blob, tmp_path / "old.pt")
+    with pytest.raises(ModelError, match="version"):
+        load_verify_net(tmp_path / "old.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ModelError, match="not readable"):
+        load_verify_net(tmp_path / "junk.pt")
+    with pytest.raises(ModelError, match="train-verifier"):
+        load_verify_net(tmp_path / "missing.pt")
+
+
+def test_verifier_rescores_aircraft_and_drops_its_rejects_leaving_vehicles_alone(tmp_path):
+    from pipeline.simulate.command import held_out_scene
+
+    scene = held_out_scene(4242, 3, size=256).scene
+    torch.manual_seed(0)
+    net = VerifyNet(VerifySpec(width=8, hidden=8)).eval()
+    with torch.no_grad():
+        net.mlp[-1].bias.fill_(3.0)  # an untrained net with a large bias: every peak is "an aircraft", p ~ 0.95
+        net.mlp[-1].weight.mul_(0.01)
+    accept = save_verify_net(tmp_path / "accept.pt", net, {"floor": 0.2, "threshold": 0.5, "weights_id": "t"})
+    plain = make_detector(DetectorConfig(threads=1, heading_weights=None)).detect(scene)
+    floor = make_detector(DetectorConfig(threads=1, heading_weights=None,
+                                         class_thresholds={"large_aircraft": 0.2, "vehicle": 0.425})).detect(scene)
+    verified = make_detector(DetectorConfig(threads=1, heading_weights=None, verifier_weights=str(accept)))
+    assert "+verify-crop-v1@t" in verified.model_id
+    got = verified.detect(scene)
+    aircraft = lambda ds: sorted((round(d.x), round(d.y)) for d in ds if d.cls == "large_aircraft")  # noqa: E731
+    vehicles = lambda ds: sorted((d.x, d.y, d.score) for d in ds if d.cls == "vehicle")  # noqa: E731
+    assert aircraft(got) == aircraft(floor) and len(aircraft(floor)) > len(aircraft(plain))
+    assert all(d.score > 0.9 for d in got if d.cls == "large_aircraft")
+    assert vehicles(got) == vehicles(plain)
+    strict = make_detector(DetectorConfig(threads=1, heading_weights=None, verifier_weights=str(accept),
+                                          verifier_threshold=0.99))
+    assert not aircraft(strict.detect(scene))
