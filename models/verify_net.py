@@ -65,14 +65,23 @@ def crop_channels(crops: torch.Tensor, valid: torch.Tensor, floor: float, clip: 
     n, c, _, _ = crops.shape
     flat = crops.reshape(n, c, -1)
     ok = valid.reshape(n, 1, -1).expand(-1, c, -1)
-    masked = torch.where(ok, flat, torch.full_like(flat, float("nan")))
-    med = torch.nan_to_num(torch.nanmedian(masked, dim=-1).values, nan=0.0)
-    mad = torch.nanmedian((masked - med[..., None]).abs(), dim=-1).values * 1.4826
-    scale = torch.nan_to_num(mad, nan=1.0).clamp_min(floor)
+    med = masked_lower_median(flat, ok, empty=0.0)
+    mad = masked_lower_median((flat - med[..., None]).abs(), ok, empty=1.0 / 1.4826) * 1.4826
+    scale = mad.clamp_min(floor)
     z = (crops - med[..., None, None]) / scale[..., None, None]
     x = clip * torch.tanh(z / clip) * valid[:, None]
     diffs = [x[:, a : a + 1] - x[:, b : b + 1] for a, b in DIFF_PAIRS]
     return torch.cat([x, *diffs, valid[:, None].to(x.dtype)], dim=1)
+
+
+def masked_lower_median(values: torch.Tensor, ok: torch.Tensor, empty: float) -> torch.Tensor:
+    """Median over the last axis of the values where ``ok`` (the lower of the two middle ones, as
+    ``torch.nanmedian``), ``empty`` where none is. A sort and a gather: several times faster than nanmedian on the
+    CPU, which matters with hundreds of crops per scene."""
+    count = ok.sum(dim=-1, keepdim=True)
+    ordered = torch.where(ok, values, torch.full_like(values, float("inf"))).sort(dim=-1).values
+    middle = ordered.gather(-1, ((count - 1).clamp_min(0) // 2)).squeeze(-1)
+    return torch.where(count.squeeze(-1) > 0, middle, torch.full_like(middle, empty))
 
 
 def _cbr(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
@@ -101,11 +110,49 @@ class VerifyNet(nn.Module):
 def logit_over_symmetries(net: VerifyNet, crops: torch.Tensor, valid: torch.Tensor, scores: torch.Tensor,
                           views: int = 8) -> torch.Tensor:
     """Mean logit over ``views`` symmetries of the square (1 = as is): whether a peak is an aircraft does not
-    depend on which way the image is turned, and on a few dozen crops per scene eight passes cost little."""
-    total = torch.zeros(crops.shape[0], dtype=torch.float32, device=crops.device)
-    for view in SYMMETRIES[:views]:
-        total += net(_apply(crops, view).contiguous(), _apply(valid, view).contiguous(), scores).float()
-    return total / views
+    depend on which way the image is turned. The crop's normalisation does not either, so it is computed once, and
+    the views go through the network as one batch."""
+    return _mean_logit(net, crop_channels(crops, valid, net.spec.norm_floor, net.spec.norm_clip), scores, views)
+
+
+def _mean_logit(net: VerifyNet, x: torch.Tensor, scores: torch.Tensor, views: int) -> torch.Tensor:
+    n = x.shape[0]
+    turned = torch.cat([_apply(x, view) for view in SYMMETRIES[:views]]).contiguous(memory_format=torch.channels_last)
+    f = net.features(turned).flatten(1)
+    logits = net.mlp(torch.cat([f, scores.repeat(views)[:, None].to(f.dtype)], dim=1))[:, 0].float()
+    return logits.reshape(views, n).mean(dim=0)
+
+
+SCREEN_PROBABILITY = 0.05
+"""A peak whose probability in the crop as it is falls below this is rejected without the other seven views. Why:
+most candidates are clutter the network rejects at once; on the 4 329 candidates of the validation scenes, set A
+and the independent renderer, none below it reached 0.9 over eight views, and eight views for every candidate made
+detection three times slower."""
+
+
+def screened_logits(net: VerifyNet, crops: torch.Tensor, valid: torch.Tensor, scores: torch.Tensor,
+                    views: int = 8, screen: float = SCREEN_PROBABILITY) -> torch.Tensor:
+    """Logits as ``logit_over_symmetries``, except for peaks whose single-view probability is under ``screen``:
+    those keep their single-view logit (they are rejected either way)."""
+    x = crop_channels(crops, valid, net.spec.norm_floor, net.spec.norm_clip)
+    logits = _mean_logit(net, x, scores, 1)
+    need = torch.sigmoid(logits) >= screen
+    if views > 1 and bool(need.any()):
+        logits[need] = _mean_logit(net, x[need], scores[need], views)
+    return logits
+
+
+def fold_for_inference(net: VerifyNet) -> VerifyNet:
+    """Every conv + BN pair folded into one conv, weights channels_last (inference only; same outputs up to float
+    rounding)."""
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    net.eval()
+    for block in net.features:
+        if isinstance(block[1], nn.BatchNorm2d):
+            block[0] = fuse_conv_bn_eval(block[0], block[1])
+            block[1] = nn.Identity()
+    return net.to(memory_format=torch.channels_last)
 
 
 class Verifier:
@@ -114,8 +161,8 @@ class Verifier:
     def __init__(self, path: str | Path, device: torch.device | str = "cpu", views: int = 8):
         self.views = views
         self.path = Path(path)
-        self.net, self.meta = load_verify_net(self.path)
-        self.net.to(device)
+        net, self.meta = load_verify_net(self.path)
+        self.net = fold_for_inference(net).to(device)
         self.device = torch.device(device)
 
     @property
@@ -144,10 +191,9 @@ class Verifier:
         crops, cvalid, _ = extract_crops(bands, valid, np.asarray(rows, np.float64), np.asarray(cols, np.float64),
                                          self.net.spec.crop)
         with torch.inference_mode():
-            logit = logit_over_symmetries(self.net, torch.from_numpy(crops).to(self.device),
-                                          torch.from_numpy(cvalid).to(self.device),
-                                          torch.as_tensor(np.asarray(scores, np.float32), device=self.device),
-                                          self.views)
+            logit = screened_logits(self.net, torch.from_numpy(crops).to(self.device),
+                                    torch.from_numpy(cvalid).to(self.device),
+                                    torch.as_tensor(np.asarray(scores, np.float32), device=self.device), self.views)
         return torch.sigmoid(logit).cpu().numpy().astype(np.float64)
 
 

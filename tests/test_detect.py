@@ -261,6 +261,25 @@ def test_detect_uses_the_configs_heading_network_unless_told_none(tmp_path):
     assert "+heading-crop-v1@" in models[0] and "heading-crop" not in models[1]
 
 
+def test_detect_uses_the_configs_aircraft_verifier_unless_told_none(tmp_path):
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+
+    path = write_scene(_scene_with_aircraft()[0], tmp_path / "scene.tif")
+    found = []
+    for extra in ([], ["--verifier-weights", "none"]):
+        out = tmp_path / f"found{len(extra)}.geojson"
+        result = CliRunner().invoke(app, ["detect", str(path), "--out", str(out), *extra])
+        assert result.exit_code == 0, result.output
+        found.append(json.loads(out.read_text()))
+    assert "+verify-crop-v1@" in found[0]["model"] and "verify-crop" not in found[1]["model"]
+    scores = [[f["properties"]["score"] for f in fc["features"] if f["properties"]["class"] == "large_aircraft"]
+              for fc in found]
+    assert scores[0] and min(scores[0]) >= 0.9  # the verifier's probability, kept at its calibrated 0.9
+    assert scores[0] != scores[1]
+
+
 def test_local_normalisation_reaches_the_network_and_changes_what_it_sees():
     """detector.norm_neighbourhood is applied by the detector (a 256 px scene is local at 96 px, untouched at 256)."""
     scene, _ = _scene_with_aircraft()

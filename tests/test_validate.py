@@ -83,6 +83,16 @@ def test_heading_network_weights_are_loaded_and_a_missing_file_names_the_fix(con
     assert "train-heading" in heading.problem and "null" in heading.problem
 
 
+def test_aircraft_verifier_weights_are_loaded_and_a_missing_file_names_the_fix(config_copy, tmp_path):
+    [verifier] = [c for c in validate_all(config_copy) if c.what == "aircraft verifier"]  # on in the shipped config
+    assert verifier.ok and "verify-crop-v1@" in verifier.detail and "large_aircraft" in verifier.detail
+    _edit(config_copy, detector__verifier_weights=None)
+    assert not [c for c in validate_all(config_copy) if c.what == "aircraft verifier"]
+    _edit(config_copy, detector__verifier_weights=str(tmp_path / "none.pt"))
+    [verifier] = [c for c in validate_all(config_copy) if c.what == "aircraft verifier"]
+    assert "train-verifier" in verifier.problem and "null" in verifier.problem
+
+
 def test_the_source_check_finds_credentials_without_showing_them(config_copy, monkeypatch):
     monkeypatch.delenv("SH_CLIENT_ID", raising=False)
     monkeypatch.delenv("SH_CLIENT_SECRET", raising=False)

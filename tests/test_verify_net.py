@@ -132,3 +132,22 @@ def test_verifier_rescores_aircraft_and_drops_its_rejects_leaving_vehicles_alone
     strict = make_detector(DetectorConfig(threads=1, heading_weights=None, verifier_weights=str(accept),
                                           verifier_threshold=0.99))
     assert not aircraft(strict.detect(scene))
+
+
+def test_screened_logits_are_the_eight_view_mean_wherever_one_view_does_not_reject_at_once():
+    from models.verify_net import screened_logits
+
+    torch.manual_seed(1)
+    net = VerifyNet(VerifySpec(width=8, hidden=8)).eval()
+    samples = _blobs(40, np.random.default_rng(3))
+    crops, valid = torch.from_numpy(samples.crops), torch.from_numpy(samples.valid)
+    scores = torch.from_numpy(samples.score)
+    with torch.inference_mode():
+        full = logit_over_symmetries(net, crops, valid, scores)
+        one = logit_over_symmetries(net, crops, valid, scores, views=1)
+        screen = float(torch.sigmoid(one).median())  # half the crops are screened out
+        got = screened_logits(net, crops, valid, scores, screen=screen)
+    kept = torch.sigmoid(one) >= screen
+    assert 0 < int(kept.sum()) < len(kept)
+    assert torch.allclose(got[kept], full[kept], atol=1e-5)
+    assert torch.allclose(got[~kept], one[~kept], atol=1e-5)
