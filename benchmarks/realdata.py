@@ -206,6 +206,7 @@ def main() -> None:
     kw["heading_views"] = args.heading_views
     kw["heading_weights"] = args.heading_weights
     kw["verifier_weights"] = args.verifier_weights
+    kw["vehicle_verifier_weights"] = args.vehicle_verifier_weights
     kw["norm_neighbourhood"] = args.norm_neighbourhood
     result = run(make_detector(DetectorConfig(**kw)), args.png)
     text = json.dumps(result, indent=1)

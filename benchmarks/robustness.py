@@ -106,11 +106,12 @@ def _keys(t: MapObject, p: dict) -> dict[str, str]:
 
 
 def run_detector(name: str, pairs, weights: Path | None = None, tta_views: int = 1, heading_views: int = 1,
-                 heading_weights: str | None = None, verifier_weights: str | None = None) -> dict:
+                 heading_weights: str | None = None, verifier_weights: str | None = None,
+                 vehicle_verifier_weights: str | None = None) -> dict:
     from pipeline.detect import make_detector
 
     cfg = DetectorConfig(name=name, tta_views=tta_views, heading_views=heading_views, heading_weights=heading_weights,
-                         verifier_weights=verifier_weights,
+                         verifier_weights=verifier_weights, vehicle_verifier_weights=vehicle_verifier_weights,
                          **({"weights": str(weights)} if weights else {}))
     detector = make_detector(cfg)
     rows, seconds = [], []
@@ -168,11 +169,12 @@ def main(argv: list[str] | None = None) -> int:
         log.warning("detector %s not run: %s", name, why)
     results = {name: run_detector(name, pairs, args.weights, args.tta_views, args.heading_views,
                                    args.heading_weights if name == "learned" else None,
-                                   args.verifier_weights if name == "learned" else None) for name in names}
+                                   args.verifier_weights if name == "learned" else None,
+                                   args.vehicle_verifier_weights if name == "learned" else None) for name in names}
     report = {"scenes": len(pairs), "folder": str(args.scenes), "skipped": skipped,
               "weights": str(args.weights) if args.weights else None, "tta_views": args.tta_views,
               "heading_views": args.heading_views, "heading_weights": args.heading_weights,
-              "verifier_weights": args.verifier_weights,
+              "verifier_weights": args.verifier_weights, "vehicle_verifier_weights": args.vehicle_verifier_weights,
               "truth": dict(Counter(f"{t.cls}{'_moving' if t.moving else ''}" for _, _, tr, _ in pairs for t in tr)),
               "detectors": results}
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -122,7 +122,8 @@ def main() -> None:
     add_heading_views_argument(ap)
     args = ap.parse_args()
     HEADING_OPTIONS.update(heading_views=args.heading_views, heading_weights=args.heading_weights,
-                           verifier_weights=args.verifier_weights)
+                           verifier_weights=args.verifier_weights,
+                           vehicle_verifier_weights=args.vehicle_verifier_weights)
     args.tmp.mkdir(parents=True, exist_ok=True)
     result: dict = {"cpu_cores": os.cpu_count(), "load_avg_start": os.getloadavg(), "device": args.device,
                     "batch_size": args.batch_size, "tta_views": args.tta_views, **HEADING_OPTIONS}

@@ -35,6 +35,9 @@ def detect(
                                                  "second look at each large-aircraft peak from a crop around it "
                                                  "(default: config detector.verifier_weights); 'none' = the "
                                                  "detector's scores alone."),
+    vehicle_verifier_weights: Path | None = typer.Option(
+        None, "--vehicle-verifier-weights", help="Verifier for moving-vehicle peaks (default: config "
+        "detector.vehicle_verifier_weights); 'none' = the detector's vehicle scores alone."),
     norm_neighbourhood: int | None = typer.Option(
         None, "--norm-neighbourhood", help="Normalise each pixel by its neighbourhood of this side (px), e.g. 256: "
         "fewer false aircraft on real scenes and objects on bright ground kept; 0 = per window (default: config, 0)."),
@@ -62,6 +65,8 @@ def detect(
                                    "score_threshold": threshold, "tta_views": tta_views, "heading_views": heading_views,
                                    "heading_weights": str(heading_weights) if heading_weights else None,
                                    "verifier_weights": str(verifier_weights) if verifier_weights else None,
+                                   "vehicle_verifier_weights": str(vehicle_verifier_weights)
+                                   if vehicle_verifier_weights else None,
                                    "norm_neighbourhood": norm_neighbourhood,
                                    "precision": precision}.items() if v is not None}
     if threshold is not None:
@@ -70,6 +75,8 @@ def detect(
         updates["heading_weights"] = None  # the config sets the network; this switches it off
     if verifier_weights is not None and str(verifier_weights).lower() == "none":
         updates["verifier_weights"] = None
+    if vehicle_verifier_weights is not None and str(vehicle_verifier_weights).lower() == "none":
+        updates["vehicle_verifier_weights"] = None
     try:
         cfg = cfg.model_validate({**cfg.model_dump(), **updates})
     except ValidationError as exc:  # an option out of range: say which, like a config error

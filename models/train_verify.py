@@ -51,6 +51,8 @@ class VerifyTrainConfig(Strict):
     relative_paint: float = Field(default=0.3, ge=0, le=1, description="ChipOptions.relative_paint of the chips.")
     bright_aprons: float = Field(default=0.3, ge=0, le=1, description="ChipOptions.bright_aprons of the chips.")
     matched_paint: float = Field(default=0.3, ge=0, le=1, description="ChipOptions.matched_paint of the chips.")
+    sand_tracks: float = Field(default=0.0, ge=0, le=1, description="ChipOptions.sand_tracks of the chips.")
+    slow_convoys: float = Field(default=0.0, ge=0, le=1, description="ChipOptions.slow_convoys of the chips.")
     workers: int = Field(default=2, ge=1, le=16, description="Processes detecting in the chips.")
     crop: int = Field(default=25, ge=9, le=63, description="Crop side in pixels (odd: centred on a pixel).")
     steps: int = Field(default=3000, ge=1, description="Optimizer steps.")
@@ -77,7 +79,8 @@ def _sample_cache(cfg: VerifyTrainConfig) -> Path:
 
 def _chip_options(cfg: VerifyTrainConfig) -> ChipOptions:
     return ChipOptions(fighter_rows=cfg.fighter_rows, relative_paint=cfg.relative_paint,
-                       bright_aprons=cfg.bright_aprons, matched_paint=cfg.matched_paint)
+                       bright_aprons=cfg.bright_aprons, matched_paint=cfg.matched_paint,
+                       sand_tracks=cfg.sand_tracks, slow_convoys=cfg.slow_convoys)
 
 
 def candidate_detector(weights: str, cls: str, floor: float, threads: int = 0):

@@ -47,6 +47,9 @@ def add_heading_views_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--verifier-weights", default=None,
                         help="aircraft verifier that re-scores each large-aircraft peak from a crop around it "
                              "(detector.verifier_weights)")
+    parser.add_argument("--vehicle-verifier-weights", default=None,
+                        help="verifier that re-scores each moving-vehicle peak from a crop around it "
+                             "(detector.vehicle_verifier_weights)")
 
 
 def apply_view(t: torch.Tensor, view: View) -> torch.Tensor:

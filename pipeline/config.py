@@ -175,6 +175,14 @@ class DetectorConfig(Strict):
     verifier_threshold: float | None = Field(
         default=None, ge=0, le=1, description="Verifier probability that keeps a peak; None = the threshold "
         "calibrated into the verifier's checkpoint.")
+    vehicle_verifier_weights: str | None = Field(
+        default=None, description="Verifier (models/verify_net.py) for moving-vehicle peaks, as verifier_weights is "
+        "for large aircraft: peaks from its floor up are kept when its probability reaches its threshold and report "
+        "that probability; rejected peaks scoring at least column_candidate_score stay column candidates. "
+        "null = the detector's vehicle scores and threshold.")
+    vehicle_verifier_threshold: float | None = Field(
+        default=None, ge=0, le=1, description="Vehicle verifier probability that keeps a peak; None = the threshold "
+        "calibrated into its checkpoint.")
     threads: int = Field(default=0, ge=0, le=64, description="Torch CPU threads; 0 = number of cores.")
     device: Literal["auto", "cpu", "cuda"] = Field(
         default="auto", description="Where the network runs: auto = a CUDA GPU when torch sees one, else the CPU "

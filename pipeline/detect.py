@@ -237,18 +237,11 @@ class LearnedDetector:
             self.heading_net = HeadingRefiner(resolve_path(self.cfg.heading_weights), self.device)
             self.version += f"+{self.heading_net.model_id}"
         self.thresholds = class_thresholds(self.cfg, meta, self.classes)
-        self.verifier = None
-        if self.cfg.verifier_weights:
-            from models.verify_net import Verifier
-
-            self.verifier = Verifier(resolve_path(self.cfg.verifier_weights), self.device)
-            if self.verifier.cls not in self.classes:
-                raise ModelError(f"verifier {self.cfg.verifier_weights} checks {self.verifier.cls!r}, which the "
-                                 f"detector {self.weights.name} does not report ({', '.join(self.classes)})")
-            self.version += f"+{self.verifier.model_id}"
-            i = self.classes.index(self.verifier.cls)
-            self.thresholds[i] = (self.cfg.verifier_threshold if self.cfg.verifier_threshold is not None
-                                  else self.verifier.threshold)
+        self.verifiers: dict[int, object] = {}  # class index -> models.verify_net.Verifier
+        for weights, threshold in ((self.cfg.verifier_weights, self.cfg.verifier_threshold),
+                                   (self.cfg.vehicle_verifier_weights, self.cfg.vehicle_verifier_threshold)):
+            if weights:
+                self._add_verifier(weights, threshold)
         set_threads(self.cfg.threads)
         if self.device.type == "cpu":
             retain_freed_memory()
@@ -256,6 +249,26 @@ class LearnedDetector:
     @property
     def model_id(self) -> str:
         return f"{self.name}-{self.version}"
+
+    @property
+    def verifier(self):
+        """The large-aircraft verifier, if any."""
+        return self.verifiers.get(self.classes.index("large_aircraft")) if "large_aircraft" in self.classes else None
+
+    def _add_verifier(self, weights: str, threshold: float | None) -> None:
+        from models.verify_net import Verifier
+
+        verifier = Verifier(resolve_path(weights), self.device)
+        if verifier.cls not in self.classes:
+            raise ModelError(f"verifier {weights} checks {verifier.cls!r}, which the detector {self.weights.name} "
+                             f"does not report ({', '.join(self.classes)})")
+        i = self.classes.index(verifier.cls)
+        if i in self.verifiers:
+            raise ModelError(f"two verifiers check {verifier.cls!r}: set only one of detector.verifier_weights and "
+                             "detector.vehicle_verifier_weights for it")
+        self.verifiers[i] = verifier
+        self.version += f"+{verifier.model_id}"
+        self.thresholds[i] = threshold if threshold is not None else verifier.threshold
 
     # ------------------------------------------------------------------ public API
     def detect(self, scene: Scene) -> list[Detection]:
@@ -303,8 +316,8 @@ class LearnedDetector:
     def _floors(self, candidates: bool) -> list[float]:
         """Lowest score kept per class: the vehicle threshold, or the candidate score when candidates are wanted."""
         floors = list(self.thresholds)
-        if self.verifier is not None:  # peaks from the verifier's floor up are shown to it
-            floors[self.classes.index(self.verifier.cls)] = self.verifier.floor
+        for i, verifier in self.verifiers.items():  # peaks from a verifier's floor up are shown to it
+            floors[i] = verifier.floor
         low = self.cfg.column_candidate_score
         if candidates and low is not None and "vehicle" in self.classes:
             i = self.classes.index("vehicle")
@@ -319,9 +332,8 @@ class LearnedDetector:
         from models.tta import averaged_forward, heading_over_views
 
         windows = grid_windows(source.height, source.width, self.cfg.window, self.cfg.overlap)
-        raw: list[tuple[int, float, float, float, float, float, float, float]] = []
+        raw: list[tuple] = []
         floors = self._floors(candidates)
-        verified = self.classes.index(self.verifier.cls) if self.verifier is not None else -1
         done = 0
         with ThreadPoolExecutor(max_workers=1) as pool, torch.inference_mode():
             it = self._batches(source, windows)
@@ -345,39 +357,48 @@ class LearnedDetector:
                 for b, (win, dets) in enumerate(zip(group, decoded, strict=True)):
                     kept = [d for d in dets if d.score >= floors[d.cls_index]
                             and win.owns(d.row + win.row_off, d.col + win.col_off)]
-                    scores = self._verified_scores(bands[b], valid[b], kept)
-                    keep = [k for k, d in enumerate(kept) if d.cls_index != verified
-                            or scores[k] >= self.thresholds[verified]]  # the verifier's rejects are dropped
-                    kept, scores = [kept[k] for k in keep], [scores[k] for k in keep]
+                    kept, scores, held = self._verify(bands[b], valid[b], kept, candidates)
                     headings = self._crop_headings(bands[b], valid[b], kept)
-                    for d, score, heading in zip(kept, scores, headings, strict=True):
+                    for d, score, heading, back in zip(kept, scores, headings, held, strict=True):
                         raw.append((d.cls_index, score, d.row + win.row_off, d.col + win.col_off, d.length_m,
-                                    d.width_m, heading, d.speed_mps, d.heading_deg))
+                                    d.width_m, heading, d.speed_mps, d.heading_deg, back))
                 done += len(group)
                 if progress:
                     progress(done, len(windows))
         raw = merge_duplicates(raw, self.classes)  # a faint peak beside a confident one is suppressed here
-        strong = [r for r in raw if r[1] >= self.thresholds[r[0]]]
-        weak = [r for r in raw if r[1] < self.thresholds[r[0]]]
+        strong = [r for r in raw if not r[9] and r[1] >= self.thresholds[r[0]]]
+        weak = [r for r in raw if r[9] or r[1] < self.thresholds[r[0]]]
         for part in (strong, weak):
             part.sort(key=lambda r: -round(r[1], 4))  # by the score a detection reports
         return (self._georeference(strong, source.transform, source.crs),
                 self._georeference(weak, source.transform, source.crs), [r[8] for r in strong])
 
-    def _verified_scores(self, bands: np.ndarray, valid: np.ndarray, dets: list) -> list[float]:
-        """Each peak's score: the verifier's probability for peaks of its class, the detector's for the rest."""
+    def _verify(self, bands: np.ndarray, valid: np.ndarray, dets: list,
+                candidates: bool) -> tuple[list, list[float], list[bool]]:
+        """(peaks kept, their scores, held back as column candidates) of one window. A verified class's peak is kept
+        with the verifier's probability as its score when that reaches the class threshold. Rejected moving-vehicle
+        peaks whose detector score reaches ``column_candidate_score`` stay, when candidates are wanted, as column
+        candidates at their detector score (two sure trucks must vouch for them); other rejects are dropped."""
         scores = [d.score for d in dets]
-        if self.verifier is None:
-            return scores
-        cls = self.classes.index(self.verifier.cls)
-        idx = [k for k, d in enumerate(dets) if d.cls_index == cls]
-        if idx:
-            prob = self.verifier.probabilities(bands, valid, np.array([dets[k].row for k in idx]),
-                                               np.array([dets[k].col for k in idx]),
-                                               np.array([dets[k].score for k in idx]))
+        held = [False] * len(dets)
+        drop = set()
+        low = self.cfg.column_candidate_score
+        for i, verifier in self.verifiers.items():
+            idx = [k for k, d in enumerate(dets) if d.cls_index == i]
+            if not idx:
+                continue
+            prob = verifier.probabilities(bands, valid, np.array([dets[k].row for k in idx]),
+                                          np.array([dets[k].col for k in idx]),
+                                          np.array([dets[k].score for k in idx]))
             for k, p in zip(idx, prob, strict=True):
-                scores[k] = float(p)
-        return scores
+                if p >= self.thresholds[i]:
+                    scores[k] = float(p)
+                elif candidates and verifier.cls == "vehicle" and low is not None and dets[k].score >= low:
+                    held[k] = True
+                else:
+                    drop.add(k)
+        keep = [k for k in range(len(dets)) if k not in drop]
+        return [dets[k] for k in keep], [scores[k] for k in keep], [held[k] for k in keep]
 
     def _crop_headings(self, bands: np.ndarray, valid: np.ndarray, dets: list) -> list[float]:
         """Each detection's heading: the heading network's reading of a crop around it for moving vehicles when
@@ -424,8 +445,8 @@ class LearnedDetector:
         ys = t.d * arr[:, 1] + t.e * arr[:, 0] + t.f
         lons, lats = Transformer.from_crs(crs, "EPSG:4326", always_xy=True).transform(xs, ys)
         out = []
-        for (ci, score, _r, _c, length, width, heading, speed, _own), x, y, lon, lat in zip(raw, xs, ys, lons, lats,
-                                                                                           strict=True):
+        for (ci, score, _r, _c, length, width, heading, speed, _own, _held), x, y, lon, lat in zip(
+                raw, xs, ys, lons, lats, strict=True):
             cls = self.classes[ci]
             vehicle = cls == "vehicle"
             out.append(MapObject(

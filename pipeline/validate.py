@@ -55,6 +55,8 @@ def validate_all(config_path: Path | None = None, scenarios: list[Path] | None =
         checks.append(_heading_weights(config.detector.heading_weights))
     if config.detector.name == "learned" and config.detector.verifier_weights:
         checks.append(_verifier_weights(config.detector.verifier_weights))
+    if config.detector.name == "learned" and config.detector.vehicle_verifier_weights:
+        checks.append(_verifier_weights(config.detector.vehicle_verifier_weights, "vehicle verifier"))
     checks.append(_source(config))
     return checks
 
@@ -114,15 +116,15 @@ def _heading_weights(weights: str) -> Check:
     return Check("heading network", f"{weights} ({net.spec.version}@{meta.get('weights_id', 'unknown')})")
 
 
-def _verifier_weights(weights: str) -> Check:
-    """Load the aircraft verifier as a run would: a missing or foreign file stops the run with this error."""
+def _verifier_weights(weights: str, what: str = "aircraft verifier") -> Check:
+    """Load a verifier as a run would: a missing or foreign file stops the run with this error."""
     try:
         from models.verify_net import load_verify_net
 
         net, meta = load_verify_net(resolve_path(weights))
     except (BasewatchError, OSError, RuntimeError, ValueError) as exc:
-        return Check("aircraft verifier", weights, f"cannot load: {exc}")
-    return Check("aircraft verifier", f"{weights} ({net.spec.version}@{meta.get('weights_id', 'unknown')}, "
+        return Check(what, weights, f"cannot load: {exc}")
+    return Check(what, f"{weights} ({net.spec.version}@{meta.get('weights_id', 'unknown')}, "
                  f"{net.spec.cls} from score {meta.get('floor')}, kept at {meta.get('threshold')})")
 
 

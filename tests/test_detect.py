@@ -80,7 +80,7 @@ def _fake_detector(window: int, overlap: int) -> LearnedDetector:
     det.version = "test"
     det.thresholds = [0.5, 0.5]
     det.heading_net = None
-    det.verifier = None
+    det.verifiers = {}
     return det
 
 

@@ -151,3 +151,36 @@ def test_screened_logits_are_the_eight_view_mean_wherever_one_view_does_not_reje
     assert 0 < int(kept.sum()) < len(kept)
     assert torch.allclose(got[kept], full[kept], atol=1e-5)
     assert torch.allclose(got[~kept], one[~kept], atol=1e-5)
+
+
+def _constant_verifier(path, cls: str, bias: float):
+    """An untrained verifier whose output is dominated by a bias: it accepts (bias > 0) or rejects every peak."""
+    torch.manual_seed(0)
+    net = VerifyNet(VerifySpec(cls=cls, width=8, hidden=8)).eval()
+    with torch.no_grad():
+        net.mlp[-1].bias.fill_(bias)
+        net.mlp[-1].weight.mul_(0.01)
+    return save_verify_net(path, net, {"floor": 0.2, "threshold": 0.5, "weights_id": cls})
+
+
+def test_vehicle_verifier_rejects_become_column_candidates_and_aircraft_stay_as_they_were(tmp_path):
+    from pipeline.simulate.command import held_out_scene
+
+    scene = held_out_scene(4242, 3, size=256).scene  # four moving trucks found there
+    plain = make_detector(DetectorConfig(threads=1, heading_weights=None)).detect_with_candidates(scene)
+    reject = _constant_verifier(tmp_path / "reject.pt", "vehicle", -5.0)
+    checked = make_detector(DetectorConfig(threads=1, heading_weights=None, vehicle_verifier_weights=str(reject)))
+    assert "+verify-crop-v1@vehicle" in checked.model_id
+    got = checked.detect_with_candidates(scene)
+    trucks = lambda ds: sorted((round(d.x), round(d.y)) for d in ds if d.cls == "vehicle")  # noqa: E731
+    aircraft = lambda ds: sorted((d.x, d.y, d.score) for d in ds if d.cls == "large_aircraft")  # noqa: E731
+    assert len(trucks(plain.detections)) >= 3 and not trucks(got.detections)
+    # every truck the detector was sure of is now only a candidate, at its detector score
+    assert set(trucks(plain.detections)) <= set(trucks(got.candidates))
+    assert all(d.score >= 0.25 for d in got.candidates if d.cls == "vehicle")
+    assert aircraft(got.detections) == aircraft(plain.detections)
+    assert not trucks(checked.detect(scene))  # no candidates outside the column stage
+    accept = _constant_verifier(tmp_path / "accept.pt", "vehicle", 5.0)
+    both = DetectorConfig(threads=1, verifier_weights=str(accept), vehicle_verifier_weights=str(reject))
+    with pytest.raises(ModelError, match="two verifiers"):
+        make_detector(both)
