@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import multiprocessing
 import platform
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -112,7 +113,9 @@ def sample_set(cfg: VerifyTrainConfig, progress=None) -> SampleSet:
     block = 100
     jobs = [(cfg, cfg.chip_seed_base + k, min(block, cfg.chips - k)) for k in range(0, cfg.chips, block)]
     parts = [scenes]
-    with ProcessPoolExecutor(cfg.workers) as pool:  # ordered: the same set whatever the number of workers
+    # ordered: the same set whatever the number of workers; spawned, not forked: a fork of a process whose torch
+    # already ran multi-threaded hangs in OpenMP
+    with ProcessPoolExecutor(cfg.workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         for k, part in enumerate(pool.map(_chip_block, jobs)):
             parts.append(part)
             if progress:
