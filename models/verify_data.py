@@ -53,12 +53,10 @@ def empty_samples(crop: int) -> SampleSet:
 
 
 def scene_samples(detector, tif: Path, cls: str, floor: float, crop: int, group: int) -> SampleSet:
-    """The candidates of class ``cls`` scoring >= ``floor`` in one labelled scene, labelled by the matching rule.
-    ``detector`` must report ``cls`` down to ``floor`` (its class threshold set there)."""
+    """The candidates of class ``cls`` scoring >= ``floor`` in one labelled scene GeoTIFF (``<name>.truth.geojson``
+    or labels beside it), labelled by the matching rule. ``detector`` must report ``cls`` down to ``floor``."""
     from models.dataset import LabelledScenes
     from models.evaluate import observable
-    from pipeline.evaluation import match_class
-    from pipeline.georef import map_to_pixel
     from pipeline.geotiff import read_scene
     from pipeline.objects import read_objects
 
@@ -68,15 +66,7 @@ def scene_samples(detector, tif: Path, cls: str, floor: float, crop: int, group:
         return empty_samples(crop)
     scene = read_scene(tif)
     truth = observable(read_objects(label, crs=scene.crs), scene)
-    dets = [d for d in detector.detect(scene) if d.cls == cls and (d.score or 0.0) >= floor]
-    if not dets:
-        return empty_samples(crop)
-    matched = {id(m.detection) for m in match_class(dets, truth, cls).matches}
-    bands = scene.bands[[scene.band_names.index(b) for b in ("B02", "B03", "B04", "B08")]].astype(np.float32)
-    rc = np.array([map_to_pixel(scene.transform, d.x, d.y) for d in dets], np.float64)
-    crops, cvalid, _ = extract_crops(bands, scene.valid.astype(bool), rc[:, 0], rc[:, 1], crop)
-    return SampleSet(crops.astype(np.float32), cvalid, np.array([d.score for d in dets], np.float32),
-                     np.array([id(d) in matched for d in dets], bool), np.full(len(dets), group, np.int32))
+    return labelled_samples(detector, scene, truth, cls, floor, crop, group)
 
 
 def build_samples(detector, scene_dirs: list[Path], cls: str, floor: float, crop: int,
