@@ -21,9 +21,8 @@ import torch
 from torch import nn
 
 from models.centernet import BANDS
-from models.heading_net import DIFF_PAIRS, SYMMETRIES, _apply, extract_crops
-from pipeline.atomic import atomic_write
-from pipeline.errors import ModelError
+from models.crop_checkpoint import CropNetKind, load_crop_net, read_crop_blob, save_crop_net
+from models.heading_net import DIFF_PAIRS, SYMMETRIES, _apply, crop_channels, extract_crops
 
 VERIFY_VERSION = "verify-crop-v1"
 FORMAT = "basewatch-verify-1"
@@ -57,31 +56,6 @@ class VerifySpec:
         if "bands" in known:
             known["bands"] = tuple(known["bands"])
         return cls(**known)
-
-
-def crop_channels(crops: torch.Tensor, valid: torch.Tensor, floor: float, clip: float) -> torch.Tensor:
-    """Bands normalised by each crop's own per-band median and robust spread (soft-clipped), their differences and
-    the valid mask: (N, 4, S, S) + (N, S, S) -> (N, 8, S, S)."""
-    n, c, _, _ = crops.shape
-    flat = crops.reshape(n, c, -1)
-    ok = valid.reshape(n, 1, -1).expand(-1, c, -1)
-    med = masked_lower_median(flat, ok, empty=0.0)
-    mad = masked_lower_median((flat - med[..., None]).abs(), ok, empty=1.0 / 1.4826) * 1.4826
-    scale = mad.clamp_min(floor)
-    z = (crops - med[..., None, None]) / scale[..., None, None]
-    x = clip * torch.tanh(z / clip) * valid[:, None]
-    diffs = [x[:, a : a + 1] - x[:, b : b + 1] for a, b in DIFF_PAIRS]
-    return torch.cat([x, *diffs, valid[:, None].to(x.dtype)], dim=1)
-
-
-def masked_lower_median(values: torch.Tensor, ok: torch.Tensor, empty: float) -> torch.Tensor:
-    """Median over the last axis of the values where ``ok`` (the lower of the two middle ones, as
-    ``torch.nanmedian``), ``empty`` where none is. A sort and a gather: several times faster than nanmedian on the
-    CPU, which matters with hundreds of crops per scene."""
-    count = ok.sum(dim=-1, keepdim=True)
-    ordered = torch.where(ok, values, torch.full_like(values, float("inf"))).sort(dim=-1).values
-    middle = ordered.gather(-1, ((count - 1).clamp_min(0) // 2)).squeeze(-1)
-    return torch.where(count.squeeze(-1) > 0, middle, torch.full_like(middle, empty))
 
 
 def _cbr(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
@@ -197,49 +171,20 @@ class Verifier:
         return torch.sigmoid(logit).cpu().numpy().astype(np.float64)
 
 
+VERIFY_KIND = CropNetKind("verifier weights", FORMAT, VERIFY_VERSION, "train-verifier", "detector.verifier_weights",
+                          "the detector's scores alone")
+
+
 def save_verify_net(path: str | Path, net: VerifyNet, meta: dict | None = None,
                     train_state: dict | None = None) -> Path:
     """Write atomically: a killed save never leaves a truncated file behind."""
-    blob = {"format": FORMAT, "spec": net.spec.to_dict(),
-            "state_dict": {k: v.detach().cpu().clone() for k, v in net.state_dict().items()},
-            "meta": dict(meta or {})}
-    if train_state is not None:
-        blob["train_state"] = train_state
-    with atomic_write(Path(path)) as tmp:
-        torch.save(blob, tmp)
-    return Path(path)
+    return save_crop_net(path, VERIFY_KIND, net, meta, train_state)
 
 
 def read_verify_blob(path: str | Path) -> dict:
-    path = Path(path)
-    if not path.exists():
-        raise ModelError(f"verifier weights {path} not found; train them with `basewatch train-verifier` or set "
-                         "detector.verifier_weights to null (the detector's scores alone)")
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure means the file is unusable
-        raise ModelError(f"verifier weights {path} are not readable ({exc}); re-train them") from None
-    if not isinstance(blob, dict) or blob.get("format") != FORMAT:
-        raise ModelError(f"verifier weights {path} are not in format {FORMAT!r}; they were not written by "
-                         "basewatch train-verifier")
-    return blob
+    return read_crop_blob(path, VERIFY_KIND)
 
 
 def load_verify_net(path: str | Path) -> tuple[VerifyNet, dict]:
     """Load and check (version, bands) a verifier checkpoint into an eval-mode VerifyNet; returns (net, meta)."""
-    blob = read_verify_blob(path)
-    spec = VerifySpec.from_dict(blob.get("spec") or {})
-    problems = []
-    if spec.version != VERIFY_VERSION:
-        problems.append(f"version {spec.version!r} (expected {VERIFY_VERSION!r})")
-    if tuple(spec.bands) != BANDS:
-        problems.append(f"bands {list(spec.bands)} (expected {list(BANDS)})")
-    if problems:
-        raise ModelError(f"verifier weights {path} do not match this basewatch: " + "; ".join(problems))
-    net = VerifyNet(spec)
-    try:
-        net.load_state_dict(blob["state_dict"])
-    except (RuntimeError, KeyError) as exc:
-        raise ModelError(f"verifier weights {path} do not fit the declared network ({exc}); re-train them") from None
-    net.eval()
-    return net, dict(blob.get("meta") or {})
+    return load_crop_net(path, VERIFY_KIND, VerifySpec, VerifyNet)
