@@ -12,7 +12,6 @@ import hashlib
 import json
 import logging
 import platform
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -20,15 +19,16 @@ import numpy as np
 import torch
 from pydantic import Field
 
+from models.crop_training import train_steps
 from models.dataset import CANONICAL
 from models.heading_data import JITTER_CLIP_PX, JITTER_PX, CropSet, Jitter, build_crop_set, dihedral_crops
 from models.heading_net import (
+    HEADING_KIND,
     HeadingNet,
     HeadingSpec,
     angle_error,
     angular_loss,
     heading_from_output,
-    read_heading_blob,
     save_heading_net,
 )
 from pipeline.config import Strict, _load_model, resolve_path
@@ -38,7 +38,6 @@ from pipeline.simulate.physics import derive_seed
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_EVERY = 500
 
 
 class HeadingTrainConfig(Strict):
@@ -133,49 +132,24 @@ def train_heading(cfg: HeadingTrainConfig, stop_after: int | None = None, progre
         raise ValueError("no training crops: no chip or scene held a learnable moving truck")
     torch.manual_seed(cfg.seed)
     net = HeadingNet(HeadingSpec(crop=cfg.crop, width=cfg.width, hidden=cfg.hidden))
-    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=0.1)
-    step = 0
-    if partial.exists():
-        blob = read_heading_blob(partial)
-        state = blob["train_state"]
-        net.load_state_dict(blob["state_dict"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        step = int(state["step"])
-        log.info("resuming the heading network at step %d", step)
-    started = time.monotonic()
-    net.train()
-    running = None
-    last = step + (stop_after or cfg.steps)
-    end = min(cfg.steps, last)
-    while step < end:
+
+    def loss_at(step: int) -> torch.Tensor:
         rng = np.random.default_rng(derive_seed("heading-batch", cfg.seed, step))
         crops, valid, offsets, heading = _batch(train, rng, cfg.batch_size)
-        loss = angular_loss(net(crops, valid, offsets), heading)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        step += 1
-        value = float(loss.detach())
-        running = value if running is None else 0.98 * running + 0.02 * value
-        if progress:
-            progress(step, cfg.steps, running)
-        if step % CHECKPOINT_EVERY == 0 or step == end:
-            save_heading_net(partial, net, train_state={"optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                                                        "step": step})
-            net.train()
-    if step < cfg.steps:
+        return angular_loss(net(crops, valid, offsets), heading)
+
+    loop = train_steps(net, HEADING_KIND, partial, lr=cfg.lr, weight_decay=cfg.weight_decay, steps=cfg.steps,
+                       stop_after=stop_after, loss_at=loss_at, progress=progress)
+    if loop.step < cfg.steps:
         return partial
     meta = {
         "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "config": cfg.model_dump(),
         "train_crops": len(train),
-        "loop_seconds": round(time.monotonic() - started, 1),
+        "loop_seconds": round(loop.seconds, 1),
         "hardware": f"{platform.machine()} {platform.processor() or ''} torch {torch.__version__}".strip(),
         "validation_chips": score(net, val),
-        "final_loss": running,
+        "final_loss": loop.running_loss,
     }
     meta["weights_id"] = hashlib.sha256(json.dumps(meta["config"], sort_keys=True).encode()).hexdigest()[:12]
     net.eval()

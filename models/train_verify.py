@@ -13,7 +13,6 @@ import json
 import logging
 import multiprocessing
 import platform
-import time
 from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,9 +21,10 @@ import numpy as np
 import torch
 from pydantic import Field
 
+from models.crop_training import train_steps
 from models.dataset import CANONICAL
 from models.verify_data import SampleSet, build_samples, chip_samples
-from models.verify_net import VerifyNet, VerifySpec, logit_over_symmetries, read_verify_blob, save_verify_net
+from models.verify_net import VERIFY_KIND, VerifyNet, VerifySpec, logit_over_symmetries, save_verify_net
 from pipeline.config import Strict, _load_model, resolve_path
 from pipeline.heap import retain_freed_memory
 from pipeline.simulate.chips import ChipOptions
@@ -32,7 +32,6 @@ from pipeline.simulate.physics import derive_seed
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_EVERY = 500
 
 
 class VerifyTrainConfig(Strict):
@@ -201,41 +200,17 @@ def train_verifier(cfg: VerifyTrainConfig, stop_after: int | None = None, progre
                          f"class {cfg.cls}")
     torch.manual_seed(cfg.seed)
     net = VerifyNet(VerifySpec(cls=cfg.cls, crop=cfg.crop, width=cfg.width, hidden=cfg.hidden))
-    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=0.1)
-    step = 0
-    if partial.exists():
-        blob = read_verify_blob(partial)
-        state = blob["train_state"]
-        net.load_state_dict(blob["state_dict"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        step = int(state["step"])
-        log.info("resuming the verifier at step %d", step)
-    started = time.monotonic()
-    net.train()
-    running = None
-    end = min(cfg.steps, step + (stop_after or cfg.steps))
     loss_fn = torch.nn.BCEWithLogitsLoss()
-    while step < end:
+
+    def loss_at(step: int) -> torch.Tensor:
         rng = np.random.default_rng(derive_seed("verify-batch", cfg.seed, step))
         crops, valid, scores, labels = _batch(train, rng, cfg.batch_size)
         torch.manual_seed(int(rng.integers(2**31)))  # dropout's draws: a resumed run repeats them exactly
-        loss = loss_fn(net(crops, valid, scores), labels)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        step += 1
-        value = float(loss.detach())
-        running = value if running is None else 0.98 * running + 0.02 * value
-        if progress:
-            progress(step, cfg.steps, running)
-        if step % CHECKPOINT_EVERY == 0 or step == end:
-            save_verify_net(partial, net, train_state={"optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                                                       "step": step})
-            net.train()
-    if step < cfg.steps:
+        return loss_fn(net(crops, valid, scores), labels)
+
+    loop = train_steps(net, VERIFY_KIND, partial, lr=cfg.lr, weight_decay=cfg.weight_decay, steps=cfg.steps,
+                       stop_after=stop_after, loss_at=loss_at, progress=progress)
+    if loop.step < cfg.steps:
         return partial
     calibration = best_threshold(probabilities(net, val), val.label) if len(val) else {"threshold": 0.5}
     meta = {
@@ -246,9 +221,9 @@ def train_verifier(cfg: VerifyTrainConfig, stop_after: int | None = None, progre
         "validation": {**calibration, "candidates": len(val), "true_candidates": int(val.label.sum())},
         "train_samples": len(train),
         "train_true": int(train.label.sum()),
-        "loop_seconds": round(time.monotonic() - started, 1),
+        "loop_seconds": round(loop.seconds, 1),
         "hardware": f"{platform.machine()} {platform.processor() or ''} torch {torch.__version__}".strip(),
-        "final_loss": running,
+        "final_loss": loop.running_loss,
     }
     meta["weights_id"] = hashlib.sha256(json.dumps(meta["config"], sort_keys=True).encode()).hexdigest()[:12]
     net.eval()
