@@ -250,11 +250,6 @@ class LearnedDetector:
     def model_id(self) -> str:
         return f"{self.name}-{self.version}"
 
-    @property
-    def verifier(self):
-        """The large-aircraft verifier, if any."""
-        return self.verifiers.get(self.classes.index("large_aircraft")) if "large_aircraft" in self.classes else None
-
     def _add_verifier(self, weights: str, threshold: float | None) -> None:
         from models.verify_net import Verifier
 
