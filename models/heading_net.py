@@ -173,15 +173,36 @@ def _apply_vector(v: torch.Tensor, view: tuple[bool, bool, bool], undo: bool = F
 def heading_over_symmetries(net: HeadingNet, crops: torch.Tensor, valid: torch.Tensor, offsets: torch.Tensor,
                             views: int = 8) -> torch.Tensor:
     """Headings (degrees) as the mean direction over ``views`` symmetries of each crop (1 = as is). Why: the
-    network is not exactly equivariant; averaging its reading of the mirrored crops steadies the faint ones, and
-    on 15 px crops eight passes cost little next to the detector."""
-    total = torch.zeros(crops.shape[0], 2, dtype=torch.float32, device=crops.device)
-    for view in SYMMETRIES[:views]:
-        out = net(_apply(crops, view).contiguous(), _apply(valid, view).contiguous(), _apply_vector(offsets, view))
-        unit = out.float() / out.float().norm(dim=1, keepdim=True).clamp_min(1e-6)
+    network is not exactly equivariant; averaging its reading of the mirrored crops steadies the faint ones. The
+    crop's normalisation does not depend on which way it is turned, so it is computed once, and the views go
+    through the network as one batch (in eval mode the same headings as one view at a time, several times
+    faster)."""
+    n, s = crops.shape[0], crops.shape[-1]
+    x = crop_channels(crops, valid, net.spec.norm_floor, net.spec.norm_clip)
+    chosen = SYMMETRIES[:views]
+    turned = [torch.cat([_apply(x, view), _apply_vector(offsets, view)[:, :, None, None].expand(-1, -1, s, s)],
+                        dim=1) for view in chosen]
+    out = net.mlp(net.features(torch.cat(turned).contiguous(memory_format=torch.channels_last)))
+    out = out.float().reshape(len(chosen), n, 2)
+    total = torch.zeros(n, 2, dtype=torch.float32, device=crops.device)
+    for view, view_out in zip(chosen, out, strict=True):
+        unit = view_out / view_out.norm(dim=1, keepdim=True).clamp_min(1e-6)
         direction = torch.stack([-unit[:, 1], unit[:, 0]], dim=1)  # (sin, cos) -> (d_row, d_col)
         total += _apply_vector(direction, view, undo=True)
     return torch.rad2deg(torch.atan2(total[:, 1], -total[:, 0])) % 360.0
+
+
+def fold_features_for_inference(net: nn.Module) -> nn.Module:
+    """Every conv + BN pair of ``net.features`` folded into one conv, weights channels_last (inference only; the
+    same outputs up to float rounding)."""
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    net.eval()
+    for block in net.features:
+        if isinstance(block[1], nn.BatchNorm2d):
+            block[0] = fuse_conv_bn_eval(block[0], block[1])
+            block[1] = nn.Identity()
+    return net.to(memory_format=torch.channels_last)
 
 
 class HeadingRefiner:
@@ -190,8 +211,8 @@ class HeadingRefiner:
     def __init__(self, path: str | Path, device: torch.device | str = "cpu", views: int = 8):
         self.views = views
         self.path = Path(path)
-        self.net, self.meta = load_heading_net(self.path)
-        self.net.to(device)
+        net, self.meta = load_heading_net(self.path)
+        self.net = fold_features_for_inference(net).to(device)
         self.device = torch.device(device)
 
     @property

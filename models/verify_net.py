@@ -22,7 +22,7 @@ from torch import nn
 
 from models.centernet import BANDS
 from models.crop_checkpoint import CropNetKind, load_crop_net, read_crop_blob, save_crop_net
-from models.heading_net import DIFF_PAIRS, SYMMETRIES, _apply, crop_channels, extract_crops
+from models.heading_net import DIFF_PAIRS, SYMMETRIES, _apply, crop_channels, extract_crops, fold_features_for_inference
 
 VERIFY_VERSION = "verify-crop-v1"
 FORMAT = "basewatch-verify-1"
@@ -116,19 +116,6 @@ def screened_logits(net: VerifyNet, crops: torch.Tensor, valid: torch.Tensor, sc
     return logits
 
 
-def fold_for_inference(net: VerifyNet) -> VerifyNet:
-    """Every conv + BN pair folded into one conv, weights channels_last (inference only; same outputs up to float
-    rounding)."""
-    from torch.nn.utils.fusion import fuse_conv_bn_eval
-
-    net.eval()
-    for block in net.features:
-        if isinstance(block[1], nn.BatchNorm2d):
-            block[0] = fuse_conv_bn_eval(block[0], block[1])
-            block[1] = nn.Identity()
-    return net.to(memory_format=torch.channels_last)
-
-
 class Verifier:
     """The loaded verifier, ready to score candidates of one class (eval mode)."""
 
@@ -136,7 +123,7 @@ class Verifier:
         self.views = views
         self.path = Path(path)
         net, self.meta = load_verify_net(self.path)
-        self.net = fold_for_inference(net).to(device)
+        self.net = fold_features_for_inference(net).to(device)
         self.device = torch.device(device)
 
     @property

@@ -9,12 +9,14 @@ import torch
 from models.dataset import CANONICAL
 from models.heading_data import CropSet, Jitter, _crops_at, chip_crops, dihedral_crops
 from models.heading_net import (
+    SYMMETRIES,
     HeadingNet,
     HeadingSpec,
     angle_error,
     direction_of,
     extract_crops,
     heading_of,
+    heading_over_symmetries,
     load_heading_net,
     save_heading_net,
 )
@@ -134,6 +136,30 @@ def test_committed_heading_network_reads_chip_trucks_better_than_a_guess():
     result = score(net, crops)
     assert result["n"] >= 40
     assert result["within_30"] >= 0.65 and result["reversed"] <= 0.25, result
+
+
+def test_refiner_reads_the_same_headings_as_the_unfolded_network_one_view_at_a_time():
+    """The refiner folds BN into the convolutions and runs the eight views as one batch with the crop normalised
+    once; that must not change a heading beyond float rounding."""
+    from models.heading_net import HeadingRefiner, _apply, _apply_vector
+
+    net, _ = load_heading_net(COMMITTED)
+    crops = CropSet.concat([chip_crops(61_000_001 + i, 128, 15, copies=1) for i in range(4)])
+    x = torch.from_numpy(crops.crops)
+    valid = torch.from_numpy(crops.valid)
+    offsets = torch.from_numpy(crops.offsets)
+    valid[:3, :, :5] = False  # crops reaching over the raster's edge
+    total = torch.zeros(len(x), 2)
+    with torch.inference_mode():
+        for view in SYMMETRIES:
+            out = net(_apply(x, view).contiguous(), _apply(valid, view).contiguous(), _apply_vector(offsets, view))
+            unit = out / out.norm(dim=1, keepdim=True).clamp_min(1e-6)
+            total += _apply_vector(torch.stack([-unit[:, 1], unit[:, 0]], dim=1), view, undo=True)
+        expected = torch.rad2deg(torch.atan2(total[:, 1], -total[:, 0])) % 360.0
+        refiner = HeadingRefiner(COMMITTED)
+        got = heading_over_symmetries(refiner.net, x, valid, offsets, refiner.views)
+    assert len(x) >= 10
+    assert np.max(angle_error(got.numpy(), expected.numpy())) < 0.01
 
 
 def test_heading_network_keeps_the_detections_and_changes_only_vehicle_headings():
