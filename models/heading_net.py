@@ -74,11 +74,16 @@ def crop_channels(crops: torch.Tensor, valid: torch.Tensor, floor: float, clip: 
 
 def masked_lower_median(values: torch.Tensor, ok: torch.Tensor, empty: float) -> torch.Tensor:
     """Median over the last axis of the values where ``ok`` (the lower of the two middle ones, as
-    ``torch.nanmedian``), ``empty`` where none is. A sort and a gather: several times faster than nanmedian on the
-    CPU, which matters with hundreds of crops per scene."""
+    ``torch.nanmedian``), ``empty`` where none is. Rows wholly ``ok`` (most crops) take ``torch.median``, the rest
+    a sort and a gather: both several times faster than nanmedian on the CPU, which matters with thousands of crops
+    per scene."""
     count = ok.sum(dim=-1, keepdim=True)
-    ordered = torch.where(ok, values, torch.full_like(values, float("inf"))).sort(dim=-1).values
-    middle = ordered.gather(-1, ((count - 1).clamp_min(0) // 2)).squeeze(-1)
+    partial = (count < values.shape[-1]).squeeze(-1)
+    middle = values.median(dim=-1).values
+    if bool(partial.any()):
+        some, some_ok, some_count = values[partial], ok[partial], count[partial]
+        ordered = torch.where(some_ok, some, torch.full_like(some, float("inf"))).sort(dim=-1).values
+        middle[partial] = ordered.gather(-1, ((some_count - 1).clamp_min(0) // 2)).squeeze(-1)
     return torch.where(count.squeeze(-1) > 0, middle, torch.full_like(middle, empty))
 
 

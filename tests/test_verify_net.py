@@ -134,7 +134,7 @@ def test_verifier_rescores_aircraft_and_drops_its_rejects_leaving_vehicles_alone
     assert not aircraft(strict.detect(scene))
 
 
-def test_screened_logits_are_the_eight_view_mean_wherever_one_view_does_not_reject_at_once():
+def test_screened_logits_are_the_eight_view_mean_wherever_one_view_does_not_decide_at_once():
     from models.verify_net import screened_logits
 
     torch.manual_seed(1)
@@ -145,12 +145,14 @@ def test_screened_logits_are_the_eight_view_mean_wherever_one_view_does_not_reje
     with torch.inference_mode():
         full = logit_over_symmetries(net, crops, valid, scores)
         one = logit_over_symmetries(net, crops, valid, scores, views=1)
-        screen = float(torch.sigmoid(one).median())  # half the crops are screened out
-        got = screened_logits(net, crops, valid, scores, screen=screen)
-    kept = torch.sigmoid(one) >= screen
-    assert 0 < int(kept.sum()) < len(kept)
-    assert torch.allclose(got[kept], full[kept], atol=1e-5)
-    assert torch.allclose(got[~kept], one[~kept], atol=1e-5)
+        p = torch.sigmoid(one)
+        screen, accept = float(p.quantile(0.3)), float(p.quantile(0.7))  # a third rejected, a third accepted at once
+        got = screened_logits(net, crops, valid, scores, screen=screen, accept=accept)
+    middle = (p >= screen) & (p < accept)
+    assert 5 < int(middle.sum()) < len(middle) - 10 and int((p >= accept).sum()) >= 5
+    assert torch.allclose(got[middle], full[middle], atol=1e-5)
+    assert torch.allclose(got[~middle], one[~middle], atol=1e-5)
+    assert not torch.allclose(full[~middle], one[~middle], atol=1e-3)  # the views do differ there
 
 
 def _constant_verifier(path, cls: str, bias: float):
