@@ -102,7 +102,9 @@ def detect(
     for d in found:
         counts[d.cls] = counts.get(d.cls, 0) + 1
     summary = ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) or "nothing"
-    _console.print(f"{scene.name}: {summary} ({time.perf_counter() - t0:.1f} s, {cfg.name}) -> {out}")
+    stages = ", ".join(f"{k.replace('_', ' ')} {v:.1f} s" for k, v in getattr(det, "stage_seconds", {}).items())
+    stages = f"; {stages}" if stages else ""
+    _console.print(f"{scene.name}: {summary} ({time.perf_counter() - t0:.1f} s{stages}, {cfg.name}) -> {out}")
 
 
 def train(

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -230,6 +231,9 @@ class LearnedDetector:
         self.stride = model.spec.stride
         self.heading_classes = set(meta.get("heading_classes", ["vehicle"]))
         self.version = f"{model.spec.version}@{meta.get('weights_id', 'unknown')}"
+        self.stage_seconds: dict[str, float] = {}
+        """Seconds the last scene spent in each stage (network, decode, verifier, heading network): what a
+        scene's content costs beyond the network (benchmarks report it)."""
         self.heading_net = None
         if self.cfg.heading_weights and "vehicle" in self.classes:
             from models.heading_net import HeadingRefiner
@@ -330,6 +334,7 @@ class LearnedDetector:
         raw: list[tuple] = []
         floors = self._floors(candidates)
         done = 0
+        clock = _StageClock()
         with ThreadPoolExecutor(max_workers=1) as pool, torch.inference_mode():
             it = self._batches(source, windows)
             future = pool.submit(next, it, None)
@@ -341,25 +346,29 @@ class LearnedDetector:
                 group, bands, valid = item
                 vt = torch.from_numpy(valid).to(self.device)
                 x = torch.from_numpy(bands).to(self.device)  # InputNorm writes its channels_last output itself
-                with self._arithmetic():
+                with clock("network"), self._arithmetic():
                     out = averaged_forward(self.model, x, vt, self.cfg.tta_views, len(self.classes)).float()
                     images = self._heading_view_images(out, floors)
                     if images:
                         out = heading_over_views(self.model, x, vt, self.cfg.heading_views, len(self.classes),
                                                  out, images).float()
                 floor = min(floors)
-                decoded = decode(out, len(self.classes), floor, self.stride, valid=vt)
+                with clock("decode"):
+                    decoded = decode(out, len(self.classes), floor, self.stride, valid=vt)
                 for b, (win, dets) in enumerate(zip(group, decoded, strict=True)):
                     kept = [d for d in dets if d.score >= floors[d.cls_index]
                             and win.owns(d.row + win.row_off, d.col + win.col_off)]
-                    kept, scores, held = self._verify(bands[b], valid[b], kept, candidates)
-                    headings = self._crop_headings(bands[b], valid[b], kept)
+                    with clock("verifier"):
+                        kept, scores, held = self._verify(bands[b], valid[b], kept, candidates)
+                    with clock("heading_network"):
+                        headings = self._crop_headings(bands[b], valid[b], kept)
                     for d, score, heading, back in zip(kept, scores, headings, held, strict=True):
                         raw.append((d.cls_index, score, d.row + win.row_off, d.col + win.col_off, d.length_m,
                                     d.width_m, heading, d.speed_mps, d.heading_deg, back))
                 done += len(group)
                 if progress:
                     progress(done, len(windows))
+        self.stage_seconds = clock.seconds
         raw = merge_duplicates(raw, self.classes)  # a faint peak beside a confident one is suppressed here
         strong = [r for r in raw if not r[9] and r[1] >= self.thresholds[r[0]]]
         weak = [r for r in raw if r[9] or r[1] < self.thresholds[r[0]]]
@@ -453,6 +462,21 @@ class LearnedDetector:
                 score=round(score, 4),
             ))
         return out
+
+
+class _StageClock:
+    """Adds up the wall time spent in named stages (``with clock("name"):``)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - start
 
 
 def _native_bf16() -> bool:

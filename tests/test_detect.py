@@ -305,3 +305,18 @@ def test_bfloat16_finds_what_float32_finds():
     assert all(a.cls == b.cls and abs(a.x - b.x) <= 2 and abs(a.y - b.y) <= 2 and abs(a.score - b.score) < 0.03
                for a, b in pairs), [(a.score, b.score) for a, b in pairs]
     assert any(a.score != b.score for a, b in pairs)  # and bfloat16 did run: its scores are not float32's
+
+
+def test_the_last_scenes_seconds_per_stage_are_recorded_and_add_up_to_no_more_than_its_time():
+    import time
+
+    from pipeline.simulate.command import held_out_scene
+
+    scene = held_out_scene(4242, 3, size=256).scene
+    det = make_detector(DetectorConfig(threads=1))  # the runs' cascade: heading network and aircraft verifier
+    start = time.perf_counter()
+    det.detect(scene)
+    elapsed = time.perf_counter() - start
+    assert set(det.stage_seconds) == {"network", "decode", "verifier", "heading_network"}
+    assert all(v > 0 for v in det.stage_seconds.values())
+    assert sum(det.stage_seconds.values()) <= elapsed
