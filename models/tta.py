@@ -35,21 +35,33 @@ def add_views_argument(parser: argparse.ArgumentParser, what: str = "the learned
                         help=f"{what} this many flipped views (detector.tta_views)")
 
 
+def weights_or_none(text: str) -> str | None:
+    """A weights path, or None for 'none' / 'null' (a cascade stage switched off)."""
+    return None if text.strip().lower() in ("none", "null", "") else text
+
+
 def add_heading_views_argument(parser: argparse.ArgumentParser) -> None:
-    """``--heading-views`` and ``--heading-weights`` for the benchmark scripts (detector.heading_views /
-    heading_weights)."""
-    parser.add_argument("--heading-views", type=int, choices=tuple(VIEWS), default=1,
-                        help="moving vehicles' headings read over this many flipped views; detections and scores "
-                             "stay the single view's (detector.heading_views)")
-    parser.add_argument("--heading-weights", default=None,
+    """``--heading-views``, ``--heading-weights`` and the verifiers for the benchmark scripts (detector.heading_views
+    / heading_weights / verifier_weights / vehicle_verifier_weights). Defaults: the runs' config
+    (configs/default.yaml), so a benchmark measures what ``basewatch run`` does unless told otherwise."""
+    from pipeline.config import load_config
+
+    runs = load_config().detector
+    off = "; 'none' = off"
+    parser.add_argument("--heading-views", type=int, choices=tuple(VIEWS), default=runs.heading_views,
+                        help="moving vehicles' headings read over this many flipped views when no heading network "
+                             f"is set; detections and scores stay the single view's (detector.heading_views; "
+                             f"default: the runs', {runs.heading_views})")
+    parser.add_argument("--heading-weights", type=weights_or_none, default=runs.heading_weights,
                         help="heading network that re-reads moving vehicles' headings from crops around them "
-                             "(detector.heading_weights; replaces --heading-views)")
-    parser.add_argument("--verifier-weights", default=None,
+                             f"(detector.heading_weights; default: the runs', {runs.heading_weights}{off})")
+    parser.add_argument("--verifier-weights", type=weights_or_none, default=runs.verifier_weights,
                         help="aircraft verifier that re-scores each large-aircraft peak from a crop around it "
-                             "(detector.verifier_weights)")
-    parser.add_argument("--vehicle-verifier-weights", default=None,
+                             f"(detector.verifier_weights; default: the runs', {runs.verifier_weights}{off})")
+    parser.add_argument("--vehicle-verifier-weights", type=weights_or_none, default=runs.vehicle_verifier_weights,
                         help="verifier that re-scores each moving-vehicle peak from a crop around it "
-                             "(detector.vehicle_verifier_weights)")
+                             f"(detector.vehicle_verifier_weights; default: the runs', "
+                             f"{runs.vehicle_verifier_weights}{off})")
 
 
 def apply_view(t: torch.Tensor, view: View) -> torch.Tensor:
