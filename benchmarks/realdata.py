@@ -26,7 +26,7 @@ import rasterio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from models.tta import add_heading_views_argument, add_views_argument  # noqa: E402
+from models.tta import add_heading_views_argument, add_views_argument, cascade_options  # noqa: E402
 from pipeline.types import Acquisition, MapObject, Scene  # noqa: E402
 
 REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata"
@@ -221,10 +221,7 @@ def main() -> None:
     if args.threshold is not None:
         kw["score_threshold"] = args.threshold
     kw["tta_views"] = args.tta_views
-    kw["heading_views"] = args.heading_views
-    kw["heading_weights"] = args.heading_weights
-    kw["verifier_weights"] = args.verifier_weights
-    kw["vehicle_verifier_weights"] = args.vehicle_verifier_weights
+    kw.update(cascade_options(args))
     kw["norm_neighbourhood"] = args.norm_neighbourhood
     result = run(make_detector(DetectorConfig(**kw)), args.png)
     text = json.dumps(result, indent=1)

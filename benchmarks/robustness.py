@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from models.tta import add_heading_views_argument, add_views_argument
+from models.tta import add_heading_views_argument, add_views_argument, cascade_options
 from pipeline.config import DetectorConfig, resolve_path
 from pipeline.evaluation import EVAL_CLASSES, evaluate_scenes, heading_error_deg, match_class
 from pipeline.geotiff import read_scene
@@ -105,13 +105,12 @@ def _keys(t: MapObject, p: dict) -> dict[str, str]:
     return {"speed": bin_, "convoy": "convoy" if p.get("convoy") else "single"}
 
 
-def run_detector(name: str, pairs, weights: Path | None = None, tta_views: int = 1, heading_views: int = 1,
-                 heading_weights: str | None = None, verifier_weights: str | None = None,
-                 vehicle_verifier_weights: str | None = None) -> dict:
+def run_detector(name: str, pairs, weights: Path | None = None, tta_views: int = 1,
+                 cascade: dict | None = None) -> dict:
+    """``cascade``: the second stages' DetectorConfig fields (models.tta.cascade_options), learned detector only."""
     from pipeline.detect import make_detector
 
-    cfg = DetectorConfig(name=name, tta_views=tta_views, heading_views=heading_views, heading_weights=heading_weights,
-                         verifier_weights=verifier_weights, vehicle_verifier_weights=vehicle_verifier_weights,
+    cfg = DetectorConfig(name=name, tta_views=tta_views, **(cascade or {}),
                          **({"weights": str(weights)} if weights else {}))
     detector = make_detector(cfg)
     rows, seconds = [], []
@@ -167,14 +166,11 @@ def main(argv: list[str] | None = None) -> int:
     names, skipped = available(args.detectors, args.weights)
     for name, why in skipped.items():
         log.warning("detector %s not run: %s", name, why)
-    results = {name: run_detector(name, pairs, args.weights, args.tta_views, args.heading_views,
-                                   args.heading_weights if name == "learned" else None,
-                                   args.verifier_weights if name == "learned" else None,
-                                   args.vehicle_verifier_weights if name == "learned" else None) for name in names}
+    results = {name: run_detector(name, pairs, args.weights, args.tta_views,
+                                   cascade_options(args) if name == "learned" else None) for name in names}
     report = {"scenes": len(pairs), "folder": str(args.scenes), "skipped": skipped,
               "weights": str(args.weights) if args.weights else None, "tta_views": args.tta_views,
-              "heading_views": args.heading_views, "heading_weights": args.heading_weights,
-              "verifier_weights": args.verifier_weights, "vehicle_verifier_weights": args.vehicle_verifier_weights,
+              **cascade_options(args),
               "truth": dict(Counter(f"{t.cls}{'_moving' if t.moving else ''}" for _, _, tr, _ in pairs for t in tr)),
               "detectors": results}
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -27,7 +27,7 @@ from rasterio.windows import Window
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from models.tta import add_heading_views_argument, add_views_argument  # noqa: E402
+from models.tta import add_heading_views_argument, add_views_argument, cascade_options  # noqa: E402
 
 BANDS = ("B02", "B03", "B04", "B08")
 
@@ -123,9 +123,7 @@ def main() -> None:
     add_views_argument(ap, "windows averaged over")
     add_heading_views_argument(ap)
     args = ap.parse_args()
-    HEADING_OPTIONS.update(heading_views=args.heading_views, heading_weights=args.heading_weights,
-                           verifier_weights=args.verifier_weights,
-                           vehicle_verifier_weights=args.vehicle_verifier_weights)
+    HEADING_OPTIONS.update(cascade_options(args))
     args.tmp.mkdir(parents=True, exist_ok=True)
     result: dict = {"cpu_cores": os.cpu_count(), "load_avg_start": os.getloadavg(), "device": args.device,
                     "batch_size": args.batch_size, "tta_views": args.tta_views, **HEADING_OPTIONS}

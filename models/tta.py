@@ -62,6 +62,21 @@ def add_heading_views_argument(parser: argparse.ArgumentParser) -> None:
                         help="verifier that re-scores each moving-vehicle peak from a crop around it "
                              f"(detector.vehicle_verifier_weights; default: the runs', "
                              f"{runs.vehicle_verifier_weights}{off})")
+    parser.add_argument("--vehicle-verifier-floor", type=_floor, default=runs.vehicle_verifier_floor,
+                        help="lowest detector score shown to the vehicle verifier: a number, 'detector' (its own "
+                             "threshold: a filter) or 'none' (the verifier's trained floor) "
+                             f"(detector.vehicle_verifier_floor; default: the runs', {runs.vehicle_verifier_floor})")
+
+
+def _floor(text: str) -> float | str | None:
+    text = text.strip().lower()
+    return None if text in ("none", "null", "") else text if text == "detector" else float(text)
+
+
+def cascade_options(args: argparse.Namespace) -> dict:
+    """The DetectorConfig fields that ``add_heading_views_argument`` set, for the benchmark scripts."""
+    return {k: getattr(args, k) for k in ("heading_views", "heading_weights", "verifier_weights",
+                                          "vehicle_verifier_weights", "vehicle_verifier_floor")}
 
 
 def apply_view(t: torch.Tensor, view: View) -> torch.Tensor:
@@ -138,4 +153,5 @@ def heading_over_views(model: Callable[[torch.Tensor, torch.Tensor], torch.Tenso
 
 
 __all__ = ["VIEWS", "add_heading_views_argument", "add_views_argument", "apply_view", "averaged_forward",
+           "cascade_options",
            "heading_over_views", "undo_view"]

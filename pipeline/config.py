@@ -9,7 +9,7 @@ import hashlib
 import json
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -183,6 +183,11 @@ class DetectorConfig(Strict):
     vehicle_verifier_threshold: float | None = Field(
         default=None, ge=0, le=1, description="Vehicle verifier probability that keeps a peak; None = the threshold "
         "calibrated into its checkpoint.")
+    vehicle_verifier_floor: Annotated[float, Field(ge=0, le=1)] | Literal["detector"] | None = Field(
+        default=None, description="Lowest detector score of a moving-vehicle peak shown to the vehicle verifier; "
+        "None = the floor it was trained from (in its checkpoint; it may then admit peaks fainter than the "
+        "detector's own threshold); 'detector' = the detector's vehicle threshold, so the verifier only removes "
+        "trucks the detector alone would report (a filter: it cannot add a false one).")
     threads: int = Field(default=0, ge=0, le=64, description="Torch CPU threads; 0 = number of cores.")
     device: Literal["auto", "cpu", "cuda"] = Field(
         default="auto", description="Where the network runs: auto = a CUDA GPU when torch sees one, else the CPU "

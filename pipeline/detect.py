@@ -242,10 +242,13 @@ class LearnedDetector:
             self.version += f"+{self.heading_net.model_id}"
         self.thresholds = class_thresholds(self.cfg, meta, self.classes)
         self.verifiers: dict[int, object] = {}  # class index -> models.verify_net.Verifier
-        for weights, threshold in ((self.cfg.verifier_weights, self.cfg.verifier_threshold),
-                                   (self.cfg.vehicle_verifier_weights, self.cfg.vehicle_verifier_threshold)):
+        self.verifier_floors: dict[int, float] = {}  # class index -> lowest detector score shown to its verifier
+        for weights, threshold, floor in (
+                (self.cfg.verifier_weights, self.cfg.verifier_threshold, None),
+                (self.cfg.vehicle_verifier_weights, self.cfg.vehicle_verifier_threshold,
+                 self.cfg.vehicle_verifier_floor)):
             if weights:
-                self._add_verifier(weights, threshold)
+                self._add_verifier(weights, threshold, floor)
         set_threads(self.cfg.threads)
         if self.device.type == "cpu":
             retain_freed_memory()
@@ -254,7 +257,7 @@ class LearnedDetector:
     def model_id(self) -> str:
         return f"{self.name}-{self.version}"
 
-    def _add_verifier(self, weights: str, threshold: float | None) -> None:
+    def _add_verifier(self, weights: str, threshold: float | None, floor: float | str | None) -> None:
         from models.verify_net import Verifier
 
         verifier = Verifier(resolve_path(weights), self.device)
@@ -266,7 +269,11 @@ class LearnedDetector:
             raise ModelError(f"two verifiers check {verifier.cls!r}: set only one of detector.verifier_weights and "
                              "detector.vehicle_verifier_weights for it")
         self.verifiers[i] = verifier
+        self.verifier_floors[i] = (verifier.floor if floor is None else self.thresholds[i] if floor == "detector"
+                                   else float(floor))
         self.version += f"+{verifier.model_id}"
+        if floor is not None:
+            self.version += f">={self.verifier_floors[i]:g}"  # another floor, other detections
         self.thresholds[i] = threshold if threshold is not None else verifier.threshold
 
     # ------------------------------------------------------------------ public API
@@ -315,8 +322,8 @@ class LearnedDetector:
     def _floors(self, candidates: bool) -> list[float]:
         """Lowest score kept per class: the vehicle threshold, or the candidate score when candidates are wanted."""
         floors = list(self.thresholds)
-        for i, verifier in self.verifiers.items():  # peaks from a verifier's floor up are shown to it
-            floors[i] = verifier.floor
+        for i, floor in self.verifier_floors.items():  # peaks from a verifier's floor up are shown to it
+            floors[i] = floor
         low = self.cfg.column_candidate_score
         if candidates and low is not None and "vehicle" in self.classes:
             i = self.classes.index("vehicle")
@@ -387,8 +394,8 @@ class LearnedDetector:
         held = [False] * len(dets)
         drop = set()
         low = self.cfg.column_candidate_score
-        for i, verifier in self.verifiers.items():
-            idx = [k for k, d in enumerate(dets) if d.cls_index == i]
+        for i, verifier in self.verifiers.items():  # fainter peaks (column candidates) pass unverified
+            idx = [k for k, d in enumerate(dets) if d.cls_index == i and d.score >= self.verifier_floors[i]]
             if not idx:
                 continue
             prob = verifier.probabilities(bands, valid, np.array([dets[k].row for k in idx]),

@@ -56,7 +56,8 @@ def validate_all(config_path: Path | None = None, scenarios: list[Path] | None =
     if config.detector.name == "learned" and config.detector.verifier_weights:
         checks.append(_verifier_weights(config.detector.verifier_weights))
     if config.detector.name == "learned" and config.detector.vehicle_verifier_weights:
-        checks.append(_verifier_weights(config.detector.vehicle_verifier_weights, "vehicle verifier"))
+        checks.append(_verifier_weights(config.detector.vehicle_verifier_weights, "vehicle verifier",
+                                        config.detector.vehicle_verifier_floor))
     checks.append(_source(config))
     return checks
 
@@ -116,7 +117,7 @@ def _heading_weights(weights: str) -> Check:
     return Check("heading network", f"{weights} ({net.spec.version}@{meta.get('weights_id', 'unknown')})")
 
 
-def _verifier_weights(weights: str, what: str = "aircraft verifier") -> Check:
+def _verifier_weights(weights: str, what: str = "aircraft verifier", floor: float | str | None = None) -> Check:
     """Load a verifier as a run would: a missing or foreign file stops the run with this error."""
     try:
         from models.verify_net import load_verify_net
@@ -125,7 +126,13 @@ def _verifier_weights(weights: str, what: str = "aircraft verifier") -> Check:
     except (BasewatchError, OSError, RuntimeError, ValueError) as exc:
         return Check(what, weights, f"cannot load: {exc}")
     return Check(what, f"{weights} ({net.spec.version}@{meta.get('weights_id', 'unknown')}, "
-                 f"{net.spec.cls} from score {meta.get('floor')}, kept at {meta.get('threshold')})")
+                 f"{net.spec.cls} from {_floor_text(floor, meta)}, kept at {meta.get('threshold')})")
+
+
+def _floor_text(floor: float | str | None, meta: dict) -> str:
+    if floor == "detector":
+        return "the detector's own threshold (a filter)"
+    return f"score {meta.get('floor') if floor is None else floor}"
 
 
 def _weights(config: BasewatchConfig) -> Check:

@@ -81,6 +81,7 @@ def _fake_detector(window: int, overlap: int) -> LearnedDetector:
     det.thresholds = [0.5, 0.5]
     det.heading_net = None
     det.verifiers = {}
+    det.verifier_floors = {}
     return det
 
 
@@ -274,7 +275,8 @@ def test_detect_uses_the_configs_aircraft_verifier_unless_told_none(tmp_path):
         result = CliRunner().invoke(app, ["detect", str(path), "--out", str(out), *extra])
         assert result.exit_code == 0, result.output
         found.append(json.loads(out.read_text()))
-    assert "+verify-crop-v1@" in found[0]["model"] and "verify-crop" not in found[1]["model"]
+    assert "+verify-crop-v1@06b29774b97d" in found[0]["model"]
+    assert "verify-crop-v1@06b29774b97d" not in found[1]["model"]
     scores = [[f["properties"]["score"] for f in fc["features"] if f["properties"]["class"] == "large_aircraft"]
               for fc in found]
     assert scores[0] and min(scores[0]) >= 0.9  # the verifier's probability, kept at its calibrated 0.9

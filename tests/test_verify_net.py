@@ -186,3 +186,30 @@ def test_vehicle_verifier_rejects_become_column_candidates_and_aircraft_stay_as_
     both = DetectorConfig(threads=1, verifier_weights=str(accept), vehicle_verifier_weights=str(reject))
     with pytest.raises(ModelError, match="two verifiers"):
         make_detector(both)
+
+
+def test_vehicle_verifier_at_the_detectors_floor_only_filters_the_trucks_the_detector_reports(tmp_path):
+    """vehicle_verifier_floor: detector. An accept-all verifier then reports the very trucks and candidates of the
+    detector alone (it cannot admit a fainter peak); a reject-all one turns every sure truck into a candidate."""
+    from pipeline.simulate.command import held_out_scene
+
+    scene = held_out_scene(4242, 3, size=256).scene
+    plain = make_detector(DetectorConfig(threads=1, heading_weights=None)).detect_with_candidates(scene)
+    trucks = lambda ds: sorted((round(d.x), round(d.y)) for d in ds if d.cls == "vehicle")  # noqa: E731
+    accept = _constant_verifier(tmp_path / "accept.pt", "vehicle", 5.0)
+    lenient = DetectorConfig(threads=1, heading_weights=None, vehicle_verifier_weights=str(accept))
+    admitted = make_detector(lenient).detect_with_candidates(scene)
+    assert len(trucks(admitted.detections)) > len(trucks(plain.detections))  # from its trained floor 0.2
+    filtering = make_detector(lenient.model_copy(update={"vehicle_verifier_floor": "detector"}))
+    assert filtering.model_id.endswith(">=0.425")
+    got = filtering.detect_with_candidates(scene)
+    assert len(trucks(plain.detections)) >= 3
+    assert trucks(got.detections) == trucks(plain.detections)
+    assert trucks(got.candidates) == trucks(plain.candidates)
+    assert all(d.score > 0.99 for d in got.detections if d.cls == "vehicle")  # the verifier's probability
+    assert all(d.score < 0.425 for d in got.candidates if d.cls == "vehicle")  # never shown to it
+    reject = _constant_verifier(tmp_path / "reject.pt", "vehicle", -5.0)
+    strict = make_detector(DetectorConfig(threads=1, heading_weights=None, vehicle_verifier_weights=str(reject),
+                                          vehicle_verifier_floor="detector")).detect_with_candidates(scene)
+    assert not trucks(strict.detections)
+    assert set(trucks(strict.candidates)) == set(trucks(plain.detections)) | set(trucks(plain.candidates))
