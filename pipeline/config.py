@@ -271,6 +271,12 @@ class DiffConfig(Strict):
         "rise over a count that scatters like a Poisson count (a detector's steady false positives inflate the "
         "baseline, and a doubling of the inflated count is too much to ask) ...")
     surge_min_increase: int = Field(default=2, ge=1, description="... and always at least this many more aircraft.")
+    surge_single_pass_increase: int | None = Field(
+        default=4, ge=1, description="With only one valid earlier pass in the baseline window (min_history asks for "
+        "more), an airlift surge is still raised when large aircraft rise by at least this many over that pass (and "
+        "pass the usual threshold); its confidence is halved for the short history. Why: a run that starts just "
+        "before an airlift, with an earlier pass clouded, otherwise cannot see transports arriving in numbers. "
+        "None = surges need min_history passes, like every other baseline.")
     surge_min_score: float = Field(
         default=0.55, ge=0, le=1, description="Large aircraft scoring below this are left out of surge counts: "
         "marginal peaks (fighters, clutter) come and go between passes and hide a rise. Truth and labels, which have "

@@ -149,7 +149,7 @@ def metric_value(metric: ZoneMetric, aoi: AOI, obs: Observation,
 
 
 def measure(metric: ZoneMetric, aoi: AOI, history: Sequence[Observation], obs: Observation,
-            cfg: DiffConfig) -> Measure | None:
+            cfg: DiffConfig, min_history: int | None = None) -> Measure | None:
     """``metric`` in ``obs`` against its baseline, or None when it is not observed now or lacks history.
 
     Assets move between zones of a kind (trucks from a park to a quay), so the metric is summed over its zones
@@ -163,7 +163,7 @@ def measure(metric: ZoneMetric, aoi: AOI, history: Sequence[Observation], obs: O
         got = metric_value(metric, aoi, h, cfg)
         if got is not None:
             values.append(got[0] / got[1])
-    if len(values) < cfg.min_history:
+    if len(values) < (cfg.min_history if min_history is None else min_history):
         return None
     current, share, zones = now
     median = float(np.median(values))
@@ -195,6 +195,10 @@ def surge_threshold(m: Measure, cfg: DiffConfig) -> float:
 
 def _surge(aoi: AOI, history: Sequence[Observation], obs: Observation, cfg: DiffConfig) -> Signal | None:
     m = measure(LARGE_AIRCRAFT, aoi, history, obs, cfg)
+    if m is None and cfg.surge_single_pass_increase is not None and cfg.min_history > 1:
+        m = measure(LARGE_AIRCRAFT, aoi, history, obs, cfg, min_history=1)
+        if m is not None and (m.n_history > 1 or m.current < m.expected + cfg.surge_single_pass_increase):
+            m = None  # one earlier pass only: a surge needs the larger rise
     if m is None:
         return None
     threshold = surge_threshold(m, cfg)

@@ -126,8 +126,23 @@ def test_observations_stored_before_the_confident_count_are_no_surge_baseline():
 
 
 def test_no_baseline_without_min_history():
-    assert kinds([obs(0)], obs(5, large=6)) == set()  # one earlier observation < min_history 2
+    strict = DiffConfig(surge_single_pass_increase=None)
+    assert kinds([obs(0)], obs(5, large=6), strict) == set()  # one earlier observation < min_history 2
     assert kinds([obs(0)], obs(5, large=6), DiffConfig(min_history=1)) == {"airlift_surge"}
+    assert kinds([obs(0, parked=40)], obs(5, parked=5), strict) == set()  # no drawdown on one pass either
+
+
+def test_one_earlier_pass_makes_a_surge_only_for_a_large_rise_at_half_confidence():
+    """surge_single_pass_increase (4): one clear earlier pass is enough for transports arriving in numbers."""
+    assert kinds([obs(0)], obs(5, large=4)) == set()  # +3: a surge on two passes, not on one
+    assert kinds([obs(0), obs(2)], obs(5, large=4)) == {"airlift_surge"}
+    [one] = compare(AOI_, [obs(0)], obs(5, large=6), [], CFG)
+    [two] = compare(AOI_, [obs(0), obs(2)], obs(5, large=6), [], CFG)
+    assert one.kind == two.kind == "airlift_surge"
+    assert one.baseline["large_aircraft"]["observations"] == 1
+    assert one.confidence < two.confidence  # history_factor: 1/2 against 2/3
+    assert kinds([obs(0, parked=40)], obs(5, parked=5)) == set()  # other baselines still need min_history
+    assert kinds([], obs(5, large=9)) == set()  # and no earlier pass, no baseline at all
 
 
 def test_outbound_columns_threshold_and_own_baseline():
