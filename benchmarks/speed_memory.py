@@ -6,8 +6,11 @@
    tile (uint16 + SCALE/OFFSET encoding, written window by window), each in a fresh subprocess (ru_maxrss), to
    show memory stays flat as the tile grows.
 
-The scenes are simulated chips tiled over the raster (content matters little for speed; it keeps the detector's
-per-window work realistic). Usage: .venv/bin/python benchmarks/speed_memory.py [--out results.json] [--sizes ...]
+The scenes are simulated airfield chips tiled over the raster: a worst case for the runs' second stages, whose cost
+grows with the candidates a scene holds (about 230 aircraft-sized peaks and 70 trucks per Mpx here; the network's
+own cost does not depend on content). The report gives each stage's seconds; benchmarks/realdata.py times real
+frames. The detector config is the runs' (configs/default.yaml) unless a flag says otherwise.
+Usage: .venv/bin/python benchmarks/speed_memory.py [--out results.json] [--sizes ...]
 """
 
 from __future__ import annotations
