@@ -338,20 +338,28 @@ def admit_candidates(detections: list[Detection], candidates: list[Detection], a
             if int(i) not in admitted and candidates[i].cls == "vehicle":
                 admitted[int(i)] = heading
                 frontier.append((pts[i], heading, _spot(pts[i], int(road_of[i]), roads) if follow_road else None))
-    return _with_two_confident(vehicles, admitted, pts, cfg)
+    return _with_two_confident(vehicles, admitted, pts, cfg, [c.heading_deg for c in candidates])
 
 
 def _with_two_confident(vehicles: list[_Vehicle], admitted: dict[int, float], pts: np.ndarray,
-                        cfg: ColumnsConfig) -> dict[int, float]:
+                        cfg: ColumnsConfig, own_headings: list[float | None]) -> dict[int, float]:
     """Keep admitted candidates only in chains holding at least two confident trucks: one truck plus clutter
-    along a road is not a column."""
+    along a road is not a column. With ``single_truck_candidates`` N > 0, one confident truck also suffices when N
+    of the chain's candidates read its direction on their own (``own_headings``, by candidate index)."""
     if not admitted:
         return admitted
     keys = sorted(admitted)
     chain = vehicles + [_Vehicle(key=f"cand-{i}", xy=pts[i], heading=admitted[i]) for i in keys]
     kept: dict[int, float] = {}
     for group in _components(chain, cfg):
-        if sum(1 for g in group if g < len(vehicles)) >= 2:
+        sure = [g for g in group if g < len(vehicles)]
+        agreeing = 0
+        if len(sure) == 1 and cfg.single_truck_candidates > 0:
+            truck = vehicles[sure[0]].heading
+            agreeing = sum(1 for g in group if g >= len(vehicles)
+                           and (own := own_headings[keys[g - len(vehicles)]]) is not None
+                           and angle_diff(own, truck) <= cfg.heading_tolerance_deg)
+        if len(sure) >= 2 or (sure and cfg.single_truck_candidates > 0 and agreeing >= cfg.single_truck_candidates):
             for g in group:
                 if g >= len(vehicles):
                     kept[keys[g - len(vehicles)]] = admitted[keys[g - len(vehicles)]]

@@ -214,6 +214,13 @@ class ColumnsConfig(Strict):
         "confident moving truck, on its line of travel and on an egress road, join its column; 0 = never.")
     candidate_axis_deg: float = Field(default=15.0, gt=0, le=90,
                                       description="How far off the line of travel a faint peak may sit.")
+    single_truck_candidates: int = Field(
+        default=0, ge=0, description="A chain of faint candidates behind one sure truck is a column too when at "
+        "least this many of them read, on their own, the truck's direction within heading_tolerance_deg; 0 = two "
+        "sure trucks are always needed. Why: olive trucks on a grey road can leave one truck of a column above the "
+        "detector's threshold and the rest just under it. Tried at 3 (29 Nov): 136 replays 110 -> 113 matching "
+        "everything, but one withdrawal lost and false columns doubled (the heading network reads road edges along "
+        "the road), so off.")
     road_axis_deg: float = Field(
         default=50.0, ge=0, le=90, description="On an egress road the road gives the line of travel: two trucks on "
         "it within max_gap_m, each heading within this of the road's axis and the same way along it (or one slow, "

@@ -122,6 +122,23 @@ def test_faint_peaks_off_the_line_off_the_road_or_beside_a_lone_truck_are_not(ta
     assert set(admit_candidates(column[:2], _faint(column[2:]), tartus, cfg)) == {0, 1}
 
 
+def test_one_sure_truck_leads_a_column_when_enough_faint_peaks_read_its_direction_themselves(tartus):
+    """columns.single_truck_candidates: three faint peaks behind one sure truck that head its way on their own make
+    a column; peaks whose own headings are noise, or too few agreeing ones, do not."""
+    from pipeline.columns import admit_candidates
+
+    column = vehicles_along(tartus, "east_to_m1_highway", 200, 5, 50, outbound=True, prefix="c")
+    truck, rest = column[:1], column[1:]
+    cfg = ColumnsConfig(single_truck_candidates=3)
+    agreeing = _faint(rest, heading=column[0].heading_deg + 10)
+    assert admit_candidates(truck, agreeing, tartus, ColumnsConfig()) == {}  # the default: two sure trucks
+    assert sorted(admit_candidates(truck, agreeing, tartus, cfg)) == [0, 1, 2, 3]
+    assert admit_candidates(truck, _faint(rest), tartus, cfg) == {}  # their own headings are noise
+    two_agree = agreeing[:2] + _faint(rest[2:])
+    assert admit_candidates(truck, two_agree, tartus, cfg) == {}
+    assert sorted(admit_candidates(truck, two_agree, tartus, ColumnsConfig(single_truck_candidates=2))) == [0, 1, 2, 3]
+
+
 def test_a_slow_truck_read_backwards_stays_in_its_column_and_cannot_turn_it(tartus):
     from dataclasses import replace
 
