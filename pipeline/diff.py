@@ -194,11 +194,11 @@ def surge_threshold(m: Measure, cfg: DiffConfig) -> float:
 
 
 def _surge(aoi: AOI, history: Sequence[Observation], obs: Observation, cfg: DiffConfig) -> Signal | None:
-    m = measure(LARGE_AIRCRAFT, aoi, history, obs, cfg)
-    if m is None and cfg.surge_single_pass_increase is not None and cfg.min_history > 1:
-        m = measure(LARGE_AIRCRAFT, aoi, history, obs, cfg, min_history=1)
-        if m is not None and (m.n_history > 1 or m.current < m.expected + cfg.surge_single_pass_increase):
-            m = None  # one earlier pass only: a surge needs the larger rise
+    one_pass = cfg.surge_single_pass_increase is not None
+    m = measure(LARGE_AIRCRAFT, aoi, history, obs, cfg, min_history=1 if one_pass else None)
+    if m is not None and m.n_history < cfg.min_history and (
+            m.n_history > 1 or m.current < m.expected + cfg.surge_single_pass_increase):
+        m = None  # a short history: only one earlier pass, and a rise of surge_single_pass_increase, will do
     if m is None:
         return None
     threshold = surge_threshold(m, cfg)
