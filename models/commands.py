@@ -55,7 +55,7 @@ def detect(
     from pydantic import ValidationError
     from rich.progress import Progress
 
-    from pipeline.config import load_config
+    from pipeline.config import load_config, weights_or_none
     from pipeline.detect import LearnedDetector, make_detector
     from pipeline.errors import ConfigError
     from pipeline.objects import write_objects
@@ -71,12 +71,10 @@ def detect(
                                    "precision": precision}.items() if v is not None}
     if threshold is not None:
         updates["class_thresholds"] = {}  # one threshold for every class, overriding the calibrated ones
-    if heading_weights is not None and str(heading_weights).lower() == "none":
-        updates["heading_weights"] = None  # the config sets the network; this switches it off
-    if verifier_weights is not None and str(verifier_weights).lower() == "none":
-        updates["verifier_weights"] = None
-    if vehicle_verifier_weights is not None and str(vehicle_verifier_weights).lower() == "none":
-        updates["vehicle_verifier_weights"] = None
+    for key, value in (("heading_weights", heading_weights), ("verifier_weights", verifier_weights),
+                       ("vehicle_verifier_weights", vehicle_verifier_weights)):
+        if value is not None and weights_or_none(str(value)) is None:
+            updates[key] = None  # the config sets the network; 'none' switches it off
     try:
         cfg = cfg.model_validate({**cfg.model_dump(), **updates})
     except ValidationError as exc:  # an option out of range: say which, like a config error

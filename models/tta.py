@@ -35,16 +35,11 @@ def add_views_argument(parser: argparse.ArgumentParser, what: str = "the learned
                         help=f"{what} this many flipped views (detector.tta_views)")
 
 
-def weights_or_none(text: str) -> str | None:
-    """A weights path, or None for 'none' / 'null' (a cascade stage switched off)."""
-    return None if text.strip().lower() in ("none", "null", "") else text
-
-
 def add_heading_views_argument(parser: argparse.ArgumentParser) -> None:
     """``--heading-views``, ``--heading-weights`` and the verifiers for the benchmark scripts (detector.heading_views
     / heading_weights / verifier_weights / vehicle_verifier_weights). Defaults: the runs' config
     (configs/default.yaml), so a benchmark measures what ``basewatch run`` does unless told otherwise."""
-    from pipeline.config import load_config
+    from pipeline.config import load_config, weights_or_none
 
     runs = load_config().detector
     off = "; 'none' = off"
@@ -69,8 +64,8 @@ def add_heading_views_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def _floor(text: str) -> float | str | None:
-    text = text.strip().lower()
-    return None if text in ("none", "null", "") else text if text == "detector" else float(text)
+    text = text.lower()
+    return None if text == "none" else text if text == "detector" else float(text)
 
 
 def cascade_options(args: argparse.Namespace) -> dict:

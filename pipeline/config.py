@@ -566,6 +566,11 @@ def list_aoi_names(config_path: str | Path | None = None) -> list[str]:
     return sorted(p.stem for p in aoi_dir(config_path).glob("*.yaml"))
 
 
+def weights_or_none(text: str) -> str | None:
+    """A weights path given on a command line, or None for 'none': the config's second-stage network switched off."""
+    return None if text.lower() == "none" else text
+
+
 def resolve_path(p: str | Path) -> Path:
     """A path from a config: absolute, relative to cwd if it exists there, else to the project root."""
     p = Path(p)
