@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from models.crop_records import CropRecords
 from models.dataset import MIN_CONTRAST, MIN_VISIBLE_SPEED
 from models.heading_net import direction_of, extract_crops, heading_of
 from pipeline.simulate.chips import ChipOptions, render_chip
@@ -27,7 +28,7 @@ JITTER_CLIP_PX = 2.0
 
 
 @dataclass
-class CropSet:
+class CropSet(CropRecords):
     """Crops with their truth: what train_heading fits and evaluates on."""
 
     crops: np.ndarray  # (N, 4, S, S) float32 reflectance
@@ -36,21 +37,6 @@ class CropSet:
     heading: np.ndarray  # (N,) float32 degrees, truth direction of travel
     speed: np.ndarray  # (N,) float32 m/s
     contrast: np.ndarray  # (N,) float32, NaN where unknown
-
-    def __len__(self) -> int:
-        return len(self.heading)
-
-    @classmethod
-    def concat(cls, parts: list[CropSet]) -> CropSet:
-        return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in cls.__dataclass_fields__))
-
-    def save(self, path: str | Path) -> None:
-        np.savez(path, **{f: getattr(self, f) for f in self.__dataclass_fields__})
-
-    @classmethod
-    def load(cls, path: str | Path) -> CropSet:
-        with np.load(path) as z:
-            return cls(**{f: z[f] for f in cls.__dataclass_fields__})
 
 
 @dataclass(frozen=True)

@@ -15,11 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
+from models.crop_records import CropRecords
 from models.heading_net import extract_crops
 
 
 @dataclass
-class SampleSet:
+class SampleSet(CropRecords):
     """Candidate crops with their labels."""
 
     crops: np.ndarray  # (N, 4, S, S) float32 reflectance
@@ -27,24 +28,6 @@ class SampleSet:
     score: np.ndarray  # (N,) float32, the detector's score
     label: np.ndarray  # (N,) bool, matched to a truth object
     group: np.ndarray  # (N,) int32, index of the scene it came from (validation splits by scene)
-
-    def __len__(self) -> int:
-        return len(self.label)
-
-    @classmethod
-    def concat(cls, parts: list[SampleSet]) -> SampleSet:
-        return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in cls.__dataclass_fields__))
-
-    def subset(self, mask: np.ndarray) -> SampleSet:
-        return SampleSet(*(getattr(self, f)[mask] for f in self.__dataclass_fields__))
-
-    def save(self, path: str | Path) -> None:
-        np.savez(path, **{f: getattr(self, f) for f in self.__dataclass_fields__})
-
-    @classmethod
-    def load(cls, path: str | Path) -> SampleSet:
-        with np.load(path) as z:
-            return cls(**{f: z[f] for f in cls.__dataclass_fields__})
 
 
 def empty_samples(crop: int) -> SampleSet:
