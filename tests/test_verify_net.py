@@ -147,12 +147,38 @@ def test_screened_logits_are_the_eight_view_mean_wherever_one_view_does_not_deci
         one = logit_over_symmetries(net, crops, valid, scores, views=1)
         p = torch.sigmoid(one)
         screen, accept = float(p.quantile(0.3)), float(p.quantile(0.7))  # a third rejected, a third accepted at once
-        got = screened_logits(net, crops, valid, scores, screen=screen, accept=accept)
+        got = screened_logits(net, crops, valid, scores, screen=screen, accept=accept, pair_screen=0.0,
+                              pair_accept=1.0)  # the two-view screen off
     middle = (p >= screen) & (p < accept)
     assert 5 < int(middle.sum()) < len(middle) - 10 and int((p >= accept).sum()) >= 5
     assert torch.allclose(got[middle], full[middle], atol=1e-5)
     assert torch.allclose(got[~middle], one[~middle], atol=1e-5)
     assert not torch.allclose(full[~middle], one[~middle], atol=1e-3)  # the views do differ there
+
+
+def test_screened_logits_keep_the_two_view_mean_where_it_decides_and_the_eight_view_mean_elsewhere():
+    from models.heading_net import SYMMETRIES
+    from models.verify_net import screened_logits
+
+    torch.manual_seed(1)
+    net = VerifyNet(VerifySpec(width=8, hidden=8)).eval()
+    samples = _blobs(60, np.random.default_rng(4))
+    crops, valid = torch.from_numpy(samples.crops), torch.from_numpy(samples.valid)
+    scores = torch.from_numpy(samples.score)
+    with torch.inference_mode():
+        full = logit_over_symmetries(net, crops, valid, scores)
+        one = logit_over_symmetries(net, crops, valid, scores, views=1)
+        opposite = logit_over_symmetries(net, _apply(crops, SYMMETRIES[-1]).contiguous(),
+                                         _apply(valid, SYMMETRIES[-1]).contiguous(), scores, views=1)
+        pair = (one + opposite) / 2
+        p2 = torch.sigmoid(pair)
+        low, high = float(p2.quantile(0.3)), float(p2.quantile(0.7))
+        got = screened_logits(net, crops, valid, scores, screen=0.0, accept=1.0, pair_screen=low, pair_accept=high)
+    decided = (p2 < low) | (p2 >= high)
+    assert 10 < int(decided.sum()) < len(decided) - 10
+    assert torch.allclose(got[decided], pair[decided], atol=1e-5)
+    assert torch.allclose(got[~decided], full[~decided], atol=1e-5)
+    assert not torch.allclose(pair[decided], full[decided], atol=1e-3)  # the other six views do move them
 
 
 def _constant_verifier(path, cls: str, bias: float):
@@ -213,3 +239,4 @@ def test_vehicle_verifier_at_the_detectors_floor_only_filters_the_trucks_the_det
                                           vehicle_verifier_floor="detector")).detect_with_candidates(scene)
     assert not trucks(strict.detections)
     assert set(trucks(strict.candidates)) == set(trucks(plain.detections)) | set(trucks(plain.candidates))
+
