@@ -61,6 +61,16 @@ def add_heading_views_argument(parser: argparse.ArgumentParser) -> None:
                         help="lowest detector score shown to the vehicle verifier: a number, 'detector' (its own "
                              "threshold: a filter) or 'none' (the verifier's trained floor) "
                              f"(detector.vehicle_verifier_floor; default: the runs', {runs.vehicle_verifier_floor})")
+    parser.add_argument("--vehicle-verifier-faint-floor", type=_faint_floor, default=runs.vehicle_verifier_faint_floor,
+                        help="with the filter: peaks from this score up to the detector's threshold are shown to the "
+                             "vehicle verifier too and kept at --vehicle-verifier-faint-threshold; 'none' = never "
+                             f"(detector.vehicle_verifier_faint_floor; default: the runs', "
+                             f"{runs.vehicle_verifier_faint_floor})")
+    parser.add_argument("--vehicle-verifier-faint-threshold", type=float,
+                        default=runs.vehicle_verifier_faint_threshold,
+                        help="verifier probability that keeps such a fainter peak (detector."
+                             f"vehicle_verifier_faint_threshold; default: the runs', "
+                             f"{runs.vehicle_verifier_faint_threshold})")
 
 
 def _floor(text: str) -> float | str | None:
@@ -68,10 +78,15 @@ def _floor(text: str) -> float | str | None:
     return None if text == "none" else text if text == "detector" else float(text)
 
 
+def _faint_floor(text: str) -> float | None:
+    return None if text.lower() == "none" else float(text)
+
+
 def cascade_options(args: argparse.Namespace) -> dict:
     """The DetectorConfig fields that ``add_heading_views_argument`` set, for the benchmark scripts."""
     return {k: getattr(args, k) for k in ("heading_views", "heading_weights", "verifier_weights",
-                                          "vehicle_verifier_weights", "vehicle_verifier_floor")}
+                                          "vehicle_verifier_weights", "vehicle_verifier_floor",
+                                          "vehicle_verifier_faint_floor", "vehicle_verifier_faint_threshold")}
 
 
 def apply_view(t: torch.Tensor, view: View) -> torch.Tensor:

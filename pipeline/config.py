@@ -188,6 +188,14 @@ class DetectorConfig(Strict):
         "None = the floor it was trained from (in its checkpoint; it may then admit peaks fainter than the "
         "detector's own threshold); 'detector' = the detector's vehicle threshold, so the verifier only removes "
         "trucks the detector alone would report (a filter: it cannot add a false one).")
+    vehicle_verifier_faint_floor: float | None = Field(
+        default=None, ge=0, le=1, description="With the vehicle verifier as a filter (vehicle_verifier_floor "
+        "'detector'): moving-vehicle peaks from this score up to the detector's threshold are shown to it as well "
+        "and kept only when its probability reaches vehicle_verifier_faint_threshold (stricter than its own, "
+        "because such peaks are mostly clutter); None = fainter peaks are never shown to it (MODEL_CARD_verifier).")
+    vehicle_verifier_faint_threshold: float = Field(
+        default=0.95, ge=0, le=1, description="Vehicle verifier probability that keeps a peak below the detector's "
+        "threshold (vehicle_verifier_faint_floor).")
     threads: int = Field(default=0, ge=0, le=64, description="Torch CPU threads; 0 = number of cores.")
     device: Literal["auto", "cpu", "cuda"] = Field(
         default="auto", description="Where the network runs: auto = a CUDA GPU when torch sees one, else the CPU "

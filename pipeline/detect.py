@@ -249,6 +249,11 @@ class LearnedDetector:
                  self.cfg.vehicle_verifier_floor)):
             if weights:
                 self._add_verifier(weights, threshold, floor)
+        self.faint_thresholds: dict[int, tuple[float, float]] = {}
+        """class index -> (lowest detector score, verifier probability that keeps it) of peaks below the verifier's
+        floor that it is shown as well (detector.vehicle_verifier_faint_floor)."""
+        if self.cfg.vehicle_verifier_faint_floor is not None:
+            self._add_faint_floor(self.cfg.vehicle_verifier_faint_floor, self.cfg.vehicle_verifier_faint_threshold)
         set_threads(self.cfg.threads)
         if self.device.type == "cpu":
             retain_freed_memory()
@@ -275,6 +280,16 @@ class LearnedDetector:
         if floor is not None:
             self.version += f">={self.verifier_floors[i]:g}"  # another floor, other detections
         self.thresholds[i] = threshold if threshold is not None else verifier.threshold
+
+    def _add_faint_floor(self, floor: float, threshold: float) -> None:
+        i = self.classes.index("vehicle") if "vehicle" in self.classes else None
+        if i is None or i not in self.verifiers:
+            raise ModelError("detector.vehicle_verifier_faint_floor needs detector.vehicle_verifier_weights (the "
+                             "verifier that judges the fainter peaks)")
+        if floor >= self.verifier_floors[i]:
+            return  # nothing below the verifier's own floor: the same detections
+        self.faint_thresholds[i] = (float(floor), float(threshold))
+        self.version += f"~{floor:g}@{threshold:g}"  # other detections
 
     # ------------------------------------------------------------------ public API
     def detect(self, scene: Scene) -> list[Detection]:
@@ -323,7 +338,7 @@ class LearnedDetector:
         """Lowest score kept per class: the vehicle threshold, or the candidate score when candidates are wanted."""
         floors = list(self.thresholds)
         for i, floor in self.verifier_floors.items():  # peaks from a verifier's floor up are shown to it
-            floors[i] = floor
+            floors[i] = min(floor, self.faint_thresholds.get(i, (floor,))[0])
         low = self.cfg.column_candidate_score
         if candidates and low is not None and "vehicle" in self.classes:
             i = self.classes.index("vehicle")
@@ -395,14 +410,16 @@ class LearnedDetector:
         drop = set()
         low = self.cfg.column_candidate_score
         for i, verifier in self.verifiers.items():  # fainter peaks (column candidates) pass unverified
-            idx = [k for k, d in enumerate(dets) if d.cls_index == i and d.score >= self.verifier_floors[i]]
+            floor = self.verifier_floors[i]
+            faint_floor, faint_threshold = self.faint_thresholds.get(i, (floor, 1.0))
+            idx = [k for k, d in enumerate(dets) if d.cls_index == i and d.score >= faint_floor]
             if not idx:
                 continue
             prob = verifier.probabilities(bands, valid, np.array([dets[k].row for k in idx]),
                                           np.array([dets[k].col for k in idx]),
                                           np.array([dets[k].score for k in idx]))
             for k, p in zip(idx, prob, strict=True):
-                if p >= self.thresholds[i]:
+                if p >= (self.thresholds[i] if dets[k].score >= floor else faint_threshold):
                     scores[k] = float(p)
                 elif candidates and verifier.cls == "vehicle" and low is not None and dets[k].score >= low:
                     held[k] = True

@@ -58,6 +58,12 @@ def validate_all(config_path: Path | None = None, scenarios: list[Path] | None =
     if config.detector.name == "learned" and config.detector.vehicle_verifier_weights:
         checks.append(_verifier_weights(config.detector.vehicle_verifier_weights, "vehicle verifier",
                                         config.detector.vehicle_verifier_floor))
+    faint = config.detector.vehicle_verifier_faint_floor
+    if config.detector.name == "learned" and faint is not None:
+        checks.append(Check("vehicle verifier, fainter peaks",
+                            f"from score {faint:g}, kept at {config.detector.vehicle_verifier_faint_threshold:g}",
+                            None if config.detector.vehicle_verifier_weights else
+                            "detector.vehicle_verifier_faint_floor needs detector.vehicle_verifier_weights"))
     checks.append(_source(config))
     return checks
 

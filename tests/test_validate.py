@@ -93,6 +93,16 @@ def test_aircraft_verifier_weights_are_loaded_and_a_missing_file_names_the_fix(c
     assert "train-verifier" in verifier.problem and "null" in verifier.problem
 
 
+def test_a_faint_floor_without_a_vehicle_verifier_is_named(config_copy):
+    assert not [c for c in validate_all(config_copy) if c.what.startswith("vehicle verifier, fainter")]  # off
+    _edit(config_copy, detector__vehicle_verifier_faint_floor=0.3)
+    [faint] = [c for c in validate_all(config_copy) if c.what.startswith("vehicle verifier, fainter")]
+    assert faint.ok and faint.detail == "from score 0.3, kept at 0.95"
+    _edit(config_copy, detector__vehicle_verifier_weights=None)
+    [faint] = [c for c in validate_all(config_copy) if c.what.startswith("vehicle verifier, fainter")]
+    assert "needs detector.vehicle_verifier_weights" in faint.problem
+
+
 def test_the_source_check_finds_credentials_without_showing_them(config_copy, monkeypatch):
     monkeypatch.delenv("SH_CLIENT_ID", raising=False)
     monkeypatch.delenv("SH_CLIENT_SECRET", raising=False)

@@ -240,3 +240,31 @@ def test_vehicle_verifier_at_the_detectors_floor_only_filters_the_trucks_the_det
     assert not trucks(strict.detections)
     assert set(trucks(strict.candidates)) == set(trucks(plain.detections)) | set(trucks(plain.candidates))
 
+
+def test_faint_floor_shows_fainter_peaks_to_the_vehicle_verifier_and_keeps_them_only_at_its_own_threshold(tmp_path):
+    """vehicle_verifier_faint_floor: peaks between it and the detector's threshold are judged too, against the
+    stricter faint threshold; rejected ones stay the column candidates they were."""
+    from pipeline.simulate.command import held_out_scene
+
+    scene = held_out_scene(4242, 3, size=256).scene
+    plain = make_detector(DetectorConfig(threads=1, heading_weights=None)).detect_with_candidates(scene)
+    trucks = lambda ds: sorted((round(d.x), round(d.y)) for d in ds if d.cls == "vehicle")  # noqa: E731
+    assert trucks(plain.candidates) and len(trucks(plain.detections)) >= 3
+    sure = _constant_verifier(tmp_path / "sure.pt", "vehicle", 2.0)  # probability about 0.88 for every peak
+    base = DetectorConfig(threads=1, heading_weights=None, vehicle_verifier_weights=str(sure),
+                          vehicle_verifier_floor="detector", vehicle_verifier_faint_floor=0.25)
+    strict = make_detector(base.model_copy(update={"vehicle_verifier_faint_threshold": 0.95}))
+    assert strict.model_id.endswith(">=0.425~0.25@0.95")
+    got = strict.detect_with_candidates(scene)
+    assert trucks(got.detections) == trucks(plain.detections) and trucks(got.candidates) == trucks(plain.candidates)
+    lenient = make_detector(base.model_copy(update={"vehicle_verifier_faint_threshold": 0.8}))
+    admitted = lenient.detect_with_candidates(scene)
+    assert set(trucks(admitted.detections)) == set(trucks(plain.detections)) | set(trucks(plain.candidates))
+    assert not trucks(admitted.candidates)
+    assert all(0.85 < d.score < 0.95 for d in admitted.detections if d.cls == "vehicle")
+    assert trucks(lenient.detect(scene)) == trucks(admitted.detections)  # detect() shows them to it as well
+    above = make_detector(base.model_copy(update={"vehicle_verifier_faint_floor": 0.5}))  # not under the floor
+    assert not above.faint_thresholds and trucks(above.detect_with_candidates(scene).detections) == trucks(
+        plain.detections)
+    with pytest.raises(ModelError, match="faint_floor needs"):
+        make_detector(DetectorConfig(threads=1, heading_weights=None, vehicle_verifier_faint_floor=0.3))
