@@ -144,7 +144,7 @@ class TrainConfig(Strict):
 
     def chip_options(self) -> ChipOptions:
         """The chip renderer's options this config sets (flat keys here, so configs stay one level deep)."""
-        return ChipOptions(**{f.name: getattr(self, f.name) for f in fields(ChipOptions)})
+        return ChipOptions(**{f.name: getattr(self, f.name) for f in fields(ChipOptions) if hasattr(self, f.name)})
 
     def fingerprint(self) -> str:
         """Hash of everything that changes the result (not where files go or how many threads run)."""

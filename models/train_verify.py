@@ -53,6 +53,8 @@ class VerifyTrainConfig(Strict):
     matched_paint: float = Field(default=0.3, ge=0, le=1, description="ChipOptions.matched_paint of the chips.")
     sand_tracks: float = Field(default=0.0, ge=0, le=1, description="ChipOptions.sand_tracks of the chips.")
     slow_convoys: float = Field(default=0.0, ge=0, le=1, description="ChipOptions.slow_convoys of the chips.")
+    roof_tanks: float = Field(default=0.0, ge=0, le=1, description="ChipOptions.roof_tanks of the chips (blue "
+                              "rooftop tanks in towns: hard negatives for moving vehicles).")
     workers: int = Field(default=2, ge=1, le=16, description="Processes detecting in the chips.")
     crop: int = Field(default=25, ge=9, le=63, description="Crop side in pixels (odd: centred on a pixel).")
     steps: int = Field(default=3000, ge=1, description="Optimizer steps.")
@@ -73,14 +75,16 @@ def load_verify_config(path: str | Path) -> VerifyTrainConfig:
 def _sample_cache(cfg: VerifyTrainConfig) -> Path:
     weights = resolve_path(cfg.weights)
     key = json.dumps([cfg.cls, cfg.floor, cfg.crop, cfg.scenes, hashlib.sha256(weights.read_bytes()).hexdigest(),
-                      cfg.chips, cfg.chip_seed_base, cfg.chip_size, _chip_options(cfg).__dict__], sort_keys=True)
+                      cfg.chips, cfg.chip_seed_base, cfg.chip_size,
+                      {k: v for k, v in _chip_options(cfg).__dict__.items() if k != "roof_tanks" or v}],
+                     sort_keys=True)  # an option added later, at 0, keeps the earlier caches
     return resolve_path("basewatch-data") / f"verify_samples_{hashlib.sha256(key.encode()).hexdigest()[:12]}.npz"
 
 
 def _chip_options(cfg: VerifyTrainConfig) -> ChipOptions:
     return ChipOptions(fighter_rows=cfg.fighter_rows, relative_paint=cfg.relative_paint,
                        bright_aprons=cfg.bright_aprons, matched_paint=cfg.matched_paint,
-                       sand_tracks=cfg.sand_tracks, slow_convoys=cfg.slow_convoys)
+                       sand_tracks=cfg.sand_tracks, slow_convoys=cfg.slow_convoys, roof_tanks=cfg.roof_tanks)
 
 
 def candidate_detector(weights: str, cls: str, floor: float, threads: int = 0):

@@ -222,3 +222,18 @@ def test_an_option_at_zero_draws_nothing_from_the_options_stream():
     drawn = [_option_drawn(lay, 0.5) for _ in range(200)]
     assert 60 < sum(drawn) < 140  # an option that is on applies to about its share
     assert ChipOptions().layout_options_on is False and ChipOptions(fighter_rows=1.0).layout_options_on is False
+
+
+def test_roof_tanks_put_blue_specks_in_towns_and_leave_other_chips_alone():
+    blue_specks = 0  # _with_option checks that no object moved
+    for base, tanks in _with_option("roof_tanks", range(410_000_000, 410_000_012)):
+        if np.array_equal(tanks.bands, base.bands):
+            continue  # not a built-up chip, or its draw said no
+        diff = tanks.bands - base.bands
+        changed = np.abs(diff).sum(axis=0) > 0.02
+        blue_specks += bool(changed.any()) and float(diff[0][changed].mean()) > float(diff[2][changed].mean())
+    assert blue_specks >= 2
+    with_others = ChipOptions(sand_tracks=0.3, slow_convoys=0.2)
+    assert np.array_equal(render_chip(410_000_001, 96, with_others).bands,
+                          render_chip(410_000_001, 96, ChipOptions(sand_tracks=0.3, slow_convoys=0.2,
+                                                                   roof_tanks=0.0)).bands)

@@ -64,6 +64,7 @@ class ChipOptions:
     sand_tracks: float = 0.0  # share of roads left unpaved: the ground's own colour, 0.95-1.2 x (desert tracks)
     slow_convoys: float = 0.0  # share of moving truck groups driving at 6-12 m/s (a one-pixel band offset)
     matched_paint: float = 0.0  # share of aircraft painted flat grey at their ground's brightness, with sun shadows
+    roof_tanks: float = 0.0  # share of built-up chips scattered with rooftop water tanks and small blue roofs
 
     @property
     def layout_options_on(self) -> bool:
@@ -136,6 +137,8 @@ class _Layout:
     options: ChipOptions = field(default_factory=lambda: ChipOptions())
     options_rng: np.random.Generator | None = None  # the options' own stream (set when a layout option is on), so
     # chips rendered with every option at 0 are unchanged
+    tanks_rng: np.random.Generator | None = None  # roof tanks' own stream (set when that option is on), so the
+    # chips of the other options are unchanged by it
 
     @property
     def full(self) -> int:
@@ -159,6 +162,29 @@ def _option_drawn(lay: _Layout, share: float) -> bool:
     existed. (Relative paint, bright aprons and sand tracks, the first three, draw whenever the stream exists; the
     stages trained with them saw those chips, so they stay that way.)"""
     return share > 0 and lay.options_rng is not None and lay.options_rng.random() < share
+
+
+BLUE_ROOF = np.array([0.17, 0.11, 0.065, 0.13])
+"""Blue plastic water tanks and blue-painted roofs (B02, B03, B04, B08): bright in blue, dark in red."""
+
+
+def _add_roof_tanks(lay: _Layout, rng: np.random.Generator) -> None:
+    """Rooftop water tanks and small blue roofs in a town. Why: on the real Cartagena frame (`benchmarks/realdata.py`)
+    the vehicle verifier kept roofs with one blue pixel beside a bright one, which look like a truck's band offset;
+    our towns had no blue in them. A hard negative for the verifiers, drawn only in their training chips."""
+    n = lay.full
+    centres = rng.uniform(0, n, (int(rng.integers(2, 6)), 2))  # blocks where tanks cluster
+    for _ in range(int(rng.integers(20, 120))):
+        row, col = centres[rng.integers(len(centres))] + rng.normal(0, n / 8, 2)
+        if lay.on_water(row, col):
+            continue
+        k = rng.random()
+        roof = (BLUE_ROOF * rng.uniform(0.7, 1.6) if k < 0.7 else np.array([0.36, 0.37, 0.38, 0.40])
+                * rng.uniform(0.8, 1.2) if k < 0.9 else np.array([0.05, 0.05, 0.05, 0.06]) * rng.uniform(0.8, 1.5))
+        size = rng.uniform(3, 14)
+        painters.paint_box(lay.canvas, row, col, size, size * rng.uniform(0.5, 1.0), rng.uniform(0, 180), roof,
+                           height_m=rng.uniform(1, 4), shadow_dir_deg=lay.shadow_dir, sun_elev_deg=lay.sun_elev,
+                           ss=2)
 
 
 def _random_road(lay: _Layout) -> np.ndarray:
@@ -266,6 +292,9 @@ def _add_clutter(lay: _Layout, style: str) -> None:
             painters.paint_tank(c, row + rng.normal(0, 4), col + rng.normal(0, 4), rng.uniform(6, 20),
                                 np.array([0.38, 0.40, 0.41, 0.43]) * rng.uniform(0.7, 1.2), lay.shadow_dir,
                                 lay.sun_elev)
+    if lay.tanks_rng is not None and style in ("urban", "port", "mixed") and lay.tanks_rng.random() < \
+            lay.options.roof_tanks:
+        _add_roof_tanks(lay, lay.tanks_rng)
     for _ in range(int(rng.integers(0, 25))):  # cars: too small to matter, but they are there
         row, col = _on_road(lay) if lay.roads and rng.random() < 0.8 else tuple(rng.uniform(0, n, 2))
         if lay.on_water(row, col):
@@ -525,7 +554,8 @@ def render_chip(seed: int, size: int = 128, options: ChipOptions = ChipOptions()
     lay = _Layout(Canvas(surface), rng, labels, shadow_dir=float(rng.uniform(0, 360)),
                   sun_elev=float(rng.uniform(25, 70)), options=options,
                   options_rng=(np.random.default_rng(derive_seed("relative-paint", seed))
-                               if options.layout_options_on else None))
+                               if options.layout_options_on else None),
+                  tanks_rng=np.random.default_rng(derive_seed("roof-tanks", seed)) if options.roof_tanks > 0 else None)
     dry = lay.canvas.bands.copy()
     reps = max(1, int(round(size / 128)))  # more of everything on larger chips (roads already scale with size)
     for _ in range(reps):
