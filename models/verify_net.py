@@ -143,12 +143,11 @@ def screened_logits(net: VerifyNet, crops: torch.Tensor, valid: torch.Tensor, sc
     if views < len(SYMMETRIES):
         logits[need] = _mean_logit(net, x[need], scores[need], views)
         return logits
-    first = logits[need]
     opposite = len(SYMMETRIES) - 1
-    pair_sum = first + _view_logits(net, x[need], scores[need], (opposite,))[0]
-    two = torch.sigmoid(pair_sum / 2)
-    rest = torch.nonzero((two >= pair_screen) & (two < pair_accept)).flatten()
+    pair_sum = logits[need] + _view_logits(net, x[need], scores[need], (opposite,))[0]
     mean = pair_sum / 2
+    two = torch.sigmoid(mean)
+    rest = torch.nonzero((two >= pair_screen) & (two < pair_accept)).flatten()
     if len(rest):
         others = _view_logits(net, x[need[rest]], scores[need[rest]], range(1, opposite)).sum(dim=0)
         mean[rest] = (pair_sum[rest] + others) / len(SYMMETRIES)

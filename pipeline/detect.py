@@ -291,6 +291,10 @@ class LearnedDetector:
         self.faint_thresholds[i] = (float(floor), float(threshold))
         self.version += f"~{floor:g}@{threshold:g}"  # other detections
 
+    def _shown_from(self, i: int) -> float:
+        """Lowest detector score of class ``i`` shown to its verifier: its floor, or the fainter floor below it."""
+        return self.faint_thresholds[i][0] if i in self.faint_thresholds else self.verifier_floors[i]
+
     # ------------------------------------------------------------------ public API
     def detect(self, scene: Scene) -> list[Detection]:
         """Detect in an in-memory Scene."""
@@ -337,8 +341,8 @@ class LearnedDetector:
     def _floors(self, candidates: bool) -> list[float]:
         """Lowest score kept per class: the vehicle threshold, or the candidate score when candidates are wanted."""
         floors = list(self.thresholds)
-        for i, floor in self.verifier_floors.items():  # peaks from a verifier's floor up are shown to it
-            floors[i] = min(floor, self.faint_thresholds.get(i, (floor,))[0])
+        for i in self.verifiers:  # peaks from the lowest score shown to a verifier up are kept for it
+            floors[i] = self._shown_from(i)
         low = self.cfg.column_candidate_score
         if candidates and low is not None and "vehicle" in self.classes:
             i = self.classes.index("vehicle")
@@ -411,8 +415,8 @@ class LearnedDetector:
         low = self.cfg.column_candidate_score
         for i, verifier in self.verifiers.items():  # fainter peaks (column candidates) pass unverified
             floor = self.verifier_floors[i]
-            faint_floor, faint_threshold = self.faint_thresholds.get(i, (floor, 1.0))
-            idx = [k for k, d in enumerate(dets) if d.cls_index == i and d.score >= faint_floor]
+            faint_threshold = self.faint_thresholds[i][1] if i in self.faint_thresholds else 1.0
+            idx = [k for k, d in enumerate(dets) if d.cls_index == i and d.score >= self._shown_from(i)]
             if not idx:
                 continue
             prob = verifier.probabilities(bands, valid, np.array([dets[k].row for k in idx]),

@@ -134,17 +134,24 @@ def test_verifier_rescores_aircraft_and_drops_its_rejects_leaving_vehicles_alone
     assert not aircraft(strict.detect(scene))
 
 
-def test_screened_logits_are_the_eight_view_mean_wherever_one_view_does_not_decide_at_once():
-    from models.verify_net import screened_logits
-
+def _screen_case(n: int, seed: int):
+    """An untrained small verifier, n blob crops, and their eight-view and single-view logits (screen tests)."""
     torch.manual_seed(1)
     net = VerifyNet(VerifySpec(width=8, hidden=8)).eval()
-    samples = _blobs(40, np.random.default_rng(3))
+    samples = _blobs(n, np.random.default_rng(seed))
     crops, valid = torch.from_numpy(samples.crops), torch.from_numpy(samples.valid)
     scores = torch.from_numpy(samples.score)
     with torch.inference_mode():
         full = logit_over_symmetries(net, crops, valid, scores)
         one = logit_over_symmetries(net, crops, valid, scores, views=1)
+    return net, crops, valid, scores, full, one
+
+
+def test_screened_logits_are_the_eight_view_mean_wherever_one_view_does_not_decide_at_once():
+    from models.verify_net import screened_logits
+
+    net, crops, valid, scores, full, one = _screen_case(40, seed=3)
+    with torch.inference_mode():
         p = torch.sigmoid(one)
         screen, accept = float(p.quantile(0.3)), float(p.quantile(0.7))  # a third rejected, a third accepted at once
         got = screened_logits(net, crops, valid, scores, screen=screen, accept=accept, pair_screen=0.0,
@@ -160,14 +167,8 @@ def test_screened_logits_keep_the_two_view_mean_where_it_decides_and_the_eight_v
     from models.heading_net import SYMMETRIES
     from models.verify_net import screened_logits
 
-    torch.manual_seed(1)
-    net = VerifyNet(VerifySpec(width=8, hidden=8)).eval()
-    samples = _blobs(60, np.random.default_rng(4))
-    crops, valid = torch.from_numpy(samples.crops), torch.from_numpy(samples.valid)
-    scores = torch.from_numpy(samples.score)
+    net, crops, valid, scores, full, one = _screen_case(60, seed=4)
     with torch.inference_mode():
-        full = logit_over_symmetries(net, crops, valid, scores)
-        one = logit_over_symmetries(net, crops, valid, scores, views=1)
         opposite = logit_over_symmetries(net, _apply(crops, SYMMETRIES[-1]).contiguous(),
                                          _apply(valid, SYMMETRIES[-1]).contiguous(), scores, views=1)
         pair = (one + opposite) / 2

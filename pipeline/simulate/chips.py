@@ -179,8 +179,12 @@ def _add_roof_tanks(lay: _Layout, rng: np.random.Generator) -> None:
         if lay.on_water(row, col):
             continue
         k = rng.random()
-        roof = (BLUE_ROOF * rng.uniform(0.7, 1.6) if k < 0.7 else np.array([0.36, 0.37, 0.38, 0.40])
-                * rng.uniform(0.8, 1.2) if k < 0.9 else np.array([0.05, 0.05, 0.05, 0.06]) * rng.uniform(0.8, 1.5))
+        if k < 0.7:
+            roof = BLUE_ROOF * rng.uniform(0.7, 1.6)
+        elif k < 0.9:
+            roof = np.array([0.36, 0.37, 0.38, 0.40]) * rng.uniform(0.8, 1.2)  # white tanks
+        else:
+            roof = np.array([0.05, 0.05, 0.05, 0.06]) * rng.uniform(0.8, 1.5)  # black tanks
         size = rng.uniform(3, 14)
         painters.paint_box(lay.canvas, row, col, size, size * rng.uniform(0.5, 1.0), rng.uniform(0, 180), roof,
                            height_m=rng.uniform(1, 4), shadow_dir_deg=lay.shadow_dir, sun_elev_deg=lay.sun_elev,
