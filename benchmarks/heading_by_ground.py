@@ -3,9 +3,10 @@
 Why: the band offset that gives a truck's direction flips its colour order when the truck is darker than the ground,
 and at Al Khadim (dark trucks on bright desert) the detector reads about a quarter of them backwards (MODEL_CARD,
 Known limits). Each true moving truck (>= 3 m/s, observable) is matched to the nearest vehicle detection within
-20 m; its polarity is the mean over bands of its 3x3 pixels minus the median of the 13x13 around it.
+20 m; its polarity is the mean over bands of its 3x3 pixels minus the median of the 13x13 around it. The detector
+runs as `basewatch run` has it (verifiers, heading network; configs/default.yaml) unless the options say otherwise.
 
-Usage: .venv/bin/python benchmarks/heading_by_ground.py --scenes DIR [--weights CKPT]
+Usage: .venv/bin/python benchmarks/heading_by_ground.py --scenes DIR [DIR ...] [--weights CKPT]
 (DIR: scenes with <scene>.truth.geojson, e.g. `basewatch simulate --aoi al_khadim --start 2024-12-14 --end
 2024-12-24 --seed 19 --out DIR`).
 """
@@ -18,13 +19,14 @@ from pathlib import Path
 
 import numpy as np
 
-from models.tta import add_heading_views_argument, add_views_argument
+from models.tta import add_heading_views_argument, add_views_argument, cascade_options
 
 MATCH_M = 20.0
 
 
-def heading_by_ground(scenes: Path, weights: str, tta_views: int = 1, heading_views: int = 1,
-                      heading_weights: str | None = None) -> dict[str, dict]:
+def heading_by_ground(scenes: list[Path], weights: str, tta_views: int = 1, **cascade) -> dict[str, dict]:
+    """Heading accuracy of the matched trucks, darker and brighter than their ground. ``cascade``: further
+    DetectorConfig fields (heading network, verifiers, normalisation), as the runs' config has them by default."""
     from models.evaluate import observable, pair_scenes
     from pipeline.config import DetectorConfig
     from pipeline.detect import LearnedDetector
@@ -33,10 +35,9 @@ def heading_by_ground(scenes: Path, weights: str, tta_views: int = 1, heading_vi
     from pipeline.geotiff import read_scene
     from pipeline.objects import read_objects
 
-    det = LearnedDetector(DetectorConfig(weights=weights, tta_views=tta_views, heading_views=heading_views,
-                                        heading_weights=heading_weights))
+    det = LearnedDetector(DetectorConfig(weights=weights, tta_views=tta_views, **cascade))
     errors: dict[str, list[float]] = {"darker": [], "brighter": []}
-    for pair in pair_scenes(scenes):
+    for pair in [p for folder in scenes for p in pair_scenes(folder)]:
         scene = read_scene(pair.scene)
         bands = scene.bands[[scene.band_names.index(b) for b in ("B02", "B03", "B04", "B08")]]
         trucks = [o for o in observable(read_objects(pair.truth, crs=scene.crs), scene)
@@ -60,13 +61,16 @@ def heading_by_ground(scenes: Path, weights: str, tta_views: int = 1, heading_vi
 
 def main() -> None:
     ap = argparse.ArgumentParser(description="truck heading accuracy, darker vs brighter than the ground")
-    ap.add_argument("--scenes", type=Path, required=True)
+    ap.add_argument("--scenes", type=Path, nargs="+", required=True, help="folders of scenes with truth")
     ap.add_argument("--weights", default="models/weights/basewatch_centernet.pt")
     add_views_argument(ap)
     add_heading_views_argument(ap)
+    ap.add_argument("--norm-neighbourhood", type=int, default=0,
+                    help="learned detector's input normalised per pixel's neighbourhood of this side "
+                         "(detector.norm_neighbourhood; 0 = per window)")
     args = ap.parse_args()
-    print(json.dumps(heading_by_ground(args.scenes, args.weights, args.tta_views, args.heading_views,
-                                       args.heading_weights), indent=1))
+    print(json.dumps(heading_by_ground(args.scenes, args.weights, args.tta_views, **cascade_options(args),
+                                       norm_neighbourhood=args.norm_neighbourhood), indent=1))
 
 
 if __name__ == "__main__":
