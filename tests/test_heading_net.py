@@ -128,14 +128,16 @@ def test_checkpoint_round_trip_and_mismatch_refusal(tmp_path):
 
 
 def test_committed_heading_network_reads_chip_trucks_better_than_a_guess():
-    """Held-out chips (seeds never trained on): most moving trucks within 30 degrees. A guess gets 1 in 6 within
-    30 degrees and 1 in 6 reversed; measured 0.77 and 0.20 (chip trucks are often faint: MODEL_CARD)."""
+    """Held-out chips (seeds never trained on): most moving trucks within 30 degrees, fewer reversed than a guess.
+    A guess gets 1 in 6 within 30 degrees and 1 in 6 reversed; measured on these 168 trucks 0.74 and 0.08 (third
+    training; the second 0.71 and 0.10). Chip trucks are often faint (MODEL_CARD_heading); 25 chips (71 trucks)
+    moved the share by 0.03 between two equally good trainings, so 60."""
     net, meta = load_heading_net(COMMITTED)
     first = meta["config"]["chip_seed_base"] + meta["config"]["chips"] + meta["config"]["val_chips"]
-    crops = CropSet.concat([chip_crops(first + i, 128, 15, copies=1) for i in range(25)])
+    crops = CropSet.concat([chip_crops(first + i, 128, 15, copies=1) for i in range(60)])
     result = score(net, crops)
-    assert result["n"] >= 40
-    assert result["within_30"] >= 0.65 and result["reversed"] <= 0.25, result
+    assert result["n"] >= 120
+    assert result["within_30"] >= 0.65 and result["reversed"] <= 0.13, result
 
 
 def test_refiner_reads_the_same_headings_as_the_unfolded_network_one_view_at_a_time():
