@@ -208,6 +208,11 @@ class DetectorConfig(Strict):
     column_candidate_score: float | None = Field(
         default=0.25, ge=0, le=1, description="Moving-vehicle peaks between this and the vehicle threshold are "
         "candidates that only count when they extend a column (columns.candidate_gap_m); None = no candidates.")
+    candidate_verifier_floor: float = Field(
+        default=0.0, ge=0, le=1, description="A moving-vehicle peak the vehicle verifier rejects stays a column "
+        "candidate only when its probability reaches this; 0 = every reject scoring column_candidate_score. Why: "
+        "rejects far under the verifier's threshold are clutter, and a chain of them behind two real trucks on a "
+        "sand track made an 11-vehicle 'column' (MODEL_CARD_verifier).")
 
 
 class ColumnsConfig(Strict):

@@ -407,8 +407,9 @@ class LearnedDetector:
                 candidates: bool) -> tuple[list, list[float], list[bool]]:
         """(peaks kept, their scores, held back as column candidates) of one window. A verified class's peak is kept
         with the verifier's probability as its score when that reaches the class threshold. Rejected moving-vehicle
-        peaks whose detector score reaches ``column_candidate_score`` stay, when candidates are wanted, as column
-        candidates at their detector score (two sure trucks must vouch for them); other rejects are dropped."""
+        peaks whose detector score reaches ``column_candidate_score`` and whose probability reaches
+        ``candidate_verifier_floor`` stay, when candidates are wanted, as column candidates at their detector score
+        (two sure trucks must vouch for them); other rejects are dropped."""
         scores = [d.score for d in dets]
         held = [False] * len(dets)
         drop = set()
@@ -425,7 +426,8 @@ class LearnedDetector:
             for k, p in zip(idx, prob, strict=True):
                 if p >= (self.thresholds[i] if dets[k].score >= floor else faint_threshold):
                     scores[k] = float(p)
-                elif candidates and verifier.cls == "vehicle" and low is not None and dets[k].score >= low:
+                elif (candidates and verifier.cls == "vehicle" and low is not None and dets[k].score >= low
+                      and p >= self.cfg.candidate_verifier_floor):
                     held[k] = True
                 else:
                     drop.add(k)

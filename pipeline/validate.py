@@ -64,6 +64,12 @@ def validate_all(config_path: Path | None = None, scenarios: list[Path] | None =
                             f"from score {faint:g}, kept at {config.detector.vehicle_verifier_faint_threshold:g}",
                             None if config.detector.vehicle_verifier_weights else
                             "detector.vehicle_verifier_faint_floor needs detector.vehicle_verifier_weights"))
+    candidate_floor = config.detector.candidate_verifier_floor
+    if config.detector.name == "learned" and candidate_floor > 0:
+        checks.append(Check("vehicle verifier rejects as column candidates", f"from probability {candidate_floor:g}",
+                            None if config.detector.vehicle_verifier_weights else
+                            "detector.candidate_verifier_floor has no effect without "
+                            "detector.vehicle_verifier_weights"))
     checks.append(_source(config))
     return checks
 

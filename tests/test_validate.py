@@ -103,6 +103,18 @@ def test_a_faint_floor_without_a_vehicle_verifier_is_named(config_copy):
     assert "needs detector.vehicle_verifier_weights" in faint.problem
 
 
+def test_a_candidate_verifier_floor_without_a_vehicle_verifier_is_named(config_copy):
+    what = "vehicle verifier rejects as column candidates"
+    [floor] = [c for c in validate_all(config_copy) if c.what == what]  # on in the shipped config
+    assert floor.ok and floor.detail == "from probability 0.3"
+    _edit(config_copy, detector__candidate_verifier_floor=0)
+    assert not [c for c in validate_all(config_copy) if c.what == what]
+    _edit(config_copy, detector__candidate_verifier_floor=0.3)
+    _edit(config_copy, detector__vehicle_verifier_weights=None)
+    [floor] = [c for c in validate_all(config_copy) if c.what == what]
+    assert "no effect without detector.vehicle_verifier_weights" in floor.problem
+
+
 def test_the_source_check_finds_credentials_without_showing_them(config_copy, monkeypatch):
     monkeypatch.delenv("SH_CLIENT_ID", raising=False)
     monkeypatch.delenv("SH_CLIENT_SECRET", raising=False)

@@ -215,6 +215,26 @@ def test_vehicle_verifier_rejects_become_column_candidates_and_aircraft_stay_as_
         make_detector(both)
 
 
+def test_vehicle_verifier_rejects_under_the_candidate_floor_are_dropped_not_held(tmp_path):
+    """detector.candidate_verifier_floor: a reject whose probability is under it is clutter, not a column
+    candidate; at or above it, it stays one as before."""
+    from pipeline.simulate.command import held_out_scene
+
+    scene = held_out_scene(4242, 3, size=256).scene  # four moving trucks found there
+    doubtful = _constant_verifier(tmp_path / "doubtful.pt", "vehicle", -1.0)  # every peak about 0.27: a reject
+    cascade = dict(threads=1, heading_weights=None, vehicle_verifier_weights=str(doubtful))
+    trucks = lambda ds: [d for d in ds if d.cls == "vehicle"]  # noqa: E731
+    below = make_detector(DetectorConfig(**cascade, candidate_verifier_floor=0.25)).detect_with_candidates(scene)
+    assert len(trucks(below.candidates)) >= 3 and not trucks(below.detections)
+    above = make_detector(DetectorConfig(**cascade, candidate_verifier_floor=0.3)).detect_with_candidates(scene)
+    assert not trucks(above.candidates) and not trucks(above.detections)
+    # the floor is about rejects only: a verifier that accepts keeps its trucks whatever the floor
+    sure = _constant_verifier(tmp_path / "sure.pt", "vehicle", 5.0)
+    kept = make_detector(DetectorConfig(threads=1, heading_weights=None, vehicle_verifier_weights=str(sure),
+                                        candidate_verifier_floor=0.9)).detect_with_candidates(scene)
+    assert len(trucks(kept.detections)) >= 3
+
+
 def test_vehicle_verifier_at_the_detectors_floor_only_filters_the_trucks_the_detector_reports(tmp_path):
     """vehicle_verifier_floor: detector. An accept-all verifier then reports the very trucks and candidates of the
     detector alone (it cannot admit a fainter peak); a reject-all one turns every sure truck into a candidate."""
