@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from models.tta import add_heading_views_argument, add_views_argument, cascade_options
+from models.tta import add_heading_views_argument, add_norm_neighbourhood_argument, add_views_argument, cascade_options
 
 MATCH_M = 20.0
 
@@ -65,9 +65,7 @@ def main() -> None:
     ap.add_argument("--weights", default="models/weights/basewatch_centernet.pt")
     add_views_argument(ap)
     add_heading_views_argument(ap)
-    ap.add_argument("--norm-neighbourhood", type=int, default=0,
-                    help="learned detector's input normalised per pixel's neighbourhood of this side "
-                         "(detector.norm_neighbourhood; 0 = per window)")
+    add_norm_neighbourhood_argument(ap)
     args = ap.parse_args()
     print(json.dumps(heading_by_ground(args.scenes, args.weights, args.tta_views, **cascade_options(args),
                                        norm_neighbourhood=args.norm_neighbourhood), indent=1))

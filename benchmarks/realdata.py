@@ -26,7 +26,12 @@ import rasterio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from models.tta import add_heading_views_argument, add_views_argument, cascade_options  # noqa: E402
+from models.tta import (  # noqa: E402
+    add_heading_views_argument,
+    add_norm_neighbourhood_argument,
+    add_views_argument,
+    cascade_options,
+)
 from pipeline.types import Acquisition, MapObject, Scene  # noqa: E402
 
 REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata"
@@ -206,9 +211,7 @@ def main() -> None:
     ap.add_argument("--threshold", type=float, default=None)
     add_views_argument(ap)
     add_heading_views_argument(ap)
-    ap.add_argument("--norm-neighbourhood", type=int, default=0,
-                    help="learned detector's input normalised per pixel's neighbourhood of this side "
-                         "(detector.norm_neighbourhood; 0 = per window)")
+    add_norm_neighbourhood_argument(ap)
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--png", type=Path, default=None)
     args = ap.parse_args()

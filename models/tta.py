@@ -73,6 +73,14 @@ def add_heading_views_argument(parser: argparse.ArgumentParser) -> None:
                              f"{runs.vehicle_verifier_faint_threshold})")
 
 
+def add_norm_neighbourhood_argument(parser: argparse.ArgumentParser) -> None:
+    """``--norm-neighbourhood`` for the benchmark scripts that compare input normalisations
+    (detector.norm_neighbourhood)."""
+    parser.add_argument("--norm-neighbourhood", type=int, default=0,
+                        help="learned detector's input normalised per pixel's neighbourhood of this side "
+                             "(detector.norm_neighbourhood; 0 = per window)")
+
+
 def _floor(text: str) -> float | str | None:
     text = text.lower()
     return None if text == "none" else text if text == "detector" else float(text)
