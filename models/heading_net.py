@@ -79,12 +79,23 @@ def masked_lower_median(values: torch.Tensor, ok: torch.Tensor, empty: float) ->
     per scene."""
     count = ok.sum(dim=-1, keepdim=True)
     partial = (count < values.shape[-1]).squeeze(-1)
-    middle = values.median(dim=-1).values
+    middle = _lower_median(values)
     if bool(partial.any()):
         some, some_ok, some_count = values[partial], ok[partial], count[partial]
         ordered = torch.where(some_ok, some, torch.full_like(some, float("inf"))).sort(dim=-1).values
         middle[partial] = ordered.gather(-1, ((some_count - 1).clamp_min(0) // 2)).squeeze(-1)
     return torch.where(count.squeeze(-1) > 0, middle, torch.full_like(middle, empty))
+
+
+def _lower_median(values: torch.Tensor) -> torch.Tensor:
+    """``values.median(dim=-1).values`` (the lower middle value; the bands hold no NaN). On the CPU numpy's
+    partition finds the same element about four times faster than torch.median: the crop networks normalise
+    thousands of crops per scene, and this was half of that work."""
+    if values.device.type != "cpu" or values.shape[-1] == 0:
+        return values.median(dim=-1).values
+    k = (values.shape[-1] - 1) // 2
+    array = values.detach().numpy()
+    return torch.from_numpy(np.ascontiguousarray(np.partition(array, k, axis=-1)[..., k]))
 
 
 def _cbr(cin: int, cout: int, stride: int = 1) -> nn.Sequential:

@@ -155,7 +155,7 @@ def test_screened_logits_are_the_eight_view_mean_wherever_one_view_does_not_deci
         p = torch.sigmoid(one)
         screen, accept = float(p.quantile(0.3)), float(p.quantile(0.7))  # a third rejected, a third accepted at once
         got = screened_logits(net, crops, valid, scores, screen=screen, accept=accept, pair_screen=0.0,
-                              pair_accept=1.0)  # the two-view screen off
+                              pair_accept=1.0, quad_screen=0.0, quad_accept=1.0)  # the later screens off
     middle = (p >= screen) & (p < accept)
     assert 5 < int(middle.sum()) < len(middle) - 10 and int((p >= accept).sum()) >= 5
     assert torch.allclose(got[middle], full[middle], atol=1e-5)
@@ -174,12 +174,34 @@ def test_screened_logits_keep_the_two_view_mean_where_it_decides_and_the_eight_v
         pair = (one + opposite) / 2
         p2 = torch.sigmoid(pair)
         low, high = float(p2.quantile(0.3)), float(p2.quantile(0.7))
-        got = screened_logits(net, crops, valid, scores, screen=0.0, accept=1.0, pair_screen=low, pair_accept=high)
+        got = screened_logits(net, crops, valid, scores, screen=0.0, accept=1.0, pair_screen=low, pair_accept=high,
+                              quad_screen=0.0, quad_accept=1.0)
     decided = (p2 < low) | (p2 >= high)
     assert 10 < int(decided.sum()) < len(decided) - 10
     assert torch.allclose(got[decided], pair[decided], atol=1e-5)
     assert torch.allclose(got[~decided], full[~decided], atol=1e-5)
     assert not torch.allclose(pair[decided], full[decided], atol=1e-3)  # the other six views do move them
+
+
+def test_screened_logits_keep_the_four_view_mean_where_it_decides_and_the_eight_view_mean_elsewhere():
+    from models.heading_net import SYMMETRIES
+    from models.verify_net import QUAD_VIEWS, screened_logits
+
+    net, crops, valid, scores, full, one = _screen_case(60, seed=5)
+    views = (0, len(SYMMETRIES) - 1, *QUAD_VIEWS)
+    with torch.inference_mode():
+        four = torch.stack([logit_over_symmetries(net, _apply(crops, SYMMETRIES[v]).contiguous(),
+                                                  _apply(valid, SYMMETRIES[v]).contiguous(), scores, views=1)
+                            for v in views]).mean(dim=0)
+        p4 = torch.sigmoid(four)
+        low, high = float(p4.quantile(0.3)), float(p4.quantile(0.7))
+        got = screened_logits(net, crops, valid, scores, screen=0.0, accept=1.0, pair_screen=0.0, pair_accept=1.0,
+                              quad_screen=low, quad_accept=high)
+    decided = (p4 < low) | (p4 >= high)
+    assert 10 < int(decided.sum()) < len(decided) - 10
+    assert torch.allclose(got[decided], four[decided], atol=1e-5)
+    assert torch.allclose(got[~decided], full[~decided], atol=1e-5)
+    assert not torch.allclose(four[decided], full[decided], atol=1e-3)  # the last four views do move them
 
 
 def _constant_verifier(path, cls: str, bias: float):
