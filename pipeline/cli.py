@@ -319,6 +319,46 @@ def simulate_cmd(
         Console(soft_wrap=True).print(f"{w.scene}  ({w.objects} objects, {w.columns} columns)  truth: {w.truth.name}")
 
 
+@app.command("convert")
+@user_errors
+def convert_cmd(
+    inputs: list[str] = typer.Argument(..., help="One multi-band GeoTIFF, or NAME=PATH per band (B02=a.tif B03=b.tif "
+                                                 "B04=c.tif B08=d.tif)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Interchange GeoTIFF to write (for detect, or a files "
+                                                      "source folder)."),
+    bands: str | None = typer.Option(None, "--bands", help="The multi-band file's bands in file order, '-' for one "
+                                                           "not wanted, e.g. B04,B03,B02,B08 or B02,B03,B04,B08,-"
+                                                           " (default: its band descriptions)."),
+    when: datetime | None = typer.Option(None, "--datetime", formats=["%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%dT%H:%M:%S",
+                                                                       "%Y-%m-%dT%H:%MZ", "%Y-%m-%d"],
+                                         help="Acquisition time, UTC (default: the file's ACQUISITION_DATETIME tag)."),
+    scale: float | None = typer.Option(None, "--scale", help="Reflectance = value x scale + offset; needed for "
+                                                             "digital numbers (Sentinel-2 L2A: 0.0001)."),
+    offset: float = typer.Option(0.0, "--offset", help="See --scale (L2A from processing baseline 04.00: -0.1)."),
+    nodata: float | None = typer.Option(None, "--nodata", help="Input value of pixels without data (default: the "
+                                                               "file's nodata; NaN always is)."),
+    spacecraft: str = typer.Option("Sentinel-2", "--spacecraft", help="Sentinel-2A, Sentinel-2B, ... (a tag)."),
+    acquisition_id: str | None = typer.Option(None, "--id", help="Acquisition id (default: the output's name)."),
+) -> None:
+    """Turn your own Sentinel-2 GeoTIFF (a stack without band names, digital numbers, one file per band) into the
+    interchange format that detect and the files source read; written in blocks, atomically."""
+    from rich.progress import Progress
+
+    from pipeline.ingest import ConvertOptions, band_inputs, convert
+
+    sources = band_inputs(inputs, bands)
+    options = ConvertOptions(when=when, scale=scale, offset=offset, nodata=nodata, spacecraft=spacecraft,
+                             acquisition_id=acquisition_id)
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task("convert", total=None)
+        result = convert(sources, out, options, progress=lambda done, total: bar.update(task, completed=done,
+                                                                                        total=total))
+    medians = ", ".join(f"{k} {v:.3f}" for k, v in result.band_medians.items())
+    Console(soft_wrap=True).print(f"{result.path}: {result.width} x {result.height} px, {result.crs}, "
+                                  f"{result.pixel_m:g} m, {result.valid_fraction:.0%} valid; median reflectance "
+                                  f"{medians}")
+
+
 @app.command("fetch")
 @user_errors
 def fetch_cmd(

@@ -28,6 +28,7 @@ from rasterio.windows import Window as RioWindow
 from pipeline.config import DetectorConfig, resolve_path
 from pipeline.detector import Detector
 from pipeline.errors import ModelError, SceneError
+from pipeline.geotiff import CONVERT_HINT
 from pipeline.heap import retain_freed_memory
 from pipeline.types import BAND_NAMES, Detection, MapObject, Scene
 
@@ -125,13 +126,15 @@ class RasterSource:
         desc = [d or "" for d in src.descriptions]
         missing = [b for b in bands if b not in desc]
         if missing:
-            raise SceneError(f"{self.path}: band descriptions {desc} lack {missing}; set them to {list(bands)}")
+            raise SceneError(f"{self.path}: band descriptions {desc} lack {missing}; set them to {list(bands)}, or "
+                             f"write an interchange copy: {CONVERT_HINT}")
         self.indexes = [desc.index(b) + 1 for b in bands]
         self.valid_index = desc.index("valid") + 1 if "valid" in desc else None
         tags = src.tags()
         self.is_int = np.issubdtype(np.dtype(src.dtypes[self.indexes[0] - 1]), np.integer)
         if self.is_int and "SCALE" not in tags:
-            raise SceneError(f"{self.path}: integer bands need tags SCALE and OFFSET (reflectance = DN*SCALE+OFFSET)")
+            raise SceneError(f"{self.path}: integer bands need tags SCALE and OFFSET (reflectance = DN*SCALE+OFFSET), "
+                             f"or an interchange copy: {CONVERT_HINT}")
         self.scale = float(tags.get("SCALE", 1.0))
         self.offset = float(tags.get("OFFSET", 0.0))
         self.nodata = src.nodata

@@ -19,6 +19,9 @@ from pipeline.errors import SceneError
 from pipeline.types import BAND_NAMES, Acquisition, Scene
 
 VALID_BAND = "valid"
+CONVERT_HINT = ("basewatch convert FILE --bands <its bands in file order> --datetime <UTC time> [--scale 0.0001 "
+                "--offset -0.1 for L2A digital numbers] --out OUT.tif")
+"""How to turn another tool's export into an interchange GeoTIFF (pipeline/ingest.py), named in read errors."""
 def write_scene(scene: Scene, path: str | Path) -> Path:
     """Write ``scene`` as a canonical interchange GeoTIFF (atomically)."""
     path = Path(path)
@@ -59,7 +62,8 @@ def write_scene(scene: Scene, path: str | Path) -> Path:
 
 def _parse_datetime(text: str | None, path: Path) -> datetime:
     if not text:
-        raise SceneError(f"{path}: tag ACQUISITION_DATETIME is missing (ISO 8601 UTC, e.g. 2024-12-13T08:25:00Z)")
+        raise SceneError(f"{path}: tag ACQUISITION_DATETIME is missing (ISO 8601 UTC, e.g. 2024-12-13T08:25:00Z); "
+                         f"an interchange copy has it: {CONVERT_HINT}")
     try:
         dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
@@ -89,7 +93,7 @@ def read_scene(path: str | Path, bands: tuple[str, ...] = BAND_NAMES) -> Scene:
         if missing:
             raise SceneError(
                 f"{path}: band descriptions {descriptions} lack {missing}; "
-                f"set band descriptions to {list(bands)} (any order)"
+                f"set band descriptions to {list(bands)} (any order), or write an interchange copy: {CONVERT_HINT}"
             )
         tags = src.tags()
         try:
@@ -103,7 +107,8 @@ def read_scene(path: str | Path, bands: tuple[str, ...] = BAND_NAMES) -> Scene:
 
     if is_int:
         if "SCALE" not in tags:
-            raise SceneError(f"{path}: integer bands need tags SCALE and OFFSET (reflectance = DN * SCALE + OFFSET)")
+            raise SceneError(f"{path}: integer bands need tags SCALE and OFFSET (reflectance = DN * SCALE + OFFSET), "
+                             f"or an interchange copy: {CONVERT_HINT}")
         scale, offset = float(tags["SCALE"]), float(tags.get("OFFSET", 0.0))
         nod = np.zeros(raw.shape[1:], bool) if nodata is None else np.any(raw == nodata, axis=0)
         refl = raw * scale + offset

@@ -1,0 +1,185 @@
+"""`basewatch convert`: other tools' Sentinel-2 GeoTIFFs into the interchange format, or one clear error."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+from typer.testing import CliRunner
+
+from pipeline.cli import app
+from pipeline.errors import SceneError
+from pipeline.geotiff import read_scene
+from pipeline.ingest import ConvertOptions, band_inputs, convert
+
+TRANSFORM = Affine(10, 0, 500_000, 0, -10, 3_900_000)
+WHEN = datetime(2024, 12, 13, 8, 25, tzinfo=UTC)
+
+
+def _write(path: Path, data: np.ndarray, *, crs: str = "EPSG:32636", transform: Affine = TRANSFORM,
+           nodata: float | None = None, descriptions: list[str] | None = None) -> Path:
+    data = data if data.ndim == 3 else data[None]
+    profile = {"driver": "GTiff", "width": data.shape[2], "height": data.shape[1], "count": data.shape[0],
+               "dtype": str(data.dtype), "crs": crs, "transform": transform, "nodata": nodata}
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data)
+        for i, d in enumerate(descriptions or [], start=1):
+            dst.set_band_description(i, d)
+    return path
+
+
+def _reflectance(height: int = 600, width: int = 90) -> np.ndarray:
+    """(B02, B03, B04, B08) reflectance with a distinct ramp per band."""
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0.05, 0.3, (height, width)).astype(np.float32)
+    return np.stack([base, base + 0.01, base + 0.02, base * 2 + 0.05]).astype(np.float32)
+
+
+def test_a_stack_without_band_names_is_written_in_interchange_order_with_its_holes_invalid(tmp_path):
+    refl = _reflectance()  # 600 rows: more than one block of rows
+    stack = refl[[2, 1, 0, 3]].copy()  # the file holds B04, B03, B02, B08 (SNAP / S2TD order)
+    stack[:, 550, 10:20] = np.nan
+    src = _write(tmp_path / "export.tif", stack)
+    out = tmp_path / "scene.tif"
+    result = convert(band_inputs([str(src)], "B04,B03,B02,B08"), out, ConvertOptions(when=WHEN))
+    scene = read_scene(out)
+    assert scene.acquisition.datetime == WHEN and not scene.simulated
+    expected_valid = np.ones(refl.shape[1:], bool)
+    expected_valid[550, 10:20] = False
+    assert np.array_equal(scene.valid, expected_valid)
+    assert np.array_equal(scene.bands[:, expected_valid], refl[:, expected_valid])
+    assert scene.crs == "EPSG:32636" and scene.transform == TRANSFORM
+    assert result.valid_fraction == pytest.approx(expected_valid.mean())
+    assert result.band_medians["B08"] > result.band_medians["B02"]
+
+    from pipeline.detect import RasterSource  # what `basewatch detect` reads, window by window
+
+    source = RasterSource(out)
+    bands, valid = source.read(source_window(source))
+    source.close()
+    assert np.array_equal(valid, expected_valid) and np.array_equal(bands[:, valid], refl[:, expected_valid])
+
+
+def source_window(source):
+    from pipeline.detect import grid_windows
+
+    return grid_windows(source.height, source.width, 1024, 32)[0]
+
+
+def test_one_file_per_band_of_digital_numbers_becomes_reflectance_with_nodata_invalid(tmp_path):
+    refl = _reflectance(120, 80)
+    dn = np.round((refl + 0.1) / 0.0001).astype(np.uint16)
+    dn[:, 5, 5] = 0  # L2A's no-data value
+    inputs = [f"{b}={_write(tmp_path / f'T36_{b}.tif', dn[i], nodata=0)}"
+              for i, b in enumerate(("B02", "B03", "B04", "B08"))]
+    out = tmp_path / "scene.tif"
+    convert(band_inputs(inputs[::-1], None), out, ConvertOptions(when=WHEN, scale=0.0001, offset=-0.1))
+    scene = read_scene(out)
+    assert not scene.valid[5, 5] and scene.valid.sum() == scene.valid.size - 1
+    assert np.allclose(scene.bands[:, scene.valid], refl[:, scene.valid], atol=6e-5)
+
+
+def test_a_file_that_already_names_its_bands_needs_no_band_list_and_skips_the_others(tmp_path):
+    refl = _reflectance(64, 64)
+    five = np.concatenate([refl[:1] * 0 + 0.4, refl[[3, 0, 1, 2]]])  # B11, B08, B02, B03, B04
+    src = _write(tmp_path / "five.tif", five, descriptions=["B11", "B08", "B02", "B03", "B04"])
+    convert(band_inputs([str(src)], None), tmp_path / "a.tif", ConvertOptions(when=WHEN))
+    convert(band_inputs([str(src)], "-,B08,B02,B03,B04"), tmp_path / "b.tif", ConvertOptions(when=WHEN))
+    for name in ("a.tif", "b.tif"):
+        assert np.array_equal(read_scene(tmp_path / name).bands, refl)
+
+
+@pytest.mark.parametrize("case, phrase", [
+    ("integer without scale", "integer bands; pass --scale"),
+    ("float digital numbers", "look like digital numbers"),
+    ("grids differ", "is not on the grid of"),
+    ("band missing", "band B08 is missing"),
+    ("band count", "--bands names 3 bands but"),
+    ("geographic", "is geographic"),
+    ("no time", "pass --datetime"),
+    ("unnamed stack", "name them in file order with --bands"),
+    ("coarse pixels", "the detector needs 10 m"),
+])
+def test_bad_input_gets_one_clear_error_and_writes_nothing(tmp_path, case, phrase):
+    refl = _reflectance(40, 40)
+    when = None if case == "no time" else WHEN
+    bands = "B02,B03,B04,B08"
+    scale = None
+    if case == "integer without scale":
+        inputs = [str(_write(tmp_path / "dn.tif", np.round(refl / 0.0001).astype(np.uint16)))]
+    elif case == "float digital numbers":
+        inputs = [str(_write(tmp_path / "dn.tif", refl / 0.0001))]
+    elif case == "grids differ":
+        shifted = Affine(10, 0, 500_010, 0, -10, 3_900_000)  # B02 one pixel east of the others
+        inputs = [f"{b}={_write(tmp_path / f'{b}.tif', refl[i], transform=TRANSFORM if i else shifted)}"
+                  for i, b in enumerate(("B02", "B03", "B04", "B08"))]
+        bands = None
+    elif case == "band missing":
+        inputs, bands = [str(_write(tmp_path / "s.tif", refl))], "B02,B03,B04,B11"
+    elif case == "band count":
+        inputs, bands = [str(_write(tmp_path / "s.tif", refl))], "B02,B03,B04"
+    elif case == "geographic":
+        inputs = [str(_write(tmp_path / "s.tif", refl, crs="EPSG:4326", transform=Affine(1e-4, 0, 35, 0, -1e-4, 35)))]
+    elif case == "unnamed stack":
+        inputs, bands = [str(_write(tmp_path / "s.tif", refl))], None
+    elif case == "coarse pixels":
+        inputs = [str(_write(tmp_path / "s.tif", refl, transform=Affine(60, 0, 500_000, 0, -60, 3_900_000)))]
+    else:
+        inputs = [str(_write(tmp_path / "s.tif", refl))]
+    out = tmp_path / "out" / "scene.tif"
+    with pytest.raises(SceneError, match=phrase):
+        convert(band_inputs(inputs, bands), out, ConvertOptions(when=when, scale=scale))
+    assert not out.exists()
+    assert not out.parent.exists() or list(out.parent.iterdir()) == []  # no temp file left behind either
+
+
+def test_detect_names_convert_when_a_file_is_not_interchange(tmp_path):
+    from pipeline.detect import RasterSource
+
+    src = _write(tmp_path / "export.tif", _reflectance(40, 40))
+    with pytest.raises(SceneError, match="basewatch convert"):
+        RasterSource(src)
+    with pytest.raises(SceneError, match="basewatch convert"):
+        read_scene(src)
+
+
+def test_convert_command_reports_what_it_wrote_and_exits_2_on_a_mistake(tmp_path):
+    src = _write(tmp_path / "export.tif", _reflectance(40, 40)[[2, 1, 0, 3]])
+    out = tmp_path / "scene.tif"
+    ok = CliRunner().invoke(app, ["convert", str(src), "--bands", "B04,B03,B02,B08", "--datetime",
+                                  "2024-12-13T08:25:00Z", "--out", str(out)])
+    assert ok.exit_code == 0, ok.output
+    assert "40 x 40 px" in ok.output and "100% valid" in ok.output
+    assert read_scene(out).acquisition.datetime == WHEN
+    bad = CliRunner().invoke(app, ["convert", str(src), "--out", str(tmp_path / "x.tif")])
+    assert bad.exit_code == 2 and "--bands" in bad.output and not (tmp_path / "x.tif").exists()
+
+
+def test_the_real_motorway_patch_converted_by_the_command_gives_the_benchmarks_trucks(tmp_path):
+    """The S2TD Braunschweig patch (bands B04, B03, B02, B08, reflectance x 255, no band names): converted and then
+    detected through the commands, it gives the detections benchmarks/realdata.py gets from its own reader."""
+    from benchmarks.realdata import REALDATA, braunschweig_scene
+
+    patch = REALDATA / "s2td_braunschweig" / "S2_test_data.tif"
+    if not patch.exists():
+        pytest.skip(f"real imagery not present at {patch}")
+    out, found = tmp_path / "braunschweig.tif", tmp_path / "found.geojson"
+    ok = CliRunner().invoke(app, ["convert", str(patch), "--bands", "B04,B03,B02,B08", "--scale", repr(1 / 255),
+                                  "--datetime", "2020-06-01T10:30:00Z", "--out", str(out)])
+    assert ok.exit_code == 0, ok.output
+    assert CliRunner().invoke(app, ["detect", str(out), "--out", str(found)]).exit_code == 0
+    import json
+
+    from pipeline.config import load_config
+    from pipeline.detect import LearnedDetector
+
+    via_command = [f["geometry"]["coordinates"] for f in json.loads(found.read_text())["features"]
+                   if f["properties"]["class"] == "vehicle"]
+    direct = [(d.lon, d.lat) for d in LearnedDetector(load_config(None).detector).detect(braunschweig_scene())
+              if d.cls == "vehicle"]
+    assert len(via_command) == len(direct) >= 12
+    assert np.allclose(sorted(map(tuple, via_command)), sorted(direct), atol=1e-6)
