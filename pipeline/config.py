@@ -151,9 +151,9 @@ class DetectorConfig(Strict):
         "inference window. 256 keeps objects on ground much brighter than the window's usual visible and cuts "
         "false aircraft on real scenes, but the alert rules are tuned to 0 (MODEL_CARD): for reviews, not runs.")
     precision: Literal["float32", "bfloat16"] = Field(
-        default="float32", description="Arithmetic of the network's convolutions: bfloat16 (torch autocast) runs "
-        "them about twice as fast on CPUs with AVX-512 BF16 or AMX, with scores moving by up to ~0.01 against "
-        "thresholds calibrated in float32 (MODEL_CARD).")
+        default="float32", description="Arithmetic of the networks' convolutions (detector, verifiers, heading "
+        "network): bfloat16 (torch autocast) runs them two to three times as fast on CPUs with AVX-512 BF16 or AMX, "
+        "with scores moving by up to ~0.01 against thresholds calibrated in float32 (MODEL_CARD).")
     tta_views: Literal[1, 4, 8] = Field(
         default=1, description="Test-time augmentation: average the learned detector over this many flipped / "
         "transposed views of each window (1 = off). Steadier scores on marginal objects at 4 or 8 x the time: "

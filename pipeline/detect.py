@@ -387,9 +387,9 @@ class LearnedDetector:
                 for b, (win, dets) in enumerate(zip(group, decoded, strict=True)):
                     kept = [d for d in dets if d.score >= floors[d.cls_index]
                             and win.owns(d.row + win.row_off, d.col + win.col_off)]
-                    with clock("verifier"):
+                    with clock("verifier"), self._arithmetic():
                         kept, scores, held = self._verify(bands[b], valid[b], kept, candidates)
-                    with clock("heading_network"):
+                    with clock("heading_network"), self._arithmetic():
                         headings = self._crop_headings(bands[b], valid[b], kept)
                     for d, score, heading, back in zip(kept, scores, headings, held, strict=True):
                         raw.append((d.cls_index, score, d.row + win.row_off, d.col + win.col_off, d.length_m,
@@ -468,7 +468,8 @@ class LearnedDetector:
         return torch.nonzero((out[:, i] >= floor).flatten(1).any(dim=1)).flatten().tolist()
 
     def _arithmetic(self):
-        """bfloat16 autocast around the network when asked (convolutions in bf16, the rest float32)."""
+        """bfloat16 autocast around the networks when asked: the detector, the verifiers and the heading network
+        (convolutions and linear layers in bf16, the rest float32; each returns float32)."""
         if self.cfg.precision == "bfloat16":
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return nullcontext()

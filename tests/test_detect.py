@@ -309,6 +309,37 @@ def test_bfloat16_finds_what_float32_finds():
     assert any(a.score != b.score for a, b in pairs)  # and bfloat16 did run: its scores are not float32's
 
 
+def test_bfloat16_runs_the_verifiers_and_the_heading_network_in_bfloat16_too(monkeypatch):
+    """detector.precision covers every network of the cascade: on the dense benchmark raster the verifiers were as
+    slow as the detector, so bfloat16 for the detector alone left the runs' config under 5 Mpx/s."""
+    from models.heading_net import HeadingRefiner
+    from models.verify_net import Verifier
+    from pipeline.config import load_config
+
+    seen: dict[str, set] = {"verifier": set(), "heading": set()}
+
+    def recording(original, key):
+        def call(self, *args, **kwargs):
+            seen[key].add(torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else torch.float32)
+            return original(self, *args, **kwargs)
+        return call
+
+    monkeypatch.setattr(Verifier, "probabilities", recording(Verifier.probabilities, "verifier"))
+    monkeypatch.setattr(HeadingRefiner, "headings", recording(HeadingRefiner.headings, "heading"))
+    from pipeline.simulate.command import held_out_scene
+
+    scenes = [_scene_with_aircraft()[0], held_out_scene(4242, 3, size=256).scene]  # aircraft; moving trucks
+    runs = load_config(None).detector.model_copy(update={"threads": 1})
+    full = [make_detector(runs).detect(scene) for scene in scenes]
+    assert seen == {"verifier": {torch.float32}, "heading": {torch.float32}}
+    half = [make_detector(runs.model_copy(update={"precision": "bfloat16"})).detect(scene) for scene in scenes]
+    assert seen == {"verifier": {torch.float32, torch.bfloat16}, "heading": {torch.float32, torch.bfloat16}}
+    for cls, a, b in (("large_aircraft", full[0], half[0]), ("vehicle", full[1], half[1])):
+        mine, theirs = ([d for d in found if d.cls == cls] for found in (a, b))
+        assert mine and len(mine) == len(theirs), cls  # clear objects: found either way, at the same places
+        assert all(min(math.hypot(d.x - e.x, d.y - e.y) for e in theirs) < 5 for d in mine), cls
+
+
 def test_the_last_scenes_seconds_per_stage_are_recorded_and_add_up_to_no_more_than_its_time():
     import time
 
