@@ -126,8 +126,10 @@ def convert(sources: Sequence[BandInput], out: str | Path, options: ConvertOptio
             progress=None) -> ConvertResult:
     """Write ``sources`` as one interchange GeoTIFF at ``out`` (atomically; nothing is left on an error)."""
     out = Path(out)
-    handles = {p: _open(p) for p in dict.fromkeys(s.path for s in sources)}
+    handles: dict = {}
     try:
+        for path in dict.fromkeys(s.path for s in sources):
+            handles[path] = _open(path)  # inside the try: an unreadable second file closes the first
         first = handles[sources[0].path]
         _check_grid(sources, handles)
         when = _acquisition_time(options, first, sources[0].path)
@@ -230,7 +232,10 @@ def _sample_median(sources: Sequence[BandInput], handles: dict) -> float:
     for s in sources:
         h = handles[s.path]
         side = (max(1, min(h.height, 256)), max(1, min(h.width, 256)))
-        data = h.read(s.index, out_shape=side, masked=True).astype(np.float64)
+        try:
+            data = h.read(s.index, out_shape=side, masked=True).astype(np.float64)
+        except RasterioIOError as exc:
+            raise SceneError(f"{s.path}: pixel data is corrupt or truncated ({exc}); re-download it") from None
         good = data.compressed()
         good = good[np.isfinite(good) & (good != 0)]
         if good.size:
@@ -247,7 +252,7 @@ def _read_block(sources: Sequence[BandInput], handles: dict, win: Window, scale:
         try:
             raw = h.read(s.index, window=win)
         except RasterioIOError as exc:
-            raise SceneError(f"{s.path}: pixel data is corrupt or truncated ({exc})") from None
+            raise SceneError(f"{s.path}: pixel data is corrupt or truncated ({exc}); re-download it") from None
         value = raw.astype(np.float64)
         bad = ~np.isfinite(value)
         marker = nodata if nodata is not None else h.nodata

@@ -103,12 +103,14 @@ def test_a_file_that_already_names_its_bands_needs_no_band_list_and_skips_the_ot
     ("no time", "pass --datetime"),
     ("unnamed stack", "name them in file order with --bands"),
     ("coarse pixels", "the detector needs 10 m"),
+    ("truncated", "corrupt or truncated|not a readable GeoTIFF"),
+    ("truncated, scale given", "corrupt or truncated|not a readable GeoTIFF"),  # read in blocks, not sampled
 ])
 def test_bad_input_gets_one_clear_error_and_writes_nothing(tmp_path, case, phrase):
     refl = _reflectance(40, 40)
     when = None if case == "no time" else WHEN
     bands = "B02,B03,B04,B08"
-    scale = None
+    scale = 1.0 if case == "truncated, scale given" else None
     if case == "integer without scale":
         inputs = [str(_write(tmp_path / "dn.tif", np.round(refl / 0.0001).astype(np.uint16)))]
     elif case == "float digital numbers":
@@ -126,6 +128,13 @@ def test_bad_input_gets_one_clear_error_and_writes_nothing(tmp_path, case, phras
         inputs = [str(_write(tmp_path / "s.tif", refl, crs="EPSG:4326", transform=Affine(1e-4, 0, 35, 0, -1e-4, 35)))]
     elif case == "unnamed stack":
         inputs, bands = [str(_write(tmp_path / "s.tif", refl))], None
+    elif case.startswith("truncated"):  # a download cut off half way
+        path = tmp_path / "cut.tif"
+        with rasterio.open(path, "w", driver="GTiff", width=256, height=256, count=4, dtype="float32",
+                           crs="EPSG:32636", transform=TRANSFORM, tiled=True, compress="deflate") as dst:
+            dst.write(np.random.default_rng(1).uniform(0.05, 0.3, (4, 256, 256)).astype(np.float32))
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+        inputs = [str(path)]
     elif case == "coarse pixels":
         inputs = [str(_write(tmp_path / "s.tif", refl, transform=Affine(60, 0, 500_000, 0, -60, 3_900_000)))]
     else:
