@@ -340,8 +340,8 @@ def convert_cmd(
     spacecraft: str = typer.Option("Sentinel-2", "--spacecraft", help="Sentinel-2A, Sentinel-2B, ... (a tag)."),
     acquisition_id: str | None = typer.Option(None, "--id", help="Acquisition id (default: the output's name)."),
 ) -> None:
-    """Turn your own Sentinel-2 GeoTIFF (a stack without band names, digital numbers, one file per band) into the
-    interchange format that detect and the files source read; written in blocks, atomically."""
+    """Turn your own Sentinel-2 GeoTIFF (a stack without band names, digital numbers, one file per band, longitude /
+    latitude) into the interchange format that detect and the files source read; written in blocks, atomically."""
     from rich.progress import Progress
 
     from pipeline.ingest import ConvertOptions, band_inputs, convert

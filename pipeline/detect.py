@@ -122,7 +122,8 @@ class RasterSource:
             raise SceneError(f"{self.path}: not a readable GeoTIFF ({exc})") from None
         src = self.src
         if src.crs is None or not src.crs.is_projected:
-            raise SceneError(f"{self.path}: needs a projected CRS (UTM, 10 m pixels); reproject it first")
+            raise SceneError(f"{self.path}: needs a projected CRS (UTM, 10 m pixels); reproject it first, or write "
+                             f"an interchange copy on its UTM zone: {CONVERT_HINT}")
         desc = [d or "" for d in src.descriptions]
         missing = [b for b in bands if b not in desc]
         if missing:

@@ -86,7 +86,8 @@ def read_scene(path: str | Path, bands: tuple[str, ...] = BAND_NAMES) -> Scene:
         if not src.crs.is_projected:
             raise SceneError(
                 f"{path}: CRS {src.crs.to_string()} is geographic; scenes must be in a projected CRS (UTM) "
-                "with metre pixels — reproject it (e.g. gdalwarp -t_srs EPSG:326xx -tr 10 10)"
+                "with metre pixels — reproject it (e.g. gdalwarp -t_srs EPSG:326xx -tr 10 10), or let basewatch "
+                f"convert do it: {CONVERT_HINT}"
             )
         descriptions = [d or "" for d in src.descriptions]
         missing = [b for b in bands if b not in descriptions]

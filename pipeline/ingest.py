@@ -4,7 +4,8 @@ Why: `basewatch detect` and the files source read interchange GeoTIFFs only (ban
 reflectance, an acquisition time). Exports from other tools name no bands (a SNAP or EO Browser stack), keep digital
 numbers (L2A JP2 turned GeoTIFF) or come one file per band. This module maps such files onto the interchange
 encoding, window by window so a full 10980 px tile needs little memory, and refuses what it cannot map with one
-clear message: a band missing, grids that differ, a geographic CRS, digital numbers without a scale.
+clear message: a band missing, grids that differ, pixels coarser than 20 m, digital numbers without a scale.
+Files in longitude/latitude are reprojected onto the UTM zone of their centre at 10 m on the way.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ MAX_PIXEL_M = 20.0  # as the files source: the detector needs 10 m pixels
 L2A_HINT = ("Sentinel-2 L2A digital numbers: --scale 0.0001 --offset -0.1 (processing baseline 04.00, from 25 Jan "
             "2022), --scale 0.0001 --offset 0 before")
 ROWS_PER_BLOCK = 512
+METRES_PER_DEGREE = 111_320.0
 
 
 @dataclass(frozen=True)
@@ -127,11 +129,16 @@ def convert(sources: Sequence[BandInput], out: str | Path, options: ConvertOptio
     """Write ``sources`` as one interchange GeoTIFF at ``out`` (atomically; nothing is left on an error)."""
     out = Path(out)
     handles: dict = {}
+    opened: list = []  # every dataset to close: the files, and the warped views over them
     try:
         for path in dict.fromkeys(s.path for s in sources):
             handles[path] = _open(path)  # inside the try: an unreadable second file closes the first
-        first = handles[sources[0].path]
+            opened.append(handles[path])
         _check_grid(sources, handles)
+        if handles[sources[0].path].crs.is_geographic:
+            handles = _warped_to_utm(handles, sources, options)
+            opened += list(handles.values())
+        first = handles[sources[0].path]
         when = _acquisition_time(options, first, sources[0].path)
         scale, offset = _scaling(sources, handles, options)
         pixel_m = max(abs(first.transform.a), abs(first.transform.e))
@@ -161,7 +168,7 @@ def convert(sources: Sequence[BandInput], out: str | Path, options: ConvertOptio
         crs = first.crs.to_string()
         width, height = first.width, first.height
     finally:
-        for h in handles.values():
+        for h in reversed(opened):
             h.close()
     band_medians = {s.name: float(np.median(m)) if m else float("nan") for s, m in zip(sources, medians, strict=True)}
     return ConvertResult(out, width, height, crs, round(pixel_m, 3), valid_px / (width * height), band_medians)
@@ -177,10 +184,9 @@ def _check_grid(sources: Sequence[BandInput], handles: dict) -> None:
     first = handles[first_path]
     if first.crs is None:
         raise SceneError(f"{first_path}: no CRS; georeference it in a projected CRS (UTM), 10 m pixels")
-    if not first.crs.is_projected:
-        raise SceneError(f"{first_path}: CRS {first.crs.to_string()} is geographic; reproject it first, e.g. "
-                         "gdalwarp -t_srs EPSG:326xx -tr 10 10 IN.tif OUT.tif")
     pixel = max(abs(first.transform.a), abs(first.transform.e))
+    if first.crs.is_geographic:
+        pixel *= METRES_PER_DEGREE  # about: a degree of latitude (longitude shrinks; the coarser side counts)
     if pixel > MAX_PIXEL_M:
         raise SceneError(f"{first_path}: {pixel:g} m pixels; the detector needs 10 m (resample the 10 m bands, "
                          "e.g. gdalwarp -tr 10 10)")
@@ -194,6 +200,34 @@ def _check_grid(sources: Sequence[BandInput], handles: dict) -> None:
             raise SceneError(f"{s.path} ({s.name}) is not on the grid of {first_path}: {h.width}x{h.height} "
                              f"{h.crs} vs {first.width}x{first.height} {first.crs}; bring the bands onto one 10 m "
                              "grid first (gdalwarp -tr 10 10 -tap)")
+
+
+def _warped_to_utm(handles: dict, sources: Sequence[BandInput], options: ConvertOptions) -> dict:
+    """Each file seen through a GDAL warped view onto the UTM zone of the scene's centre at 10 m (bilinear; pixels
+    outside the file are no data). Why: exports in longitude/latitude (EO Browser's default) are common, and the
+    detector counts pixels as 10 m squares. The view is read block by block like any file, so memory stays flat."""
+    from rasterio.crs import CRS
+    from rasterio.enums import Resampling
+    from rasterio.vrt import WarpedVRT
+    from rasterio.warp import calculate_default_transform
+
+    first = handles[sources[0].path]
+    west, south, east, north = first.bounds
+    lon, lat = (west + east) / 2, (south + north) / 2
+    zone = int((lon + 180.0) // 6.0) % 60 + 1
+    utm = CRS.from_epsg((32600 if lat >= 0 else 32700) + zone)
+    transform, width, height = calculate_default_transform(first.crs, utm, first.width, first.height, *first.bounds,
+                                                           resolution=10.0)
+    LOGGER.info("%s: %s reprojected to %s at 10 m (bilinear)", sources[0].path, first.crs.to_string(),
+                utm.to_string())
+    warped = {}
+    for path, h in handles.items():
+        integer = np.issubdtype(np.dtype(h.dtypes[0]), np.integer)
+        marker = options.nodata if options.nodata is not None else h.nodata
+        fill = (marker if marker is not None else 0) if integer else float("nan")
+        warped[path] = WarpedVRT(h, crs=utm, transform=transform, width=width, height=height,
+                                 resampling=Resampling.bilinear, nodata=fill)
+    return warped
 
 
 def _acquisition_time(options: ConvertOptions, src, path: Path) -> datetime:

@@ -20,7 +20,7 @@ TRANSFORM = Affine(10, 0, 500_000, 0, -10, 3_900_000)
 WHEN = datetime(2024, 12, 13, 8, 25, tzinfo=UTC)
 
 
-def _write(path: Path, data: np.ndarray, *, crs: str = "EPSG:32636", transform: Affine = TRANSFORM,
+def _write(path: Path, data: np.ndarray, *, crs: str | None = "EPSG:32636", transform: Affine = TRANSFORM,
            nodata: float | None = None, descriptions: list[str] | None = None) -> Path:
     data = data if data.ndim == 3 else data[None]
     profile = {"driver": "GTiff", "width": data.shape[2], "height": data.shape[1], "count": data.shape[0],
@@ -93,13 +93,37 @@ def test_a_file_that_already_names_its_bands_needs_no_band_list_and_skips_the_ot
         assert np.array_equal(read_scene(tmp_path / name).bands, refl)
 
 
+def test_a_longitude_latitude_export_is_reprojected_onto_its_utm_zone_at_10_m(tmp_path):
+    """EO Browser's default: EPSG:4326. The output is on the UTM zone of the scene's centre (36N at Tartus), 10 m
+    pixels, each band's reflectance kept (bilinear over uniform ground), no data where the rotated footprint ends."""
+    reflectance = (0.08, 0.09, 0.11, 0.27)
+    stack = np.stack([np.full((200, 200), v, np.float32) for v in reflectance])
+    stack[:, 90:110, 90:110] = np.nan  # a hole in the file stays a hole
+    lonlat = Affine(1e-4, 0, 35.86, 0, -1e-4, 34.92)  # about 9 x 11 m pixels
+    src = _write(tmp_path / "eo_browser.tif", stack, crs="EPSG:4326", transform=lonlat)
+    out = tmp_path / "scene.tif"
+    result = convert(band_inputs([str(src)], "B02,B03,B04,B08"), out, ConvertOptions(when=WHEN))
+    scene = read_scene(out)
+    assert scene.crs == "EPSG:32636" and result.pixel_m == 10.0
+    assert scene.transform.a == 10.0 and scene.transform.e == -10.0
+    assert 0.6 < result.valid_fraction < 0.99  # the hole, and the rotated footprint's corners
+    middle = scene.valid[scene.height // 2 - 2 : scene.height // 2 + 3, scene.width // 2 - 2 : scene.width // 2 + 3]
+    assert not middle.any()  # the hole, in the middle of the scene
+    for band, value in zip(scene.bands, reflectance, strict=True):
+        assert np.allclose(band[scene.valid], value, atol=1e-6)
+    explicit = CliRunner().invoke(app, ["convert", str(src), "--bands", "B02,B03,B04,B08", "--datetime",
+                                        "2024-12-13T08:25:00Z", "--out", str(tmp_path / "cli.tif")])
+    assert explicit.exit_code == 0 and "EPSG:32636, 10 m" in explicit.output, explicit.output
+
+
 @pytest.mark.parametrize("case, phrase", [
     ("integer without scale", "integer bands; pass --scale"),
     ("float digital numbers", "look like digital numbers"),
     ("grids differ", "is not on the grid of"),
     ("band missing", "band B08 is missing"),
     ("band count", "--bands names 3 bands but"),
-    ("geographic", "is geographic"),
+    ("no CRS", "no CRS"),
+    ("coarse degrees", "the detector needs 10 m"),
     ("no time", "pass --datetime"),
     ("unnamed stack", "name them in file order with --bands"),
     ("coarse pixels", "the detector needs 10 m"),
@@ -124,8 +148,10 @@ def test_bad_input_gets_one_clear_error_and_writes_nothing(tmp_path, case, phras
         inputs, bands = [str(_write(tmp_path / "s.tif", refl))], "B02,B03,B04,B11"
     elif case == "band count":
         inputs, bands = [str(_write(tmp_path / "s.tif", refl))], "B02,B03,B04"
-    elif case == "geographic":
-        inputs = [str(_write(tmp_path / "s.tif", refl, crs="EPSG:4326", transform=Affine(1e-4, 0, 35, 0, -1e-4, 35)))]
+    elif case == "no CRS":
+        inputs = [str(_write(tmp_path / "s.tif", refl, crs=None))]
+    elif case == "coarse degrees":  # 0.0005 degrees: about 55 m, however it is reprojected
+        inputs = [str(_write(tmp_path / "s.tif", refl, crs="EPSG:4326", transform=Affine(5e-4, 0, 35, 0, -5e-4, 35)))]
     elif case == "unnamed stack":
         inputs, bands = [str(_write(tmp_path / "s.tif", refl))], None
     elif case.startswith("truncated"):  # a download cut off half way
