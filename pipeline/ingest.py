@@ -99,6 +99,10 @@ def band_inputs(inputs: Sequence[str], bands: str | None) -> list[BandInput]:
     else:
         raise SceneError(f"{path}: its {count} bands are not named {list(BAND_NAMES)} (descriptions: {descriptions});"
                          " name them in file order with --bands, e.g. --bands B04,B03,B02,B08")
+    named = [n for n in names if n != SKIP]
+    if len(set(named)) < len(named):
+        raise SceneError(f"--bands names a band twice ({','.join(names)}); name each of the file's bands once, "
+                         f"{SKIP!r} for one not wanted")
     found = {n: BandInput(n, path, i) for i, n in enumerate(names, start=1) if n != SKIP}
     return [_pick(found, b, "--bands" if bands else "its band descriptions") for b in BAND_NAMES]
 

@@ -122,6 +122,7 @@ def test_a_longitude_latitude_export_is_reprojected_onto_its_utm_zone_at_10_m(tm
     ("grids differ", "is not on the grid of"),
     ("band missing", "band B08 is missing"),
     ("band count", "--bands names 3 bands but"),
+    ("band twice", "names a band twice"),
     ("no CRS", "no CRS"),
     ("coarse degrees", "the detector needs 10 m"),
     ("no time", "pass --datetime"),
@@ -146,6 +147,8 @@ def test_bad_input_gets_one_clear_error_and_writes_nothing(tmp_path, case, phras
         bands = None
     elif case == "band missing":
         inputs, bands = [str(_write(tmp_path / "s.tif", refl))], "B02,B03,B04,B11"
+    elif case == "band twice":
+        inputs, bands = [str(_write(tmp_path / "s.tif", refl))], "B02,B03,B02,B08"
     elif case == "band count":
         inputs, bands = [str(_write(tmp_path / "s.tif", refl))], "B02,B03,B04"
     elif case == "no CRS":
