@@ -93,6 +93,7 @@ def test_a_file_that_already_names_its_bands_needs_no_band_list_and_skips_the_ot
         assert np.array_equal(read_scene(tmp_path / name).bands, refl)
 
 
+@pytest.mark.filterwarnings("ignore:Use `@` matmul:PendingDeprecationWarning")  # inside rasterio's own from_bounds
 def test_a_longitude_latitude_export_is_reprojected_onto_its_utm_zone_at_10_m(tmp_path):
     """EO Browser's default: EPSG:4326. The output is on the UTM zone of the scene's centre (36N at Tartus), 10 m
     pixels, each band's reflectance kept (bilinear over uniform ground), no data where the rotated footprint ends."""
