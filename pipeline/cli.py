@@ -322,8 +322,9 @@ def simulate_cmd(
 @app.command("convert")
 @user_errors
 def convert_cmd(
-    inputs: list[str] = typer.Argument(..., help="One multi-band GeoTIFF, or NAME=PATH per band (B02=a.tif B03=b.tif "
-                                                 "B04=c.tif B08=d.tif)."),
+    inputs: list[str] = typer.Argument(..., help="A Sentinel-2 L2A product folder (unzipped .SAFE: bands, time, "
+                                                 "scale and cloud mask from its metadata), one multi-band GeoTIFF, "
+                                                 "or NAME=PATH per band (B02=a.tif B03=b.tif B04=c.tif B08=d.tif)."),
     out: Path = typer.Option(..., "--out", "-o", help="Interchange GeoTIFF to write (for detect, or a files "
                                                       "source folder)."),
     bands: str | None = typer.Option(None, "--bands", help="The multi-band file's bands in file order, '-' for one "
@@ -344,15 +345,22 @@ def convert_cmd(
     latitude) into the interchange format that detect and the files source read; written in blocks, atomically."""
     from rich.progress import Progress
 
-    from pipeline.ingest import ConvertOptions, band_inputs, convert
+    from pipeline.ingest import ClassMask, ConvertOptions, band_inputs, convert
+    from pipeline.safe import SCL_MASKED, is_safe, read_safe
 
-    sources = band_inputs(inputs, bands)
-    options = ConvertOptions(when=when, scale=scale, offset=offset, nodata=nodata, spacecraft=spacecraft,
-                             acquisition_id=acquisition_id)
+    mask = None
+    if len(inputs) == 1 and (is_safe(Path(inputs[0])) or inputs[0].endswith((".SAFE", ".SAFE/", ".zip"))):
+        product = read_safe(Path(inputs[0]), nodata)  # everything else comes from the product's metadata
+        sources, options = product.bands, product.options
+        mask = ClassMask(product.scl, SCL_MASKED) if product.scl else None
+    else:
+        sources = band_inputs(inputs, bands)
+        options = ConvertOptions(when=when, scale=scale, offset=offset, nodata=nodata, spacecraft=spacecraft,
+                                 acquisition_id=acquisition_id)
     with Progress(console=console, transient=True) as bar:
         task = bar.add_task("convert", total=None)
         result = convert(sources, out, options, progress=lambda done, total: bar.update(task, completed=done,
-                                                                                        total=total))
+                                                                                        total=total), mask=mask)
     medians = ", ".join(f"{k} {v:.3f}" for k, v in result.band_medians.items())
     Console(soft_wrap=True).print(f"{result.path}: {result.width} x {result.height} px, {result.crs}, "
                                   f"{result.pixel_m:g} m, {result.valid_fraction:.0%} valid; median reflectance "

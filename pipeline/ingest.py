@@ -5,7 +5,8 @@ reflectance, an acquisition time). Exports from other tools name no bands (a SNA
 numbers (L2A JP2 turned GeoTIFF) or come one file per band. This module maps such files onto the interchange
 encoding, window by window so a full 10980 px tile needs little memory, and refuses what it cannot map with one
 clear message: a band missing, grids that differ, pixels coarser than 20 m, digital numbers without a scale.
-Files in longitude/latitude are reprojected onto the UTM zone of their centre at 10 m on the way.
+Files in longitude/latitude are reprojected onto the UTM zone of their centre at 10 m on the way. An unzipped L2A
+product needs none of the options: ``pipeline/safe.py`` reads them from its metadata.
 """
 
 from __future__ import annotations
@@ -128,8 +129,17 @@ def _open(path: Path):
         raise SceneError(f"{path}: not a readable GeoTIFF ({exc})") from None
 
 
+@dataclass(frozen=True)
+class ClassMask:
+    """A classification raster (e.g. Sentinel-2's 20 m SCL) whose ``invalid`` classes make pixels invalid; read
+    onto the output grid by nearest neighbour."""
+
+    path: Path
+    invalid: frozenset[int]
+
+
 def convert(sources: Sequence[BandInput], out: str | Path, options: ConvertOptions = ConvertOptions(),
-            progress=None) -> ConvertResult:
+            progress=None, mask: ClassMask | None = None) -> ConvertResult:
     """Write ``sources`` as one interchange GeoTIFF at ``out`` (atomically; nothing is left on an error)."""
     out = Path(out)
     handles: dict = {}
@@ -143,6 +153,7 @@ def convert(sources: Sequence[BandInput], out: str | Path, options: ConvertOptio
             handles = _warped_to_utm(handles, sources, options)
             opened += list(handles.values())
         first = handles[sources[0].path]
+        classes = _mask_view(mask, first, opened) if mask else None
         when = _acquisition_time(options, first, sources[0].path)
         scale, offset = _scaling(sources, handles, options)
         pixel_m = max(abs(first.transform.a), abs(first.transform.e))
@@ -161,6 +172,8 @@ def convert(sources: Sequence[BandInput], out: str | Path, options: ConvertOptio
             blocks = list(_row_blocks(first.height, first.width))
             for k, win in enumerate(blocks):
                 refl, valid = _read_block(sources, handles, win, scale, offset, options.nodata)
+                if classes is not None:
+                    valid &= ~np.isin(classes.read(1, window=win), list(mask.invalid))
                 for i in range(len(sources)):
                     dst.write(np.where(valid, refl[i], np.nan).astype(np.float32), i + 1, window=win)
                     if valid.any():
@@ -204,6 +217,19 @@ def _check_grid(sources: Sequence[BandInput], handles: dict) -> None:
             raise SceneError(f"{s.path} ({s.name}) is not on the grid of {first_path}: {h.width}x{h.height} "
                              f"{h.crs} vs {first.width}x{first.height} {first.crs}; bring the bands onto one 10 m "
                              "grid first (gdalwarp -tr 10 10 -tap)")
+
+
+def _mask_view(mask: ClassMask, grid, opened: list):
+    """The classification seen on ``grid``'s pixels (nearest; no data outside it reads 0)."""
+    from rasterio.enums import Resampling
+    from rasterio.vrt import WarpedVRT
+
+    src = _open(mask.path)
+    opened.append(src)
+    view = WarpedVRT(src, crs=grid.crs, transform=grid.transform, width=grid.width, height=grid.height,
+                     resampling=Resampling.nearest, nodata=0)
+    opened.append(view)
+    return view
 
 
 def _warped_to_utm(handles: dict, sources: Sequence[BandInput], options: ConvertOptions) -> dict:

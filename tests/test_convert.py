@@ -222,3 +222,73 @@ def test_the_real_motorway_patch_converted_by_the_command_gives_the_benchmarks_t
               if d.cls == "vehicle"]
     assert len(via_command) == len(direct) >= 12
     assert np.allclose(sorted(map(tuple, via_command)), sorted(direct), atol=1e-6)
+
+
+def _jp2(path: Path, data: np.ndarray, transform: Affine) -> None:
+    """A lossless single-band JPEG 2000, as in a product's IMG_DATA."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with rasterio.open(path, "w", driver="JP2OpenJPEG", width=data.shape[1], height=data.shape[0], count=1,
+                       dtype="uint16", crs="EPSG:32636", transform=transform, QUALITY=100, REVERSIBLE="YES") as dst:
+        dst.write(data[None])
+
+
+def _safe(folder: Path, dn: np.ndarray, scl: np.ndarray, offsets: bool = True) -> Path:
+    """A minimal unzipped L2A product: the four 10 m bands, the 20 m SCL and MTD_MSIL2A.xml as ESA writes them."""
+    safe = folder / "S2B_MSIL2A_20241213T082319_N0511_R021_T36SYD_20241213T110455.SAFE"
+    img = safe / "GRANULE" / "L2A_T36SYD_A040511_20241213T082510" / "IMG_DATA"
+    for i, b in enumerate(("B02", "B03", "B04", "B08")):
+        _jp2(img / "R10m" / f"T36SYD_20241213T082319_{b}_10m.jp2", dn[i], TRANSFORM)
+    _jp2(img / "R20m" / "T36SYD_20241213T082319_SCL_20m.jp2", scl,
+         Affine(20, 0, TRANSFORM.c, 0, -20, TRANSFORM.f))
+    offset_list = "".join(f'<BOA_ADD_OFFSET band_id="{i}">-1000</BOA_ADD_OFFSET>' for i in range(13))
+    (safe / "MTD_MSIL2A.xml").write_text(f"""<?xml version="1.0" encoding="UTF-8"?>
+<n1:Level-2A_User_Product xmlns:n1="https://psd-14.sentinel2.eo.esa.int/PSD/User_Product_Level-2A.xsd">
+  <n1:General_Info>
+    <Product_Info>
+      <PRODUCT_START_TIME>2024-12-13T08:23:19.024Z</PRODUCT_START_TIME>
+      <PRODUCT_URI>{safe.name}</PRODUCT_URI>
+      <Datatake datatakeIdentifier="GS2B_20241213T082319_040511_N05.11">
+        <SPACECRAFT_NAME>Sentinel-2B</SPACECRAFT_NAME>
+      </Datatake>
+    </Product_Info>
+    <Product_Image_Characteristics>
+      <QUANTIFICATION_VALUES_LIST>
+        <BOA_QUANTIFICATION_VALUE unit="none">10000</BOA_QUANTIFICATION_VALUE>
+      </QUANTIFICATION_VALUES_LIST>
+      {f"<BOA_ADD_OFFSET_VALUES_LIST>{offset_list}</BOA_ADD_OFFSET_VALUES_LIST>" if offsets else ""}
+    </Product_Image_Characteristics>
+  </n1:General_Info>
+</n1:Level-2A_User_Product>
+""", encoding="utf-8")
+    return safe
+
+
+@pytest.mark.parametrize("offsets", [True, False], ids=["baseline 04.00 on", "before 04.00"])
+def test_an_unzipped_l2a_product_converts_with_its_own_time_scale_and_cloud_mask(tmp_path, offsets):
+    refl = _reflectance(80, 60)
+    dn = np.round((refl + (0.1 if offsets else 0.0)) * 10000).astype(np.uint16)
+    dn[:, 0, 0] = 0  # no data
+    scl = np.full((40, 30), 4, np.uint16)  # vegetation ...
+    scl[10:20, 5:15] = 9  # ... a thick cloud over 20 x 20 px at 10 m
+    safe = _safe(tmp_path, dn, scl, offsets)
+    out = tmp_path / "scene.tif"
+    result = CliRunner().invoke(app, ["convert", str(safe), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    scene = read_scene(out)
+    assert scene.acquisition.datetime == datetime(2024, 12, 13, 8, 23, 19, 24000, tzinfo=UTC)
+    assert scene.acquisition.sensor == "Sentinel-2B" and scene.acquisition.id.startswith("S2B_MSIL2A_20241213")
+    cloud = np.zeros(refl.shape[1:], bool)
+    cloud[20:40, 10:30] = True
+    assert not scene.valid[cloud].any() and not scene.valid[0, 0]
+    assert scene.valid.sum() == scene.valid.size - cloud.sum() - 1
+    assert np.allclose(scene.bands[:, scene.valid], refl[:, scene.valid], atol=6e-5)
+
+
+def test_a_product_folder_missing_a_band_is_named(tmp_path):
+    dn = np.full((4, 20, 20), 1500, np.uint16)
+    safe = _safe(tmp_path, dn, np.full((10, 10), 4, np.uint16))
+    next(safe.glob("GRANULE/*/IMG_DATA/R10m/*_B08_10m.jp2")).unlink()
+    result = CliRunner().invoke(app, ["convert", str(safe), "--out", str(tmp_path / "x.tif")])
+    assert result.exit_code == 2 and "no 10 m B08 image" in result.output and not (tmp_path / "x.tif").exists()
+    zipped = CliRunner().invoke(app, ["convert", str(tmp_path / "S2B_MSIL2A_x.zip"), "--out", str(tmp_path / "x.tif")])
+    assert zipped.exit_code == 2 and "unzip the product first" in zipped.output
