@@ -60,6 +60,26 @@ def test_search_uses_footprint_and_date_window_and_skips_bad_files(tmp_path, cap
     assert not source.simulated
 
 
+def test_files_that_need_converting_are_skipped_with_the_command_named(tmp_path, caplog):
+    """An export without the interchange tags, and an unzipped L2A product, in the folder: both skipped, each with
+    a warning naming `basewatch convert` (the way into this folder for them)."""
+    import rasterio
+
+    grid = AOI_SMALL.grid()
+    write_scene(scene_on(grid, WHEN, "S2B_20241213T082541"), tmp_path / "one.tif")
+    with rasterio.open(tmp_path / "export.tif", "w", driver="GTiff", width=20, height=20, count=4, dtype="float32",
+                       crs=grid.crs, transform=grid.transform) as dst:
+        dst.write(np.full((4, 20, 20), 0.1, np.float32))
+    product = tmp_path / "S2B_MSIL2A_20241213T082319_N0511_R021_T36SYD_20241213T110455.SAFE"
+    product.mkdir()
+    (product / "MTD_MSIL2A.xml").write_text("<n1:Level-2A_User_Product/>", encoding="utf-8")
+    found = FilesSource(tmp_path).search(AOI_SMALL, date(2024, 12, 1), date(2024, 12, 31))
+    assert [a.id for a in found] == ["S2B_20241213T082541"]
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("export.tif" in w and "basewatch convert" in w for w in warnings)
+    assert any(product.name in w and "basewatch convert" in w for w in warnings)
+
+
 def test_load_on_the_same_grid_returns_the_pixels(tmp_path):
     grid = AOI_SMALL.grid()
     original = scene_on(grid, WHEN, "x", simulated=True)

@@ -63,6 +63,9 @@ class FilesSource:
         if not self.folder.is_dir():
             raise SourceError(f"{self.folder}: no such folder of GeoTIFFs; set source.files_dir or --data-dir")
         entries = []
+        for product in sorted(self.folder.rglob("MTD_MSIL2A.xml")):  # an unzipped L2A product is not read as is
+            LOGGER.warning("%s: a Sentinel-2 L2A product, skipped; `basewatch convert %s --out SCENE.tif` turns it "
+                           "into a GeoTIFF this folder can hold", product.parent, product.parent)
         paths = sorted({p for pattern in PATTERNS for p in self.folder.rglob(pattern) if not p.name.startswith(".")})
         for path in paths:
             try:
@@ -78,7 +81,8 @@ class FilesSource:
                 continue
             when = _parse_when(tags.get("ACQUISITION_DATETIME"))
             if when is None:
-                LOGGER.warning("%s: tag ACQUISITION_DATETIME missing or not ISO 8601, skipped", path)
+                LOGGER.warning("%s: tag ACQUISITION_DATETIME missing or not ISO 8601, skipped (not an interchange "
+                               "GeoTIFF: `basewatch convert` writes one from it)", path)
                 continue
             acq = Acquisition(
                 source=self.name,
