@@ -22,53 +22,59 @@ VALID_BAND = "valid"
 CONVERT_HINT = ("basewatch convert FILE --bands <its bands in file order> --datetime <UTC time> [--scale 0.0001 "
                 "--offset -0.1 for L2A digital numbers] --out OUT.tif")
 """How to turn another tool's export into an interchange GeoTIFF (pipeline/ingest.py), named in read errors."""
+
+
+def interchange_profile(width: int, height: int, bands: int, crs, transform) -> dict:
+    """The canonical encoding of ``bands`` reflectance bands plus the valid band: float32, NaN nodata, DEFLATE with
+    the float predictor, 256 px tiles (what write_scene and ``basewatch convert`` write)."""
+    return {"driver": "GTiff", "width": width, "height": height, "count": bands + 1, "dtype": "float32", "crs": crs,
+            "transform": transform, "nodata": float("nan"), "compress": "deflate", "predictor": 3, "tiled": True,
+            "blockxsize": 256, "blockysize": 256}
+
+
+def interchange_tags(acq: Acquisition, simulated: bool) -> dict[str, str]:
+    """The tags an interchange GeoTIFF carries for its acquisition."""
+    return {"ACQUISITION_DATETIME": acq.datetime.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+            "SPACECRAFT": acq.sensor, "SIMULATED": "true" if simulated else "false", "SOURCE": acq.source,
+            "ACQUISITION_ID": acq.id, "CLOUD_COVER": "" if acq.cloud_cover is None else f"{acq.cloud_cover:.2f}"}
+
+
 def write_scene(scene: Scene, path: str | Path) -> Path:
     """Write ``scene`` as a canonical interchange GeoTIFF (atomically)."""
     path = Path(path)
     data = scene.bands.astype(np.float32, copy=True)
     count = data.shape[0] + 1
-    profile = {
-        "driver": "GTiff",
-        "width": scene.width,
-        "height": scene.height,
-        "count": count,
-        "dtype": "float32",
-        "crs": CRS.from_user_input(scene.crs),
-        "transform": scene.transform,
-        "nodata": float("nan"),
-        "compress": "deflate",
-        "predictor": 3,
-        "tiled": True,
-        "blockxsize": 256,
-        "blockysize": 256,
-    }
-    acq = scene.acquisition
+    profile = interchange_profile(scene.width, scene.height, data.shape[0], CRS.from_user_input(scene.crs),
+                                  scene.transform)
     with atomic_write(path) as tmp, rasterio.open(tmp, "w", **profile) as dst:
         dst.write(data, indexes=list(range(1, data.shape[0] + 1)))
         dst.write(scene.valid.astype(np.float32), count)
         for i, name in enumerate(scene.band_names, start=1):
             dst.set_band_description(i, name)
         dst.set_band_description(count, VALID_BAND)
-        dst.update_tags(
-            ACQUISITION_DATETIME=acq.datetime.astimezone(UTC).isoformat().replace("+00:00", "Z"),
-            SPACECRAFT=acq.sensor,
-            SIMULATED="true" if scene.simulated else "false",
-            SOURCE=acq.source,
-            ACQUISITION_ID=acq.id,
-            CLOUD_COVER="" if acq.cloud_cover is None else f"{acq.cloud_cover:.2f}",
-        )
+        dst.update_tags(**interchange_tags(scene.acquisition, scene.simulated))
     return path
+
+
+def parse_when(text: str | None) -> datetime | None:
+    """An ACQUISITION_DATETIME tag (ISO 8601; UTC when it names no zone), or None when missing or unreadable."""
+    if not text:
+        return None
+    try:
+        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
 
 
 def _parse_datetime(text: str | None, path: Path) -> datetime:
     if not text:
         raise SceneError(f"{path}: tag ACQUISITION_DATETIME is missing (ISO 8601 UTC, e.g. 2024-12-13T08:25:00Z); "
                          f"an interchange copy has it: {CONVERT_HINT}")
-    try:
-        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise SceneError(f"{path}: tag ACQUISITION_DATETIME={text!r} is not ISO 8601") from None
-    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+    dt = parse_when(text)
+    if dt is None:
+        raise SceneError(f"{path}: tag ACQUISITION_DATETIME={text!r} is not ISO 8601")
+    return dt
 
 
 def read_scene(path: str | Path, bands: tuple[str, ...] = BAND_NAMES) -> Scene:

@@ -25,13 +25,13 @@ from rasterio.windows import Window
 
 from pipeline.atomic import atomic_write
 from pipeline.errors import SceneError
-from pipeline.geotiff import VALID_BAND
-from pipeline.types import BAND_NAMES
+from pipeline.geotiff import VALID_BAND, interchange_profile, interchange_tags, parse_when
+from pipeline.sources.files import MAX_PIXEL_M
+from pipeline.types import BAND_NAMES, Acquisition, utm_crs_for
 
 LOGGER = logging.getLogger(__name__)
 SKIP = "-"
 """A band name in ``--bands`` for a band of the file that is not wanted (e.g. B11 in a five-band stack)."""
-MAX_PIXEL_M = 20.0  # as the files source: the detector needs 10 m pixels
 L2A_HINT = ("Sentinel-2 L2A digital numbers: --scale 0.0001 --offset -0.1 (processing baseline 04.00, from 25 Jan "
             "2022), --scale 0.0001 --offset 0 before")
 ROWS_PER_BLOCK = 512
@@ -157,18 +157,16 @@ def convert(sources: Sequence[BandInput], out: str | Path, options: ConvertOptio
         when = _acquisition_time(options, first, sources[0].path)
         scale, offset = _scaling(sources, handles, options)
         pixel_m = max(abs(first.transform.a), abs(first.transform.e))
-        profile = {"driver": "GTiff", "width": first.width, "height": first.height, "count": len(sources) + 1,
-                   "dtype": "float32", "crs": first.crs, "transform": first.transform, "nodata": float("nan"),
-                   "compress": "deflate", "predictor": 3, "tiled": True, "blockxsize": 256, "blockysize": 256}
+        profile = interchange_profile(first.width, first.height, len(sources), first.crs, first.transform)
+        acquisition = Acquisition(source="files", id=options.acquisition_id or out.stem, sensor=options.spacecraft,
+                                  datetime=when)
         valid_px = 0
         medians: list[list[float]] = [[] for _ in sources]
         with atomic_write(out) as tmp, rasterio.open(tmp, "w", **profile) as dst:
             for i, s in enumerate(sources, start=1):
                 dst.set_band_description(i, s.name)
             dst.set_band_description(len(sources) + 1, VALID_BAND)
-            dst.update_tags(ACQUISITION_DATETIME=when.astimezone(UTC).isoformat().replace("+00:00", "Z"),
-                            SPACECRAFT=options.spacecraft, SIMULATED="false", SOURCE="files",
-                            ACQUISITION_ID=options.acquisition_id or out.stem, CLOUD_COVER="")
+            dst.update_tags(**interchange_tags(acquisition, simulated=False))
             blocks = list(_row_blocks(first.height, first.width))
             for k, win in enumerate(blocks):
                 refl, valid = _read_block(sources, handles, win, scale, offset, options.nodata)
@@ -236,16 +234,13 @@ def _warped_to_utm(handles: dict, sources: Sequence[BandInput], options: Convert
     """Each file seen through a GDAL warped view onto the UTM zone of the scene's centre at 10 m (bilinear; pixels
     outside the file are no data). Why: exports in longitude/latitude (EO Browser's default) are common, and the
     detector counts pixels as 10 m squares. The view is read block by block like any file, so memory stays flat."""
-    from rasterio.crs import CRS
     from rasterio.enums import Resampling
     from rasterio.vrt import WarpedVRT
     from rasterio.warp import calculate_default_transform
 
     first = handles[sources[0].path]
     west, south, east, north = first.bounds
-    lon, lat = (west + east) / 2, (south + north) / 2
-    zone = int((lon + 180.0) // 6.0) % 60 + 1
-    utm = CRS.from_epsg((32600 if lat >= 0 else 32700) + zone)
+    utm = utm_crs_for((west + east) / 2, (south + north) / 2)
     transform, width, height = calculate_default_transform(first.crs, utm, first.width, first.height, *first.bounds,
                                                            resolution=10.0)
     LOGGER.info("%s: %s reprojected to %s at 10 m (bilinear)", sources[0].path, first.crs.to_string(),
@@ -263,13 +258,9 @@ def _warped_to_utm(handles: dict, sources: Sequence[BandInput], options: Convert
 def _acquisition_time(options: ConvertOptions, src, path: Path) -> datetime:
     if options.when is not None:
         return options.when if options.when.tzinfo else options.when.replace(tzinfo=UTC)
-    text = src.tags().get("ACQUISITION_DATETIME")
-    if text:
-        try:
-            dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
-            return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
-        except ValueError:
-            pass
+    tagged = parse_when(src.tags().get("ACQUISITION_DATETIME"))
+    if tagged is not None:
+        return tagged
     raise SceneError(f"{path}: no acquisition time; pass --datetime (UTC, e.g. 2024-12-13T08:25:00Z): the diff "
                      "stage orders passes by it")
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 
 from pipeline.errors import SceneError
+from pipeline.geotiff import parse_when
 from pipeline.ingest import BandInput, ConvertOptions
 from pipeline.sources.evalscript import SCL_INVALID
 from pipeline.types import BAND_NAMES
@@ -48,10 +48,9 @@ def read_safe(folder: Path, nodata: float | None = None) -> SafeProduct:
     except ET.ParseError as exc:
         raise SceneError(f"{folder / METADATA}: not readable XML ({exc}); download the product again") from None
     text = {el.tag.split("}")[-1]: (el.text or "").strip() for el in root.iter()}
-    start = text.get("PRODUCT_START_TIME")
-    if not start:
-        raise SceneError(f"{folder / METADATA}: no PRODUCT_START_TIME")
-    when = datetime.fromisoformat(start.replace("Z", "+00:00"))
+    when = parse_when(text.get("PRODUCT_START_TIME"))
+    if when is None:
+        raise SceneError(f"{folder / METADATA}: no PRODUCT_START_TIME, or not ISO 8601")
     quantification = float(text.get("BOA_QUANTIFICATION_VALUE") or 10000.0)
     offsets = {el.get("band_id"): float(el.text) for el in root.iter() if el.tag.split("}")[-1] == "BOA_ADD_OFFSET"}
     band_offsets = {offsets.get(BAND_IDS[b], 0.0) for b in BAND_NAMES}  # no list: before baseline 04.00, none

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, replace
-from datetime import UTC, date, datetime
+from datetime import UTC, date
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +20,7 @@ from rasterio.warp import Resampling, reproject, transform_geom
 from shapely.geometry import box, mapping, shape
 
 from pipeline.errors import SceneError, SourceError
-from pipeline.geotiff import read_scene
+from pipeline.geotiff import parse_when, read_scene
 from pipeline.types import AOI, Acquisition, GridSpec, Scene, reproject_geometry
 
 LOGGER = logging.getLogger(__name__)
@@ -37,16 +37,6 @@ class _Entry:
 
 def _grid_of(src) -> GridSpec:
     return GridSpec(crs=src.crs.to_string(), transform=src.transform, width=src.width, height=src.height)
-
-
-def _parse_when(text: str | None) -> datetime | None:
-    if not text:
-        return None
-    try:
-        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
 
 
 class FilesSource:
@@ -79,7 +69,7 @@ class FilesSource:
             except RasterioIOError as exc:
                 LOGGER.warning("%s: unreadable GeoTIFF, skipped (%s)", path, exc)
                 continue
-            when = _parse_when(tags.get("ACQUISITION_DATETIME"))
+            when = parse_when(tags.get("ACQUISITION_DATETIME"))
             if when is None:
                 LOGGER.warning("%s: tag ACQUISITION_DATETIME missing or not ISO 8601, skipped (not an interchange "
                                "GeoTIFF: `basewatch convert` writes one from it)", path)
